@@ -126,10 +126,7 @@ class InstanceEjected(Event):
     consecutive_failures: int
 
     def describe(self) -> str:
-        return (
-            f"InstanceEjected {self.instance} for {self.duration:.1f}s "
-            f"after {self.consecutive_failures} failures"
-        )
+        return f"InstanceEjected {self.instance} for {self.duration:.1f}s after {self.consecutive_failures} failures"
 
 
 @dataclass(frozen=True)
