@@ -1,0 +1,174 @@
+"""Faults: the ways a service instance can go wrong, as plain data.
+
+Each kind of failure a lesson talks about is one small frozen dataclass, with its parameters and sane defaults:
+
+========  =====================================================================================
+Crash     the process is gone: connections are refused, open ones are cut.
+Hang      connections are accepted but nothing is ever answered (not even the health check).
+Slow      every answer takes ``ms`` milliseconds longer (give or take ``jitter_ms``).
+Error     a ``rate`` fraction of requests, health checks included, are answered with ``status``.
+Gray      the health check says "ok" while a ``rate`` fraction of real requests fail: a *gray* failure.
+Flap      down for ``period`` seconds, up for ``period`` seconds, again and again (starting down).
+Reset     a ``rate`` fraction of real answers are cut off halfway: the client sees a truncated reply.
+Warmup    a freshly (re)started instance is slow: +``extra_ms`` at first, fading to 0 over ``seconds``.
+========  =====================================================================================
+
+A fault is only a description; :mod:`spofkit.instance` makes it happen. Faults validate themselves when built,
+so a typo in a notebook fails at once with a message naming the wrong field, instead of silently injecting
+nothing. :func:`make_fault` builds one from a name and keyword arguments (what a CLI, a widget or the control
+channel of a child process has in hand).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+
+class FaultError(ValueError):
+    """A fault description is wrong. ``field`` names the culprit: ``"kind"`` or a parameter's name."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _number(
+    default: float,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    integer: bool = False,
+) -> Any:
+    """A dataclass field holding a number, with the range it must lie in (checked by ``Fault``)."""
+    rule = {"low": low, "high": high, "low_open": low_open, "integer": integer}
+    return field(default=default, metadata=rule)
+
+
+def _rate() -> Any:
+    return _number(1.0, low=0.0, high=1.0)
+
+
+def _status() -> Any:
+    return _number(500, low=100, high=599, integer=True)
+
+
+@dataclass(frozen=True)
+class Fault:
+    """Base class. ``kind`` is the fault's short name; ``params()`` its parameters, for events and logs."""
+
+    kind: ClassVar[str] = "fault"
+
+    def __post_init__(self) -> None:
+        for spec in dataclasses.fields(self):
+            value = _checked(self.kind, spec, getattr(self, spec.name))
+            object.__setattr__(self, spec.name, value)  # frozen: store the normalised value
+
+    def params(self) -> dict[str, Any]:
+        return {spec.name: getattr(self, spec.name) for spec in dataclasses.fields(self)}
+
+    def describe(self) -> str:
+        """``slow(ms=200.0, jitter_ms=0.0)``"""
+        args = ", ".join(f"{name}={value}" for name, value in self.params().items())
+        return f"{self.kind}({args})"
+
+
+def _checked(kind: str, spec: dataclasses.Field[Any], value: Any) -> Any:
+    """Check one parameter against its field's rule; return it as an int or a float."""
+    rule = spec.metadata
+    where = f"{kind}.{spec.name}"
+    # bool is a subclass of int, but `rate=True` is a mistake, not a number.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        wanted = "an integer" if rule["integer"] else "a number"
+        raise FaultError(spec.name, f"{where} must be {wanted}, got {value!r}")
+    if rule["integer"]:
+        if isinstance(value, float) and not value.is_integer():
+            raise FaultError(spec.name, f"{where} must be an integer, got {value!r}")
+        value = int(value)
+    else:
+        value = float(value)
+    low, high = rule["low"], rule["high"]
+    if low is not None and (value <= low if rule["low_open"] else value < low):
+        bound = f"> {low}" if rule["low_open"] else f">= {low}"
+        raise FaultError(spec.name, f"{where} must be {bound}, got {value!r}")
+    if high is not None and value > high:
+        raise FaultError(spec.name, f"{where} must be <= {high}, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Crash(Fault):
+    kind: ClassVar[str] = "crash"
+
+
+@dataclass(frozen=True)
+class Hang(Fault):
+    kind: ClassVar[str] = "hang"
+
+
+@dataclass(frozen=True)
+class Slow(Fault):
+    kind: ClassVar[str] = "slow"
+    ms: float = _number(200.0, low=0.0)
+    jitter_ms: float = _number(0.0, low=0.0)
+
+
+@dataclass(frozen=True)
+class Error(Fault):
+    kind: ClassVar[str] = "error"
+    rate: float = _rate()
+    status: int = _status()
+
+
+@dataclass(frozen=True)
+class Gray(Fault):
+    kind: ClassVar[str] = "gray"
+    rate: float = _rate()
+    status: int = _status()
+
+
+@dataclass(frozen=True)
+class Flap(Fault):
+    kind: ClassVar[str] = "flap"
+    period: float = _number(2.0, low=0.0, low_open=True)
+
+
+@dataclass(frozen=True)
+class Reset(Fault):
+    kind: ClassVar[str] = "reset"
+    rate: float = _rate()
+
+
+@dataclass(frozen=True)
+class Warmup(Fault):
+    kind: ClassVar[str] = "warmup"
+    seconds: float = _number(5.0, low=0.0, low_open=True)
+    extra_ms: float = _number(300.0, low=0.0)
+
+    def extra_delay(self, elapsed: float) -> float:
+        """Seconds added to a request ``elapsed`` seconds after the warmup began (linear decay to 0)."""
+        remaining = max(0.0, 1.0 - elapsed / self.seconds)
+        return self.extra_ms / 1000.0 * remaining
+
+
+FAULT_KINDS: dict[str, type[Fault]] = {cls.kind: cls for cls in (Crash, Hang, Slow, Error, Gray, Flap, Reset, Warmup)}
+
+
+def make_fault(kind: str, **params: Any) -> Fault:
+    """Build a fault from its name and parameters, e.g. ``make_fault("slow", ms=500)``.
+
+    Raises :class:`FaultError` naming the field for an unknown kind, an unknown parameter, a wrong type or a
+    value out of range.
+    """
+    cls = FAULT_KINDS.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        known = ", ".join(FAULT_KINDS)
+        raise FaultError("kind", f"unknown fault kind {kind!r} (known: {known})")
+    allowed = [spec.name for spec in dataclasses.fields(cls)]
+    for name in params:
+        if name not in allowed:
+            accepts = ", ".join(allowed) if allowed else "no parameters"
+            raise FaultError(name, f"{kind} has no parameter {name!r} (it accepts {accepts})")
+    return cls(**params)

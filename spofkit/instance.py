@@ -1,0 +1,673 @@
+"""Service instances: the thing that fails.
+
+A service instance is a small, real HTTP server on 127.0.0.1. Any path answers ``200`` with a bit of JSON saying
+who served it (``{"instance": "a", "path": "/", "served": 7, ...}`` and the header ``X-Served-By: a``);
+``GET /health`` is its health check. On top of that you can inject a fault (:mod:`spofkit.faults`) and take it
+away again with :meth:`~Instance.recover`. Every change is published on the event stream.
+
+Two ways to run one, with the same API:
+
+* :class:`ServiceInstance` runs inside this Python process (fast, the default, fine in a notebook). A crash
+  closes its listening socket and cuts every open connection, which is what a client sees when a process dies.
+* :class:`ProcessInstance` runs the same server in its own OS process. A crash is then a real ``kill -9``,
+  and a restart is a new process (a new pid) on the same port.
+
+Counters (``served``, ``errors``) add up over the instance's whole life, restarts included. In process
+isolation they live in the child: the parent fetches them every half second and just before it kills or stops
+the child (if something else kills it, the last moments' counts are lost, as with any crashed process's
+metrics). The ``served`` in an answer's JSON is counted by the server that answered, so in process isolation
+it starts again from 0 in each new process: a new process remembers nothing.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import json
+import os
+import random
+import signal
+import sys
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from spofkit.events import (
+    Event,
+    EventBus,
+    FaultCleared,
+    FaultInjected,
+    InstanceRestarted,
+    InstanceStarted,
+    InstanceStopped,
+)
+from spofkit.faults import Crash, Error, Fault, Flap, Gray, Hang, Reset, Slow, Warmup
+
+HEALTH_PATH = "/health"
+HOST = "127.0.0.1"
+_AnyInstance = TypeVar("_AnyInstance", bound="Instance")
+
+
+class Instance(abc.ABC):
+    """What the lab, the balancer and the views may rely on, however the instance runs.
+
+    This class holds the rules that are the same in both isolations: which events a change publishes, that a
+    fault replaces the previous one, that recovering a crashed instance starts it again on the same port, and
+    that a warmup ends by itself. Subclasses supply five primitives: ``_boot`` (come up), ``_crash`` (die
+    abruptly), ``_shutdown`` (stop), ``_apply`` (make a non-crash fault take effect) and ``_clear`` (undo it).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        port: int = 0,
+        work_time: float = 0.0,
+        events: EventBus | None = None,
+        seed: int | None = None,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"name must be a non-empty string, got {name!r}")
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ValueError(f"port must be an integer 0..65535 (0 = pick a free one), got {port!r}")
+        if isinstance(work_time, bool) or not isinstance(work_time, (int, float)) or work_time < 0:
+            raise ValueError(f"work_time must be a number of seconds >= 0, got {work_time!r}")
+        self.name = name
+        self.host = HOST
+        self.port = port
+        self.work_time = float(work_time)
+        self.events = events
+        self.seed = seed
+        self.fault: Fault | None = None
+        self.served = 0
+        self.errors = 0
+        self.in_flight = 0
+        self._started = False
+        self._lock = asyncio.Lock()  # one lifecycle change at a time
+        self._warmup_end: asyncio.Task[None] | None = None
+
+    # --- what views read ---------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        """The OS process serving, or None when it runs inside this process (or is not running)."""
+        return None
+
+    @property
+    @abc.abstractmethod
+    def running(self) -> bool:
+        """True while the instance accepts connections."""
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "url": self.url,
+            "pid": self.pid,
+            "fault": self.fault.kind if self.fault else None,
+            "fault_params": self.fault.params() if self.fault else {},
+            "served": self.served,
+            "errors": self.errors,
+            "in_flight": self.in_flight,
+            "running": self.running,
+        }
+
+    async def refresh_stats(self) -> dict[str, Any]:
+        """``stats()``, first asking the server for fresh counters where they live elsewhere."""
+        return self.stats()
+
+    # --- lifecycle and faults ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start serving (a second call does nothing). With ``port=0`` the port is picked now and kept."""
+        async with self._lock:
+            if self._started:
+                return
+            await self._boot()
+            self._started = True
+            self._publish(InstanceStarted(self._now(), self.name, self.url, self.pid))
+
+    async def stop(self) -> None:
+        """Stop serving and release everything (open connections are closed). Safe to call twice."""
+        async with self._lock:
+            if not self._started:
+                return
+            self._started = False
+            self._cancel_warmup_end()
+            await self._shutdown()
+            self.fault = None
+            self._publish(InstanceStopped(self._now(), self.name))
+
+    async def inject(self, fault: Fault) -> None:
+        """Make ``fault`` happen now, replacing any fault already active."""
+        if not isinstance(fault, Fault):
+            raise TypeError(f"fault must be a spofkit.faults.Fault, got {fault!r}")
+        async with self._lock:
+            self._require_started()
+            await self._inject_locked(fault)
+
+    async def recover(self, warmup: Warmup | None = None) -> None:
+        """Undo the active fault; a crashed instance comes back on its port. ``warmup``: start slow."""
+        async with self._lock:
+            self._require_started()
+            self._cancel_warmup_end()
+            previous = self.fault
+            came_back = not self._alive()
+            if came_back:
+                await self._boot()
+            elif previous is not None:
+                await self._clear()
+            self.fault = None
+            self._announce_change(previous, came_back)
+            if warmup is not None:
+                await self._inject_locked(warmup)
+
+    async def restart(self, warmup: Warmup | None = None) -> None:
+        """Crash, then start again on the same port, with no fault. ``warmup``: start slow."""
+        async with self._lock:
+            self._cancel_warmup_end()
+            previous = self.fault
+            if self._alive():
+                await self._crash()
+            await self._boot()
+            self._started = True
+            self.fault = None
+            self._announce_change(previous, came_back=True)
+            if warmup is not None:
+                await self._inject_locked(warmup)
+
+    async def _inject_locked(self, fault: Fault) -> None:
+        self._cancel_warmup_end()
+        previous = self.fault
+        came_back = False
+        if isinstance(fault, Crash):
+            if self._alive():
+                await self._crash()
+        else:
+            came_back = not self._alive()
+            if came_back:
+                await self._boot()
+            await self._apply(fault)
+        self.fault = fault
+        self._announce_change(previous, came_back)
+        self._publish(FaultInjected(self._now(), self.name, fault.kind, fault.params()))
+        if isinstance(fault, Warmup):
+            self._warmup_end = asyncio.create_task(self._end_warmup_later(fault))
+
+    async def _end_warmup_later(self, warmup: Warmup) -> None:
+        # A warmup is over once its extra latency has decayed to zero: nothing is wrong any more.
+        await asyncio.sleep(warmup.seconds)
+        if self.fault is warmup:
+            self.fault = None
+            self._publish(FaultCleared(self._now(), self.name, warmup.kind))
+
+    def _cancel_warmup_end(self) -> None:
+        if self._warmup_end is not None:
+            self._warmup_end.cancel()
+            self._warmup_end = None
+
+    def _announce_change(self, previous: Fault | None, came_back: bool) -> None:
+        if previous is not None:
+            self._publish(FaultCleared(self._now(), self.name, previous.kind))
+        if came_back:
+            self._publish(InstanceRestarted(self._now(), self.name, self.pid))
+
+    def _require_started(self) -> None:
+        if not self._started:
+            raise RuntimeError(f"instance {self.name!r} is not started; call start() first")
+
+    def _now(self) -> float:
+        return self.events.now() if self.events is not None else 0.0
+
+    def _publish(self, event: Event) -> None:
+        if self.events is not None:
+            self.events.publish(event)
+
+    async def __aenter__(self: _AnyInstance) -> _AnyInstance:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # --- primitives each isolation supplies ----------------------------------------------------------
+
+    @abc.abstractmethod
+    def _alive(self) -> bool:
+        """The server exists (it may still refuse connections, e.g. in the down half of a flap)."""
+
+    @abc.abstractmethod
+    async def _boot(self) -> None: ...
+
+    @abc.abstractmethod
+    async def _crash(self) -> None: ...
+
+    @abc.abstractmethod
+    async def _shutdown(self) -> None: ...
+
+    @abc.abstractmethod
+    async def _apply(self, fault: Fault) -> None: ...
+
+    @abc.abstractmethod
+    async def _clear(self) -> None: ...
+
+
+class ServiceInstance(Instance):
+    """An aiohttp server inside this process. See the module docstring for what it answers."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        port: int = 0,
+        work_time: float = 0.0,
+        events: EventBus | None = None,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(name, port=port, work_time=work_time, events=events, seed=seed)
+        self._rng = random.Random(seed)
+        self._http: web.Server | None = None  # aiohttp's HTTP protocol: one handler per connection
+        self._listener: asyncio.Server | None = None  # the listening socket
+        self._booted = False
+        self._fault_began = 0.0  # loop time the current fault was applied (for warmup's decay)
+        self._hang_released = asyncio.Event()
+        self._flap_stop = asyncio.Event()
+        self._flap_task: asyncio.Task[None] | None = None
+        self._handlers: set[asyncio.Task[Any]] = set()  # requests being answered right now
+
+    @property
+    def running(self) -> bool:
+        return self._listener is not None
+
+    # --- answering requests ---------------------------------------------------------------------------
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        # A client hanging up does not stop the work (as in most real servers), so hung requests pile up
+        # until recover(); a crash or stop cancels whatever is still running.
+        handler = asyncio.current_task()
+        assert handler is not None  # aiohttp answers each request in a task of its own
+        self._handlers.add(handler)
+        self.in_flight += 1
+        try:
+            return await self._respond(request)
+        finally:
+            self.in_flight -= 1
+            self._handlers.discard(handler)
+
+    async def _respond(self, request: web.BaseRequest) -> web.StreamResponse:
+        is_health = request.path == HEALTH_PATH
+        if isinstance(self.fault, Hang):
+            # Accepted, never answered: wait until recover() releases us (a crash or stop cancels us).
+            await self._hang_released.wait()
+        delay = self._fault_delay()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        fault = self.fault
+        # An error hits health checks too; a gray failure spares them, which is what makes it gray.
+        spared = is_health and isinstance(fault, Gray)
+        if isinstance(fault, (Error, Gray)) and not spared and self._rng.random() < fault.rate:
+            # Failing fast, without doing the work, is what makes a broken instance look attractive
+            # to "least connections" balancing.
+            self.errors += 1
+            return self._json({"error": f"injected fault: {fault.kind}", "instance": self.name}, fault.status)
+        if is_health:
+            return self._json({"status": "ok", "instance": self.name})
+        body = await request.read()
+        if self.work_time > 0:
+            await asyncio.sleep(self.work_time)  # the simulated service time
+        answer: dict[str, Any] = {
+            "instance": self.name,
+            "method": request.method,
+            "path": request.path,
+            "body_bytes": len(body),
+            "served": self.served + 1,
+        }
+        if isinstance(self.fault, Reset) and self._rng.random() < self.fault.rate:
+            self.errors += 1
+            return await self._cut_off(request, answer)
+        self.served += 1
+        return self._json(answer)
+
+    def _fault_delay(self) -> float:
+        """Extra seconds the active fault adds to this request (slow, warmup), else 0."""
+        fault = self.fault
+        if isinstance(fault, Slow):
+            jitter = self._rng.uniform(-fault.jitter_ms, fault.jitter_ms) if fault.jitter_ms else 0.0
+            return max(0.0, fault.ms + jitter) / 1000.0
+        if isinstance(fault, Warmup):
+            return fault.extra_delay(asyncio.get_running_loop().time() - self._fault_began)
+        return 0.0
+
+    def _json(self, answer: dict[str, Any], status: int = 200) -> web.Response:
+        return web.json_response(answer, status=status, headers={"X-Served-By": self.name})
+
+    async def _cut_off(self, request: web.BaseRequest, answer: dict[str, Any]) -> web.StreamResponse:
+        """Promise a full body (Content-Length), send half of it, then drop the connection."""
+        payload = json.dumps(answer).encode()
+        response = web.StreamResponse(headers={"X-Served-By": self.name})
+        response.content_type = "application/json"
+        response.content_length = len(payload)
+        await response.prepare(request)
+        await response.write(payload[: len(payload) // 2])
+        if request.transport is not None:
+            request.transport.abort()
+        return response
+
+    # --- the listening socket -----------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        http = web.Server(self._handle, access_log=None)
+        loop = asyncio.get_running_loop()
+        # reuse_address: a restart may bind the port again while old connections sit in TIME_WAIT.
+        listener = await loop.create_server(http, self.host, self.port, reuse_address=True)
+        self.port = listener.sockets[0].getsockname()[1]  # with port=0: keep the one we got
+        self._http, self._listener = http, listener
+
+    async def _close(self) -> None:
+        """Die the way a killed process does: refuse new connections and cut every open one."""
+        http, listener = self._http, self._listener
+        self._http = self._listener = None
+        if http is None or listener is None:
+            return
+        listener.close()  # new connects are now refused
+        for connection in http.connections:  # idle keep-alive ones too
+            if connection.transport is not None:
+                connection.transport.abort()
+        for handler in list(self._handlers):  # and the work in progress dies with the process
+            handler.cancel()
+        await http.shutdown(timeout=1.0)
+        await listener.wait_closed()
+
+    # --- primitives -------------------------------------------------------------------------------
+
+    def _alive(self) -> bool:
+        return self._booted
+
+    async def _boot(self) -> None:
+        await self._listen()
+        self._booted = True
+
+    async def _crash(self) -> None:
+        # Stop the fault's machinery first (a flap could open the socket again); hung requests are not
+        # released to be answered: _close cancels them, as a dying process would.
+        await self._end_fault_effects(release_hung=False)
+        await self._close()
+        self._booted = False
+
+    async def _shutdown(self) -> None:
+        await self._crash()
+
+    async def _apply(self, fault: Fault) -> None:
+        await self._end_fault_effects()
+        self._fault_began = asyncio.get_running_loop().time()
+        if isinstance(fault, Flap):
+            self._flap_stop = asyncio.Event()
+            self._flap_task = asyncio.create_task(self._flap(fault.period, self._flap_stop))
+            return
+        if self._listener is None:
+            await self._listen()
+        if isinstance(fault, Hang):
+            self._hang_released = asyncio.Event()
+
+    async def _clear(self) -> None:
+        await self._end_fault_effects()
+        if self._listener is None:
+            await self._listen()
+
+    async def _end_fault_effects(self, release_hung: bool = True) -> None:
+        if release_hung:
+            self._hang_released.set()  # hung requests go on and are answered
+        if self._flap_task is not None:
+            self._flap_stop.set()
+            await self._flap_task
+            self._flap_task = None
+
+    async def _flap(self, period: float, stop: asyncio.Event) -> None:
+        """Down for ``period`` seconds, up for ``period`` seconds, until ``stop`` is set."""
+        while True:
+            await self._close()
+            if await _wait_for_event(stop, period):
+                return
+            with contextlib.suppress(OSError):  # the port was taken meanwhile: stay down this round
+                await self._listen()
+            if await _wait_for_event(stop, period):
+                return
+
+
+async def _wait_for_event(event: asyncio.Event, timeout: float) -> bool:
+    """True if ``event`` was set within ``timeout`` seconds, False otherwise."""
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+    except asyncio.TimeoutError:
+        return False
+    return True
+
+
+class ChildGone(RuntimeError):
+    """The child process exited; it cannot answer."""
+
+
+class ProcessInstance(Instance):
+    """The same server in its own OS process (``python -m spofkit._instance_child``).
+
+    The parent talks to the child over its stdin/stdout, one JSON line per message: the child first says
+    ``{"ok": true, "port": ..., "pid": ...}``, then answers each command (``inject``, ``recover``, ``stats``)
+    with one reply carrying the same ``id`` and its counters. A crash does not ask the child anything: it is
+    ``kill -9``. If the parent dies, the child sees its stdin close and exits too.
+    """
+
+    startup_timeout = 20.0  # seconds for a new process to import aiohttp and listen (slow on a busy machine)
+    control_timeout = 5.0  # seconds for the child to answer a command
+    stop_timeout = 3.0  # seconds between SIGTERM and SIGKILL
+    stats_interval = 0.5  # how often the counters are fetched from the child
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        port: int = 0,
+        work_time: float = 0.0,
+        events: EventBus | None = None,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(name, port=port, work_time=work_time, events=events, seed=seed)
+        self._process: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._poller: asyncio.Task[None] | None = None
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._next_id = 0
+        self._child_running = False
+        self._served_before = 0  # counted by processes that are gone
+        self._errors_before = 0
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._alive() and self._process else None
+
+    @property
+    def running(self) -> bool:
+        return self._alive() and self._child_running
+
+    async def refresh_stats(self) -> dict[str, Any]:
+        if self._alive():
+            with contextlib.suppress(ChildGone):
+                await self._call({"cmd": "stats"})
+        return self.stats()
+
+    # --- primitives -------------------------------------------------------------------------------
+
+    def _alive(self) -> bool:
+        return self._process is not None and self._process.returncode is None
+
+    async def _boot(self) -> None:
+        command = [sys.executable, "-m", "spofkit._instance_child", "--name", self.name]
+        command += ["--port", str(self.port), "--work-time", str(self.work_time)]
+        if self.seed is not None:
+            command += ["--seed", str(self.seed)]
+        # The child must import spofkit from wherever this copy lives, installed or not.
+        package_root = str(Path(__file__).resolve().parent.parent)
+        path = os.environ.get("PYTHONPATH")
+        env = dict(os.environ, PYTHONPATH=package_root + (os.pathsep + path if path else ""))
+        process = await asyncio.create_subprocess_exec(
+            *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env
+        )
+        assert process.stdout is not None
+        try:
+            line = await asyncio.wait_for(process.stdout.readline(), self.startup_timeout)
+            hello = json.loads(line) if line else {}
+        except (asyncio.TimeoutError, ValueError):
+            hello = {}
+        except BaseException:  # cancelled while waiting: do not leave the process behind
+            await _kill_and_reap(process)
+            raise
+        if not hello.get("ok"):
+            await _kill_and_reap(process)
+            reason = hello.get("error", f"no greeting (exit code {process.returncode})")
+            raise OSError(f"instance {self.name!r}: child process failed to start: {reason}")
+        self.port = int(hello["port"])  # kept for restarts: a new process binds the same port
+        self._process = process
+        self._child_running = True
+        self._reader = asyncio.create_task(self._read_replies(process))
+        self._poller = asyncio.create_task(self._poll_stats())
+
+    async def _crash(self) -> None:
+        await self._last_counters()  # the lab's bookkeeping, not a goodbye: the process is not warned
+        process = self._forget_process()
+        if process is not None and process.returncode is None:
+            os.kill(process.pid, signal.SIGKILL)  # kill -9: no goodbye, no cleanup
+        await self._reap(process)
+
+    async def _shutdown(self) -> None:
+        await self._last_counters()
+        process = self._forget_process()
+        if process is not None and process.returncode is None:
+            process.terminate()  # SIGTERM: please stop
+            try:
+                await asyncio.wait_for(process.wait(), self.stop_timeout)
+            except asyncio.TimeoutError:
+                process.kill()  # it did not listen: SIGKILL
+        await self._reap(process)
+
+    async def _apply(self, fault: Fault) -> None:
+        await self._call({"cmd": "inject", "fault": {"kind": fault.kind, "params": fault.params()}})
+
+    async def _clear(self) -> None:
+        await self._call({"cmd": "recover"})
+
+    # --- the child process ----------------------------------------------------------------------------
+
+    async def _last_counters(self) -> None:
+        """Fetch the counters before the process takes them away (never mind if it cannot answer)."""
+        if self._alive():
+            with contextlib.suppress(RuntimeError, asyncio.TimeoutError):
+                await self._call({"cmd": "stats"}, timeout=1.0)
+
+    def _forget_process(self) -> asyncio.subprocess.Process | None:
+        """Detach the current process first, so its reader knows its end was asked for."""
+        process, self._process = self._process, None
+        if self._poller is not None:
+            self._poller.cancel()
+            self._poller = None
+        return process
+
+    async def _reap(self, process: asyncio.subprocess.Process | None) -> None:
+        if process is None:
+            return
+        if self._reader is not None:
+            await self._reader  # ends once the process has exited and been waited for
+            self._reader = None
+        await process.wait()
+
+    async def _call(self, command: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        """Send one command and wait for its reply. Raises ChildGone if the process is not there."""
+        process = self._process
+        if process is None or process.returncode is not None or process.stdin is None:
+            raise ChildGone(f"instance {self.name!r} has no running process")
+        self._next_id += 1
+        request_id = self._next_id
+        reply_future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = reply_future
+        try:
+            process.stdin.write(json.dumps(dict(command, id=request_id)).encode() + b"\n")
+            await process.stdin.drain()
+            reply = await asyncio.wait_for(reply_future, timeout or self.control_timeout)
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            raise ChildGone(f"instance {self.name!r}: process went away") from exc
+        finally:
+            self._pending.pop(request_id, None)
+        if not reply.get("ok"):
+            raise RuntimeError(f"instance {self.name!r} refused {command['cmd']}: {reply.get('error')}")
+        return reply
+
+    async def _read_replies(self, process: asyncio.subprocess.Process) -> None:
+        """Route the child's replies to their callers; when it exits, bank its counters and reap it."""
+        assert process.stdout is not None
+        child_served = child_errors = 0
+        while line := await process.stdout.readline():
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue
+            stats = message.get("stats")
+            if isinstance(stats, dict):
+                child_served, child_errors = int(stats["served"]), int(stats["errors"])
+                self.served = self._served_before + child_served
+                self.errors = self._errors_before + child_errors
+                self.in_flight = int(stats["in_flight"])
+                self._child_running = bool(stats["running"])
+            waiting = self._pending.pop(message.get("id", -1), None)
+            if waiting is not None and not waiting.done():
+                waiting.set_result(message)
+        # End of output: the process is gone. Counters it never reported are lost, as with any real crash.
+        self._served_before += child_served
+        self._errors_before += child_errors
+        self.served, self.errors, self.in_flight = self._served_before, self._errors_before, 0
+        self._child_running = False
+        for waiting in self._pending.values():
+            if not waiting.done():
+                waiting.set_exception(ChildGone(f"instance {self.name!r}: process exited"))
+        if process.stdin is not None:
+            process.stdin.close()
+        exit_code = await process.wait()
+        if process is self._process:
+            # Nobody here asked it to go (someone ran `kill -9 <pid>`?): that is a crash.
+            self._forget_process()
+            self._cancel_warmup_end()
+            self.fault = Crash()
+            self._publish(FaultInjected(self._now(), self.name, "crash", {"exit_code": exit_code}))
+
+    async def _poll_stats(self) -> None:
+        while True:
+            await asyncio.sleep(self.stats_interval)
+            try:
+                await self._call({"cmd": "stats"})
+            except ChildGone:
+                return
+            except (asyncio.TimeoutError, RuntimeError):
+                continue  # a busy child: try again next time
+
+
+async def _kill_and_reap(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        process.kill()
+    await process.wait()
+
+
+def make_instance(name: str, isolation: str = "inprocess", **kwargs: Any) -> Instance:
+    """A :class:`ServiceInstance` (``"inprocess"``) or a :class:`ProcessInstance` (``"process"``)."""
+    if isolation == "inprocess":
+        return ServiceInstance(name, **kwargs)
+    if isolation == "process":
+        return ProcessInstance(name, **kwargs)
+    raise ValueError(f"isolation must be 'inprocess' or 'process', got {isolation!r}")
