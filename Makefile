@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 lab: $(STAMP)
-	$(BIN)/jupyter lab --ip=127.0.0.1 --notebook-dir=lessons
+	$(BIN)/spofkit lab
 
 tui: $(STAMP)
 	$(BIN)/spofkit tui

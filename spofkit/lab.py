@@ -440,6 +440,7 @@ class Lab:
         if self._background_task and not self._background_task.done():
             raise RuntimeError("background load is already running; use set_load_rate()")
         generator = self.load_generator(**options)
+        generator.rate = rate  # visible in status() at once, before the loop's task first runs
         self._background = generator
         self._background_task = asyncio.create_task(
             generator.run_open_loop(rate, BACKGROUND_LOAD_MAX_SECONDS), name="background-load"
