@@ -209,9 +209,7 @@ def test_consistent_hash_is_the_same_in_another_process() -> None:
     outputs = set()
     for hash_seed in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": hash_seed}
-        done = subprocess.run(
-            [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
-        )
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         outputs.add(done.stdout.strip())
     here = mapping(ConsistentHash(), FIVE, [f"k{i}" for i in range(40)])
@@ -369,9 +367,7 @@ class AlwaysFirst:
 
     name = "always_first"
 
-    def pick(
-        self, backends: Sequence[Backend], request: RequestInfo, now: float, rng: random.Random
-    ) -> Backend:
+    def pick(self, backends: Sequence[Backend], request: RequestInfo, now: float, rng: random.Random) -> Backend:
         return backends[0]
 
 
