@@ -264,6 +264,7 @@ class Narrator:
         self.ok = 0
         self.failed = 0
         self.ejections = 0
+        self.down: set[str] = set()  # marked down by the health checker
 
     def on_event(self, event: Event) -> None:
         at = event.at - self.started
@@ -283,10 +284,15 @@ class Narrator:
                     f"{event.consecutive_failures} failed requests (for {event.duration:.1f}s)"
                 )
         elif isinstance(event, InstanceReturned) and self.ejections <= 2:
-            say(f"  [{at:5.2f}s] {event.instance}'s ejection ends: it may get traffic again")
+            if event.instance in self.down:
+                say(f"  [{at:5.2f}s] {event.instance}'s ejection ends, but health checks still hold it down")
+            else:
+                say(f"  [{at:5.2f}s] {event.instance}'s ejection ends: it may get traffic again")
         elif isinstance(event, InstanceDown):
+            self.down.add(event.instance)
             say(f"  [{at:5.2f}s] health checker marks {event.instance} DOWN ({event.reason})")
         elif isinstance(event, InstanceUp):
+            self.down.discard(event.instance)
             say(f"  [{at:5.2f}s] health checker marks {event.instance} UP")
 
     def tally(self, second: int) -> None:
