@@ -349,14 +349,29 @@ class Lab:
     def set_strategy(self, strategy: str | Strategy) -> None:
         self.balancer.set_strategy(strategy)
 
-    def set_retries(self, enabled: bool) -> None:
+    def set_retries(self, enabled: bool | RetrySettings) -> None:
+        """Retries on or off, or on with new settings (e.g. ``RetrySettings(per_try_timeout=0.1)``)."""
+        if isinstance(enabled, RetrySettings):
+            self.retry_settings, enabled = enabled, True
         self.balancer.set_retries(self.retry_settings if enabled else None)
 
-    def set_ejection(self, enabled: bool) -> None:
+    def set_ejection(self, enabled: bool | EjectionSettings) -> None:
+        """Passive ejection on or off, or on with new settings."""
+        if isinstance(enabled, EjectionSettings):
+            self.ejection_settings, enabled = enabled, True
         self.balancer.set_ejection(self.ejection_settings if enabled else None)
 
-    async def set_health_checks(self, enabled: bool) -> None:
-        """Turn active health checks on (every instance starts from UP) or off (every instance counts as up)."""
+    async def set_health_checks(self, enabled: bool | HealthSettings) -> None:
+        """Turn active health checks on (every instance starts from UP) or off (every instance counts as up).
+
+        Given :class:`HealthSettings`, the checker restarts with them.
+        """
+        if isinstance(enabled, HealthSettings):
+            self.health_settings, enabled = enabled, True
+            if self.health is not None:
+                checker, self.health = self.health, None
+                self.balancer.health = None
+                await checker.stop()
         if enabled and self.health is None:
             await self._start_health()
             for name, instance in self.instances.items():

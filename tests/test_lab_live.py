@@ -155,3 +155,21 @@ async def test_bad_fault_is_refused_and_the_lab_keeps_serving() -> None:
             await lab.inject("zz", "crash")
         report = await lab.run_load(rate=40, duration=0.5)
     assert report.failed == 0 and report.requests == 20
+
+
+async def test_settings_can_change_on_a_running_lab() -> None:
+    async with await Lab.start(2, health=HEALTH) as lab:
+        lab.set_retries(RetrySettings(per_try_timeout=0.25))
+        assert lab.balancer.retries is not None and lab.balancer.retries.per_try_timeout == 0.25
+        lab.set_retries(False)
+        assert lab.balancer.retries is None
+        lab.set_retries(True)
+        assert lab.balancer.retries is not None and lab.balancer.retries.per_try_timeout == 0.25
+        lab.set_ejection(EjectionSettings(consecutive_failures=7))
+        assert lab.balancer.ejection is not None and lab.balancer.ejection.consecutive_failures == 7
+        quick = HealthSettings(interval=0.1, timeout=0.1, rise=1, fall=1)
+        await lab.set_health_checks(quick)
+        assert lab.health is not None and lab.health.settings == quick
+        await lab.inject("b", "crash")
+        await wait_until(lambda: lab.status().instance("b").state == "down", 5, "b down under the new settings")
+        assert lab.status().health_checks
