@@ -101,7 +101,8 @@ class AdminServer:
         app.router.add_put("/strategy", self.set_strategy)
         app.router.add_put("/settings", self.set_settings)
         app.router.add_put("/load", self.set_load)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # Event streams stay open until the client goes: stopping gives them a short grace, not aiohttp's 60 s.
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         await site.start()

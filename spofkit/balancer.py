@@ -74,6 +74,8 @@ HOP_BY_HOP = frozenset(
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Request bodies up to this size are kept in memory so that a retry can send them again; larger ones stream.
 MAX_BUFFERED_BODY = 1 << 20
+# How long stop() lets in-flight requests finish before it closes their connections.
+STOP_GRACE = 2.0
 # Responses with a Content-Length up to this size are read whole before answering, so that a reset in the middle
 # of one is still a retryable failure; larger or unsized ones stream to the client as they arrive.
 MAX_BUFFERED_RESPONSE = 1 << 20
@@ -165,13 +167,15 @@ class Balancer:
             connector=connector,
             auto_decompress=False,
             skip_auto_headers=("User-Agent", "Accept-Encoding"),
+            cookie_jar=aiohttp.DummyCookieJar(),  # a proxy passes cookies through; it must not keep them
         )
         # aiohttp would quietly resend an idempotent request once when a kept-alive connection turns out dead.
         # The balancer makes every retry decision itself (and counts it), so that hidden replay is switched off.
         self._session._retry_connection = False
         app = web.Application(client_max_size=MAX_BUFFERED_BODY, middlewares=[self._refuse_open_proxy])
         app.router.add_route("*", "/{path:.*}", self.handle)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # Stopping waits at most STOP_GRACE for in-flight requests (a hung backend must not hold up stop()).
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=STOP_GRACE)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         await site.start()
@@ -313,6 +317,7 @@ class Balancer:
         body, body_replayable = await self._request_body(request)
         headers = self._forward_headers(request)
         tried: set[str] = set()
+        last_tried: str | None = None
         attempts = 0
         last_failure = ""
         last_status = 502
@@ -326,8 +331,9 @@ class Balancer:
             except NoInstance as no_instance:
                 status = last_status if tried else no_instance.status
                 reason = f"{last_failure}; {no_instance.reason}" if tried else no_instance.reason
-                return self._fail(request_id, request, started, attempts, status, reason)
+                return self._fail(request_id, request, started, attempts, status, reason, last_tried)
             tried.add(member.name)
+            last_tried = member.name
             attempts += 1
             timeout = max(0.001, min(per_try, deadline - (now - started)))
             attempt = await self._forward(member, request, headers, body, timeout)
@@ -356,7 +362,7 @@ class Balancer:
                 return await self._answer(request_id, request, member, attempt, attempts, started)
             if not decision.retry:
                 reason = f"{last_failure} (not retried: {decision.reason})"
-                return self._fail(request_id, request, started, attempts, last_status, reason)
+                return self._fail(request_id, request, started, attempts, last_status, reason, last_tried)
             self.retried += 1
             self.events.publish(RequestRetried(finished, request_id, attempts, member.name, attempt.detail))
 
@@ -528,9 +534,10 @@ class Balancer:
         attempts: int,
         status: int,
         reason: str,
+        last_tried: str | None,
     ) -> web.Response:
         self.failed += 1
-        self._record(request_id, request, status, None, attempts, started, "failed", reason)
+        self._record(request_id, request, status, None, attempts, started, "failed", reason, last_tried)
         return _json_error(status, reason, attempts)
 
     def _record(
@@ -543,6 +550,7 @@ class Balancer:
         started: float,
         outcome: str,
         reason: str = "",
+        last_tried: str | None = None,
     ) -> None:
         now = self.events.now()
         self.events.publish(
@@ -557,6 +565,7 @@ class Balancer:
                 now - started,
                 outcome,
                 reason,
+                last_tried or instance,
             )
         )
 

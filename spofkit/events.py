@@ -182,7 +182,11 @@ class RequestRetried(Event):
 
 @dataclass(frozen=True)
 class RequestCompleted(Event):
-    """The balancer answered a client. ``outcome`` is ``served``, ``retried`` (served after a retry) or ``failed``."""
+    """The balancer answered a client. ``outcome`` is ``served``, ``retried`` (served after a retry) or ``failed``.
+
+    ``instance`` is the instance whose answer the client got (None when the balancer answered itself);
+    ``last_tried`` is the instance the last attempt went to, also for a failed request.
+    """
 
     request_id: int
     method: str
@@ -193,6 +197,7 @@ class RequestCompleted(Event):
     latency: float
     outcome: str
     reason: str = ""
+    last_tried: str | None = None
 
 
 @dataclass(frozen=True)

@@ -123,6 +123,7 @@ class RetryBudget:
                 times.popleft()
 
     def record_request(self, now: float) -> None:
+        self._forget_before(now)  # keep memory bounded by the window even when no retry is ever asked for
         self._requests.append(now)
 
     def allowance(self, now: float) -> float:

@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from spofkit.balancer import Balancer
-from spofkit.events import EventBus, InstanceEjected, RequestRetried
+from spofkit.events import EventBus, InstanceEjected, RequestCompleted, RequestRetried
 from spofkit.failover import EjectionSettings, RetrySettings
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -160,6 +160,8 @@ async def test_per_try_timeout_redispatches_and_504_when_nothing_answers(make_ba
             assert response.status == 504
             body = await response.json()
             assert body["error"] == "timeout" and "no answer within" in body["reason"]
+    failed = [e for e in balancer.events.history if isinstance(e, RequestCompleted) and e.outcome == "failed"]
+    assert [(e.instance, e.last_tried) for e in failed] == [(None, "a")]  # no answer came, but it went to a
 
 
 async def test_no_instance_gives_503_with_a_json_reason(make_balancer) -> None:  # type: ignore[no-untyped-def]
