@@ -1,0 +1,248 @@
+"""Widgets without a browser: buttons are clicked with ``button.click()``, against a real lab on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Sequence
+
+import pytest
+from conftest import wait_for
+
+from spofkit.health import HealthSettings
+from spofkit.lab import Lab
+from spofkit.strategies import Backend, RequestInfo, Strategy
+from spofkit.widgets import (
+    ClusterPanel,
+    ExperimentRunner,
+    HealthExplorer,
+    ProgressBar,
+    plot_instance_states,
+    predict,
+    simulate_false_alarms,
+)
+
+FAST_CHECKS = HealthSettings(interval=0.1, timeout=0.2, rise=1, fall=2)
+
+
+@pytest.fixture
+async def lab() -> AsyncIterator[Lab]:
+    lab = await Lab.start(instances=3, health=FAST_CHECKS)
+    try:
+        yield lab
+    finally:
+        await lab.stop()
+
+
+async def test_panel_shows_one_row_per_instance(lab: Lab) -> None:
+    panel = ClusterPanel(lab)
+    try:
+        assert list(panel.rows) == ["a", "b", "c"]
+        assert "UP" in panel.row("b").state.value
+        assert panel.row("b").fault.value == "-"
+        assert ("b", "crash") in panel.buttons and ("c", "restart") in panel.buttons
+        assert "3/3 serving" in panel.header.value
+    finally:
+        panel.close()
+
+
+async def test_crash_button_crashes_the_instance_and_the_row_follows(lab: Lab) -> None:
+    panel = ClusterPanel(lab, refresh_interval=0.05)
+    try:
+        panel.buttons[("b", "crash")].click()  # what a browser click runs
+        await wait_for(lambda: "crash" in panel.row("b").fault.value, timeout=5)
+        await wait_for(lambda: "DOWN" in panel.row("b").state.value, timeout=10, message="b marked down")
+        assert lab.status().instance("b").fault == "crash"
+        assert "InstanceDown b" in panel.event_log.value
+        await panel.click_fault("b", "recover")
+        await wait_for(lambda: "UP" in panel.row("b").state.value, timeout=10, message="b back up")
+        assert panel.errors == []
+    finally:
+        panel.close()
+
+
+async def test_slow_button_uses_the_panel_parameters(lab: Lab) -> None:
+    panel = ClusterPanel(lab, faults={"slow": {"ms": 50}})
+    try:
+        assert ("b", "crash") not in panel.buttons
+        await panel.click_fault("b", "slow")
+        assert lab.status().instance("b").fault == "slow"
+        with pytest.raises(ValueError, match="action must be one of"):
+            panel.click_fault("b", "crash")
+    finally:
+        panel.close()
+
+
+async def test_a_failing_click_is_reported_in_the_panel_not_lost(lab: Lab) -> None:
+    panel = ClusterPanel(lab)
+    try:
+        task = panel.click_fault("zz", "crash")
+        with pytest.raises(KeyError):
+            await task
+        assert panel.errors and "crash zz failed" in panel.errors[0]
+        assert any("crash zz failed" in output.get("text", "") for output in panel.output.outputs)
+    finally:
+        panel.close()
+
+
+async def test_panel_rows_follow_added_instances_and_the_lab_stopping() -> None:
+    lab = await Lab.start(instances=1, health=None)
+    panel = ClusterPanel(lab, refresh_interval=0.05)
+    try:
+        name = await lab.add_instance()
+        await wait_for(lambda: name in panel.rows, timeout=5)
+        assert (name, "crash") in panel.buttons
+    finally:
+        await lab.stop()
+    await wait_for(lambda: "stopped" in panel.header.value, timeout=5)
+    await wait_for(lambda: panel._timer is None or panel._timer.done(), timeout=5, message="refresh timer ends")
+    panel.close()
+
+
+async def test_panel_switches_act_on_the_lab(lab: Lab) -> None:
+    panel = ClusterPanel(lab)
+    try:
+        panel.retries.value = False
+        assert lab.status().retries is False
+        panel.strategy.value = "least_connections"
+        assert lab.status().strategy == "least_connections"
+        panel.health_checks.value = False
+        await wait_for(lambda: lab.status().health_checks is False, timeout=5)
+        panel.load.value = 20
+        assert lab.status().load_rate == 20
+        stopping = panel.set_load(0)
+        assert stopping is not None
+        await stopping
+        assert lab.status().load_rate is None
+    finally:
+        panel.close()
+
+
+async def test_experiment_runner_runs_shows_the_report_and_recovers(lab: Lab) -> None:
+    runner = ExperimentRunner(lab, rate=50, duration=1.5, fault="crash", instance="c", fault_at=0.3)
+    seen = []
+    runner.on_report.append(seen.append)
+    runner.run_button.click()
+    await wait_for(lambda: runner.last_report is not None, timeout=20, message="run finished")
+    report = runner.last_report
+    assert report is not None and seen == [report]
+    assert report.requests > 0 and report.fault_instance == "c"
+    assert runner.progress.value == 1.0
+    assert "availability" in runner.status.value
+    kinds = [output["data"].keys() for output in runner.output.outputs]
+    assert any("text/html" in k for k in kinds) and any("image/png" in k for k in kinds)
+    assert lab.status().instance("c").fault is None  # recovered after the run
+    assert runner.errors == []
+
+
+async def test_experiment_runner_rejects_bad_settings(lab: Lab) -> None:
+    with pytest.raises(ValueError, match="fault must be one of"):
+        ExperimentRunner(lab, fault="meteor")
+    with pytest.raises(ValueError, match="instance must be one of"):
+        ExperimentRunner(lab, instance="zz")
+    with pytest.raises(ValueError, match="fault_at must be within the run"):
+        ExperimentRunner(lab, duration=2, fault_at=3)
+    runner = ExperimentRunner(lab, fault="slow")
+    assert runner.faults() == [(1.0, "b", "slow", {"ms": 300})]
+    runner.fault.value = "none"
+    assert runner.faults() == []
+
+
+async def test_panel_switches_follow_changes_made_in_code(lab: Lab) -> None:
+    panel = ClusterPanel(lab)
+    try:
+        lab.set_retries(False)
+        lab.set_ejection(False)
+        lab.set_strategy(CountingStrategy())
+        panel.refresh()
+        assert panel.retries.value is False
+        assert panel.ejection.value is False
+        assert panel.strategy.value == "counting" and "counting" in panel.strategy.options
+        # showing the change did not call the lab back: picks went to the custom strategy, not a new one
+        assert lab.status().strategy == "counting"
+    finally:
+        panel.close()
+
+
+class CountingStrategy(Strategy):
+    """A custom strategy the menu does not know."""
+
+    name = "counting"
+
+    def pick(self, backends: Sequence[Backend], request: RequestInfo, now: float, rng: random.Random) -> Backend:
+        return backends[0]
+
+
+def test_state_plot_keeps_labels_inside_when_nothing_changes() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    ax = plot_instance_states([], ["a", "b", "c"])
+    low, high = ax.get_ylim()
+    assert low < 0.5 and high > 1.5 * 2 + 0.5  # every name label (at row * 1.5 + 0.5) is in view
+
+
+def test_prediction_compares_a_number() -> None:
+    prediction = predict("share failing?", unit="%")
+    assert not prediction.compare(33.0).ok  # nothing locked in yet
+    assert prediction.compare(33.0).given == "no prediction locked in"
+    prediction.guess(30)
+    assert prediction.value == 30.0 and prediction.lock_button.disabled
+    assert prediction.compare(33.3).ok
+    far = prediction.compare(90)
+    assert not far.ok and "low" in far.hint
+    assert not prediction.compare(None).ok
+
+
+def test_prediction_with_choices_via_the_button() -> None:
+    prediction = predict("which?", ["none", "some", "all"])
+    prediction.input.value = "some"
+    prediction.lock_button.click()
+    assert prediction.value == "some"
+    assert prediction.compare("some").ok
+    assert not prediction.compare("all").ok
+    with pytest.raises(ValueError, match="guess must be one of"):
+        predict("which?", ["x", "y"]).guess("z")
+    with pytest.raises(ValueError, match="at least two"):
+        predict("which?", ["only"])
+
+
+def test_progress_bar_is_an_on_progress_callback() -> None:
+    bar = ProgressBar(min=0.0, max=1.0)
+    bar(0.5)
+    assert bar.value == 0.5
+    bar(1.7)
+    assert bar.value == 1.0 and bar.bar_style == "success"
+
+
+def test_false_alarms_fall_with_hysteresis() -> None:
+    flaky = 0.1
+    hour = 3600.0
+    twitchy = simulate_false_alarms(HealthSettings(interval=0.5, fall=1), flaky, hour, random.Random(1))
+    calm = simulate_false_alarms(HealthSettings(interval=0.5, fall=4), flaky, hour, random.Random(1))
+    assert twitchy > 100 > calm
+    assert simulate_false_alarms(HealthSettings(fall=1), 0.0, hour, random.Random(1)) == 0
+    with pytest.raises(ValueError, match="probe_failure_probability"):
+        simulate_false_alarms(HealthSettings(), 1.5, hour, random.Random(1))
+
+
+def test_health_explorer_updates_with_the_sliders() -> None:
+    explorer = HealthExplorer(interval=0.5, timeout=0.3, fall=3, probe_failure_probability=0.1)
+    assert "1.80 s" in explorer.summary.value
+    explorer.fall.value = 1
+    assert "0.80 s" in explorer.summary.value
+    assert explorer.plot.outputs and "image/png" in explorer.plot.outputs[0]["data"]
+
+
+async def test_a_click_from_another_thread_runs_on_the_labs_loop(lab: Lab) -> None:
+    panel = ClusterPanel(lab)
+    try:
+        scheduled = await asyncio.to_thread(panel.click_fault, "c", "slow")
+        await asyncio.wrap_future(scheduled)  # type: ignore[arg-type]
+        assert lab.status().instance("c").fault == "slow"
+        failing = await asyncio.to_thread(panel.click_fault, "zz", "crash")
+        with pytest.raises(KeyError):
+            await asyncio.wrap_future(failing)  # type: ignore[arg-type]
+        assert panel.errors and "crash zz failed" in panel.errors[0]
+    finally:
+        panel.close()
