@@ -1,0 +1,197 @@
+"""The dashboard's model and drawing helpers, with hand-made events: every number can be worked out on paper."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("textual")
+
+from spofkit.events import (
+    ClientRequest,
+    FaultInjected,
+    HealthProbe,
+    InstanceDown,
+    RequestCompleted,
+    RequestRetried,
+    SettingChanged,
+)
+from tui.app import RATE_STEPS, next_rate
+from tui.model import LabModel, SecondBuckets, Trip
+from tui.source import event_from_dict, status_from_dict
+from tui.widgets.flow import make_layout, trip_path
+from tui.widgets.sparkline import sparkline, stacked_columns
+
+
+def served(at: float, request_id: int, instance: str, latency: float = 0.01, status: int = 200) -> RequestCompleted:
+    return RequestCompleted(at, request_id, "GET", "/", status, instance, 1, latency, "served")
+
+
+def test_second_buckets_series_and_total() -> None:
+    buckets = SecondBuckets()
+    for at in (10.1, 10.9, 11.5, 13.0):
+        buckets.add(at)
+    assert buckets.series(13.2, 4) == [2.0, 1.0, 0.0, 1.0]
+    assert buckets.total(13.2, 2) == 1.0
+
+
+def test_client_availability_counts_whole_seconds_only() -> None:
+    model = LabModel(window=10)
+    for i in range(90):  # 9 seconds at 10 req/s, second 5 all failed
+        at = 1.0 + i / 10
+        error = "connect" if 5.0 <= at < 6.0 else None
+        model.ingest(ClientRequest(at, i, None if error else 200, 0.002, "a", 1, error))
+    model.ingest(ClientRequest(10.05, 99, None, 0.002, None, 1, "connect"))  # the current second: not counted
+    figures = model.client_figures(now=10.5)
+    assert figures.source == "clients"
+    assert figures.availability == pytest.approx(80 / 90)
+    assert figures.failed_per_second == pytest.approx(10 / 9)
+    assert figures.p50 == pytest.approx(0.002)
+
+
+def test_balancer_answers_stand_in_when_no_client_is_seen() -> None:
+    model = LabModel()
+    model.ingest(served(1.5, 1, "a"))
+    model.ingest(RequestCompleted(1.6, 2, "GET", "/", 503, None, 1, 0.001, "failed", "no instance is available"))
+    figures = model.client_figures(now=3.0)
+    assert figures.source == "balancer"
+    assert figures.availability == 0.5
+
+
+def test_instance_error_rate_and_share_from_retries_and_completions() -> None:
+    model = LabModel(window=10)
+    # b fails two attempts (retried elsewhere, served by a); c serves one; a serves one more.
+    model.ingest(RequestRetried(1.1, 1, 1, "b", "connect failed"))
+    model.ingest(RequestCompleted(1.2, 1, "GET", "/", 200, "a", 2, 0.02, "retried"))
+    model.ingest(RequestRetried(1.3, 2, 1, "b", "connect failed"))
+    model.ingest(RequestCompleted(1.4, 2, "GET", "/", 200, "c", 2, 0.02, "retried"))
+    model.ingest(served(1.5, 3, "a", latency=0.04))
+    b = model.instance_figures("b", now=2.5)
+    a = model.instance_figures("a", now=2.5)
+    assert b.error_rate == 1.0
+    assert b.share == pytest.approx(2 / 5)
+    assert a.error_rate == 0.0
+    assert a.share == pytest.approx(2 / 5)
+    assert a.latency_series[-1] == pytest.approx(0.03)
+
+
+def test_a_failed_request_counts_against_the_instance_it_was_last_tried_on() -> None:
+    model = LabModel()
+    model.ingest(
+        RequestCompleted(1.0, 7, "GET", "/", 502, None, 1, 0.001, "failed", "b: connect failed (not retried: off)", "b")
+    )
+    model.ingest(RequestCompleted(1.1, 8, "GET", "/", 503, None, 0, 0.001, "failed", "no instance is available"))
+    assert model.instance_figures("b", now=2.5).error_rate == 1.0
+    assert model.instance_figures("a", now=2.5).error_rate is None  # nothing was tried on a
+
+
+def test_trips_remember_the_lanes_a_retried_request_tried() -> None:
+    model = LabModel()
+    model.ingest(RequestRetried(1.0, 5, 1, "b", "connect failed"))
+    model.ingest(RequestCompleted(1.01, 5, "GET", "/", 200, "c", 2, 0.01, "retried"))
+    assert model.take_trips() == [Trip(5, ("b", "c"), "retried", 1.01)]
+    assert model.take_trips() == []
+
+
+def test_served_trips_are_thinned_per_lane_but_failures_are_kept() -> None:
+    model = LabModel(min_trip_gap=0.1)
+    for i in range(10):
+        model.ingest(served(1.0 + i * 0.01, i, "a"))
+    model.ingest(RequestCompleted(1.05, 50, "GET", "/", 502, None, 1, 0.001, "failed", "b: connect failed", "b"))
+    trips = model.take_trips()
+    assert [t.request_id for t in trips] == [0, 50]
+
+
+def test_log_lines_for_transitions_and_a_summary_for_retries() -> None:
+    model = LabModel()
+    model.ingest(HealthProbe(1.0, "b", True, "200", 0.001))  # too many to log
+    model.ingest(FaultInjected(1.0, "b", "slow", {"ms": 300.0}))
+    model.ingest(InstanceDown(2.0, "b", "3 failed checks"))
+    model.ingest(SettingChanged(2.1, "retries", False))
+    for i in range(3):
+        model.ingest(RequestRetried(2.2, i, 1, "b", "connect failed"))
+    model.summarise(now=3.0)
+    texts = [(line.text, line.tone) for line in model.take_log()]
+    assert texts == [
+        ("fault on b: slow (ms=300)", "bad"),
+        ("b marked DOWN: 3 failed checks", "bad"),
+        ("retries → OFF", "info"),
+        ("3 retried (b: connect failed ×3)", "warn"),
+    ]
+
+
+def test_reset_forgets_counts() -> None:
+    model = LabModel()
+    model.ingest(ClientRequest(1.0, 1, None, 0.1, None, 1, "timeout"))
+    model.reset()
+    assert model.client_figures(now=3.0).availability is None
+
+
+def test_rate_steps() -> None:
+    assert next_rate(30.0, 1) == 50.0
+    assert next_rate(30.0, -1) == 20.0
+    assert next_rate(35.0, -1) == 30.0
+    assert next_rate(RATE_STEPS[-1], 1) == RATE_STEPS[-1]
+    assert next_rate(RATE_STEPS[0], -1) == RATE_STEPS[0]
+
+
+def test_events_and_status_survive_the_admin_json() -> None:
+    event = event_from_dict({"kind": "InstanceDown", "at": 1.5, "instance": "b", "reason": "x", "extra": 1})
+    assert event == InstanceDown(1.5, "b", "x")
+    assert event_from_dict({"kind": "NoSuchEvent", "at": 1.0}) is None
+    assert event_from_dict({"kind": "InstanceDown"}) is None  # fields missing: skipped, not guessed
+    status = status_from_dict(
+        {
+            "at": 1.0,
+            "strategy": "random",
+            "retries": True,
+            "health_checks": False,
+            "ejection": True,
+            "balancer_url": "http://127.0.0.1:1",
+            "load_rate": None,
+            "load_paused": False,
+            "instances": [
+                {
+                    "name": "a",
+                    "url": "http://127.0.0.1:2",
+                    "pid": None,
+                    "state": "up",
+                    "backup": False,
+                    "fault": None,
+                    "health_successes": 0,
+                    "health_failures": 0,
+                    "rise": 2,
+                    "fall": 3,
+                    "in_flight": 0,
+                    "served": 5,
+                    "failed": 0,
+                    "weight": 1,
+                    "running": True,
+                    "new_field": "ignored",
+                }
+            ],
+        }
+    )
+    assert status.strategy == "random" and status.instance("a").served == 5
+
+
+def test_sparkline_blank_for_zero_and_scaled_to_top() -> None:
+    assert sparkline([0, 1, 2, 4], 4) == " ▃▅█"
+    assert sparkline([1], 3, top=100) == "  ▁"  # tiny, but not invisible
+    assert sparkline([], 2) == "  "
+
+
+def test_stacked_columns_put_failures_at_the_bottom() -> None:
+    rows = stacked_columns([0, 1], [2, 2], width=2, height=2)
+    assert [cell[1] for cell in rows[1]] == [1, 2]  # bottom row: ok, then failure
+    assert [cell[1] for cell in rows[0]] == [1, 1]  # top row: successes above both
+
+
+def test_a_retried_trip_hops_from_the_failed_lane_to_the_serving_one() -> None:
+    layout = make_layout(width=60, rows=3, tail_width=12)
+    row_of = {"a": 0, "b": 1, "c": 2}
+    path, failures = trip_path(Trip(1, ("b", "c"), "retried", 0.0), layout, row_of)
+    assert path[-1] == (2, layout.lane_end)  # ends at c
+    failed_cell = path[failures[0]]
+    assert failed_cell[0] == 1  # the ✗ is on b's lane
+    after = path[failures[0] + 1 :]
+    assert {row for row, _ in after} == {2}  # then it hops straight to c's lane

@@ -1,0 +1,45 @@
+"""Screenshots of the dashboard compared with approved ones (pytest-textual-snapshot).
+
+The app is fed a fixed scene (:mod:`tui.scene`): frozen lab time, fixed status, generated events, no live
+lab, no randomness; so the picture is the same on every run. After a deliberate change of the look, run
+``pytest tests/test_tui_snapshots.py --snapshot-update`` and review the new SVGs in ``tests/__snapshots__/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+pytest.importorskip("textual")
+pytest.importorskip("pytest_textual_snapshot")
+
+from textual.pilot import Pilot
+
+from tui.app import SpofkitApp
+from tui.scene import scene_source, wait_until_drawn
+
+SnapCompare = Callable[..., bool]
+
+
+async def drawn(pilot: Pilot[None]) -> None:
+    assert isinstance(pilot.app, SpofkitApp)
+    await wait_until_drawn(pilot.app, pilot)
+
+
+async def drawn_with_help(pilot: Pilot[None]) -> None:
+    await drawn(pilot)
+    await pilot.press("question_mark")
+    await pilot.pause()
+
+
+def test_main_screen(snap_compare: SnapCompare) -> None:
+    assert snap_compare(SpofkitApp(scene_source()), terminal_size=(100, 32), run_before=drawn)
+
+
+def test_main_screen_small_terminal(snap_compare: SnapCompare) -> None:
+    assert snap_compare(SpofkitApp(scene_source()), terminal_size=(80, 24), run_before=drawn)
+
+
+def test_help_screen(snap_compare: SnapCompare) -> None:
+    assert snap_compare(SpofkitApp(scene_source()), terminal_size=(100, 32), run_before=drawn_with_help)

@@ -1,0 +1,459 @@
+"""The dashboard app: the screen layout, the keys, and the two clocks that drive the picture.
+
+It holds no lab logic. It reads a :class:`~tui.source.DataSource` (events + status snapshots) and presses
+its buttons:
+
+- every event is appended to an inbox as it happens (cheap: the lab may publish thousands a second);
+- ``FRAME_RATE`` times a second the inbox is folded into the :class:`~tui.model.LabModel` and the lanes are
+  redrawn (the animation);
+- ``FIGURES_RATE`` times a second the status snapshot is read and the panels, the clients' view, the status
+  bar and the log are updated (numbers that change faster than that cannot be read anyway).
+
+Run it with :func:`run`; ``spofkit tui`` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Callable, Coroutine
+from typing import Any, ClassVar
+
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Container, Horizontal
+from textual.events import Resize
+from textual.reactive import reactive
+from textual.theme import Theme
+from textual.timer import Timer
+
+from spofkit.events import Event
+from spofkit.lab import LabStatus
+from spofkit.strategies import strategy_names
+from tui.messages import ControlFinished, InstanceSelected, SourceFailed, SourceReady
+from tui.model import LabModel, LogLine
+from tui.source import DEFAULT_LOAD_RATE, DataSource, LabSource, RemoteSource
+from tui.widgets.client_view import ClientView
+from tui.widgets.event_log import EventLog
+from tui.widgets.flow import FlowView, lanes_from_status
+from tui.widgets.help_screen import HelpScreen
+from tui.widgets.instance_panel import InstancePanel
+from tui.widgets.key_bar import KeyBar
+from tui.widgets.palette import BLACK, CYAN, GREEN, MAGENTA, RED, WHITE, YELLOW
+from tui.widgets.status_bar import StatusBar
+
+FRAME_RATE = 25.0
+FIGURES_RATE = 4.0
+PANEL_WIDTH = 26  # a panel's smallest comfortable width; the grid puts as many side by side as fit
+INBOX_LIMIT = 50_000  # if frames stall, the oldest unread events are dropped rather than memory growing
+
+# What each fault key injects. Strong enough to see at once, mild enough to recover from.
+FAULT_PRESETS: dict[str, dict[str, Any]] = {
+    "crash": {},
+    "hang": {},
+    "slow": {"ms": 300.0, "jitter_ms": 50.0},
+    "error": {"rate": 0.5, "status": 503},
+    "gray": {"rate": 0.5, "status": 503},
+    "flap": {"period": 2.0},
+}
+# Load steps for the +/- keys (requests per second).
+RATE_STEPS = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 50.0, 100.0, 200.0, 300.0, 500.0, 1000.0, 2000.0)
+
+HIGH_CONTRAST = Theme(
+    name="spofkit-contrast",
+    primary=CYAN,
+    secondary=MAGENTA,
+    accent=YELLOW,
+    warning=YELLOW,
+    error=RED,
+    success=GREEN,
+    foreground=WHITE,
+    background=BLACK,
+    surface=BLACK,
+    panel="#1c1c1c",
+    dark=True,
+)
+
+_SELECT = Binding.Group("select")
+_RATE = Binding.Group("rate", compact=True)
+
+
+def _fault_key(key: str, kind: str, description: str, tooltip: str) -> Binding:
+    return Binding(key, f"fault('{kind}')", description, tooltip=tooltip)
+
+
+class SpofkitApp(App[None]):
+    """The dashboard. ``source`` is what it shows; see :mod:`tui.source`."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "spofkit"
+    ENABLE_COMMAND_PALETTE = False
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        *(
+            Binding(
+                str(n),
+                f"select({n})",
+                "select",
+                show=False,
+                group=_SELECT,
+                tooltip="select instance 1-9 (the number in its panel title)",
+            )
+            for n in range(1, 10)
+        ),
+        Binding("left,up", "select_by(-1)", "previous", show=False, tooltip="select the previous instance"),
+        Binding("right,down", "select_by(1)", "next", show=False, tooltip="select the next instance"),
+        _fault_key("c", "crash", "crash", "process dies, connections refused; checks mark it DOWN"),
+        _fault_key("h", "hang", "hang", "accepts, never answers: only timeouts reveal it"),
+        _fault_key("s", "slow", "slow", "+300 ms per answer: still up, but p99 suffers"),
+        _fault_key("e", "error", "error", "half the answers (checks too) are HTTP 503"),
+        _fault_key("g", "gray", "gray", "checks pass, half the real requests fail: gray failure"),
+        _fault_key("f", "flap", "flap", "down 2 s, up 2 s, repeat: watch rise/fall hysteresis"),
+        Binding("r", "recover", "recover", tooltip="undo the fault (a crashed instance starts again)"),
+        Binding("R", "restart", "restart", show=False, tooltip="restart it (a new OS process in process isolation)"),
+        Binding("a", "add", "add", tooltip="start a new instance; traffic once checks pass"),
+        Binding("d", "remove", "drain", tooltip="no new requests, let in-flight finish, remove it"),
+        Binding("b", "strategy", "strategy", tooltip="cycle the balancing strategy"),
+        Binding("t", "retries", "retries", tooltip="retries on/off: off, failed attempts reach clients"),
+        Binding("k", "health_checks", "checks", tooltip="health checks on/off: off, nobody notices a crash"),
+        Binding("j", "ejection", "eject", tooltip="passive ejection on/off: off, only checks remove a bad one"),
+        Binding("plus,equals_sign", "rate(1)", "faster", group=_RATE, tooltip="raise (+) / lower (-) the request rate"),
+        Binding("minus", "rate(-1)", "slower", group=_RATE, tooltip="raise (+) / lower (-) the request rate"),
+        Binding("p", "pause", "pause", tooltip="pause / resume the load"),
+        Binding("z", "reset", "reset", show=False, tooltip="zero the counters (served, rates, availability)"),
+        Binding("question_mark", "help", "help", tooltip="this screen"),
+        Binding("q,ctrl+c", "quit", "quit", tooltip="stop the lab and leave"),
+    ]
+
+    selected: reactive[str | None] = reactive(None)
+
+    def __init__(
+        self,
+        source: DataSource,
+        *,
+        frame_rate: float = FRAME_RATE,
+        figures_rate: float = FIGURES_RATE,
+    ) -> None:
+        super().__init__()
+        self.source = source
+        self.frame_rate = frame_rate
+        self.figures_rate = figures_rate
+        self.model = LabModel()
+        self.lab_ready = False
+        self._inbox: collections.deque[Event] = collections.deque(maxlen=INBOX_LIMIT)
+        self._unsubscribe: Callable[[], None] | None = None
+        self._clocks: list[Timer] = []
+        self._panels: dict[str, InstancePanel] = {}
+        self._baseline: dict[str, tuple[int, int]] = {}  # served/failed at the last counter reset
+        self._stopping = False
+        self._grid_shape = (0, 0)
+
+    # --- layout --------------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield StatusBar(id="status")
+        yield FlowView(self.source.now, id="flow")
+        yield Container(id="instances")
+        with Horizontal(id="bottom"):
+            yield ClientView(id="clients")
+            yield EventLog(id="log")
+        yield KeyBar([b for b in self.BINDINGS if isinstance(b, Binding)], id="keys")
+
+    def on_mount(self) -> None:
+        self.register_theme(HIGH_CONTRAST)
+        self.theme = HIGH_CONTRAST.name
+        self.query_one(StatusBar).show_message(f"starting… ({self.source.description})")
+        self.run_worker(self._start_source(), name="start-source", exit_on_error=False)
+
+    async def _start_source(self) -> None:
+        try:
+            await self.source.start()
+        except Exception as error:  # shown on screen: the user can read it and quit
+            self.post_message(SourceFailed(str(error) or type(error).__name__))
+            return
+        self.post_message(SourceReady())
+
+    def on_source_ready(self, message: SourceReady) -> None:
+        self._unsubscribe = self.source.subscribe(self._inbox.append)
+        self.lab_ready = True
+        self.draw_frame()  # take in what arrived on subscribing (a late joiner's history) before the welcome
+        status = self.source.status()
+        if status is not None:
+            names = ", ".join(row.name for row in status.instances)
+            welcome = f"watching {len(status.instances)} instances ({names}), {status.strategy}; ? for keys"
+            self.model.new_log.append(LogLine(status.at, welcome, "info"))
+        self._clocks = [
+            self.set_interval(1 / self.frame_rate, self.draw_frame, name="frame"),
+            self.set_interval(1 / self.figures_rate, self.refresh_figures, name="figures"),
+        ]
+        self.refresh_figures()
+
+    def on_source_failed(self, message: SourceFailed) -> None:
+        self.query_one(StatusBar).show_message(f"could not start: {message.reason}  (q quits)", RED)
+        self.query_one(EventLog).add([LogLine(0.0, f"could not start: {message.reason}", "bad")])
+
+    # --- the two clocks ------------------------------------------------------------------------------
+
+    def draw_frame(self) -> None:
+        """Fold new events into the model; redraw the lanes if anything moves."""
+        inbox, model = self._inbox, self.model
+        while inbox:
+            model.ingest(inbox.popleft())
+        flow = self.query_one(FlowView)
+        trips = model.take_trips()
+        if trips:
+            flow.add_trips(trips)
+        if flow.busy or trips:
+            flow.refresh()
+
+    def refresh_figures(self) -> None:
+        """Read a status snapshot; update everything that shows numbers."""
+        status = self.source.status()
+        if status is None:
+            return
+        now = self.source.now()
+        self.draw_frame()
+        self.model.summarise(now)
+        self.query_one(EventLog).add(self.model.take_log())
+        self.query_one(StatusBar).show(status, now, self.source.description)
+        self._sync_panels(status, now)
+        self.query_one(ClientView).show(self.model.client_figures(now, history=60))
+
+    def _sync_panels(self, status: LabStatus, now: float) -> None:
+        names = [row.name for row in status.instances]
+        container = self.query_one("#instances", Container)
+        for name in list(self._panels):
+            if name not in names:
+                self._panels.pop(name).remove()
+                self.model.forget(name)
+        for row in status.instances:
+            if row.name not in self._panels:  # the lab lists new instances last: mounting at the end keeps its order
+                panel = InstancePanel(row.name, id=f"panel-{row.name}")
+                self._panels[row.name] = panel
+                container.mount(panel)
+        self._fit_grid()
+        if self.selected not in names:
+            self.selected = names[0] if names else None
+        for number, row in enumerate(status.instances, start=1):
+            served0, failed0 = self._baseline.get(row.name, (0, 0))
+            self._panels[row.name].show(
+                number,
+                row,
+                self.model.instance_figures(row.name, now),
+                max(0, row.served - served0),
+                max(0, row.failed - failed0),
+            )
+        self.query_one(FlowView).set_lanes(lanes_from_status(status.instances), self.selected)
+
+    def panels_shown(self) -> bool:
+        """True once every instance of the latest status has its panel on screen."""
+        status = self.source.status()
+        if status is None:
+            return False
+        panels = [self._panels.get(row.name) for row in status.instances]
+        return all(panel is not None and panel.is_mounted and panel.number for panel in panels)
+
+    def _fit_grid(self) -> None:
+        """As many panels side by side as fit; as many rows as the screen's height allows (the rest scroll)."""
+        count = max(1, len(self._panels))
+        columns = max(1, min(count, self.size.width // PANEL_WIDTH))
+        rows = -(-count // columns)
+        # On a small screen one row of panels shows (it scrolls; the lanes still show every instance).
+        visible_rows = 1 if self.size.height < 32 else (2 if self.size.height < 44 else 4)
+        shape = (columns, min(rows, visible_rows) * 6)
+        if shape != self._grid_shape:  # restyling forces a new layout of the whole screen: only on change
+            self._grid_shape = shape
+            container = self.query_one("#instances", Container)
+            container.styles.grid_size_columns, container.styles.height = shape
+
+    def on_resize(self, event: Resize) -> None:
+        if self._panels:
+            self._fit_grid()
+
+    # --- selection -----------------------------------------------------------------------------------
+
+    def _names(self) -> list[str]:
+        status = self.source.status()
+        return [row.name for row in status.instances] if status else []
+
+    def watch_selected(self, name: str | None) -> None:
+        for panel_name, panel in self._panels.items():
+            panel.set_class(panel_name == name, "selected")
+        if name in self._panels:
+            self._panels[name].scroll_visible(animate=False)
+        status = self.source.status()
+        if status is not None:
+            self.query_one(FlowView).set_lanes(lanes_from_status(status.instances), name)
+
+    def on_instance_selected(self, message: InstanceSelected) -> None:
+        self.selected = message.name
+
+    def action_select(self, number: int) -> None:
+        names = self._names()
+        if 1 <= number <= len(names):
+            self.selected = names[number - 1]
+        else:
+            self.notify(f"there is no instance {number} (there are {len(names)})", severity="warning")
+
+    def action_select_by(self, step: int) -> None:
+        names = self._names()
+        if not names:
+            return
+        index = names.index(self.selected) if self.selected in names else 0
+        self.selected = names[(index + step) % len(names)]
+
+    # --- controls: each one calls the lab, in the background, and reports failure on screen --------------
+
+    def _control(self, what: str, action: Coroutine[Any, Any, object]) -> None:
+        async def run() -> None:
+            try:
+                await action
+            except Exception as error:
+                self.post_message(ControlFinished(what, str(error) or type(error).__name__))
+            else:
+                self.post_message(ControlFinished(what))
+
+        self.run_worker(run(), group="controls", exit_on_error=False)
+
+    def on_control_finished(self, message: ControlFinished) -> None:
+        if message.error is not None:
+            self.notify(f"{message.what}: {message.error}", severity="error", timeout=4)
+            self.query_one(EventLog).add([LogLine(self.source.now(), f"{message.what} failed: {message.error}", "bad")])
+        self.refresh_figures()
+
+    def _target(self) -> str | None:
+        if not self.lab_ready:
+            self.notify("the lab is not running yet", severity="warning")
+            return None
+        if self.selected is None:
+            self.notify("no instance selected", severity="warning")
+        return self.selected
+
+    def action_fault(self, kind: str) -> None:
+        name = self._target()
+        if name is not None:
+            self._control(f"{kind} {name}", self.source.inject(name, kind, **FAULT_PRESETS[kind]))
+
+    def action_recover(self) -> None:
+        name = self._target()
+        if name is not None:
+            self._control(f"recover {name}", self.source.recover(name))
+
+    def action_restart(self) -> None:
+        name = self._target()
+        if name is not None:
+            self._control(f"restart {name}", self.source.restart(name))
+
+    def action_add(self) -> None:
+        if self.lab_ready:
+            self._control("add instance", self.source.add_instance())
+
+    def action_remove(self) -> None:
+        name = self._target()
+        if name is None:
+            return
+        if len(self._names()) <= 1:
+            self.notify("keep at least one instance", severity="warning")
+            return
+        self._control(f"remove {name}", self.source.remove_instance(name))
+
+    def action_strategy(self) -> None:
+        status = self.source.status()
+        if status is None:
+            return
+        names = strategy_names()
+        following = names[(names.index(status.strategy) + 1) % len(names)] if status.strategy in names else names[0]
+        self._control(f"strategy {following}", self.source.set_strategy(following))
+
+    def action_retries(self) -> None:
+        status = self.source.status()
+        if status is not None:
+            self._control("retries", self.source.set_retries(not status.retries))
+
+    def action_health_checks(self) -> None:
+        status = self.source.status()
+        if status is not None:
+            self._control("health checks", self.source.set_health_checks(not status.health_checks))
+
+    def action_ejection(self) -> None:
+        status = self.source.status()
+        if status is not None:
+            self._control("ejection", self.source.set_ejection(not status.ejection))
+
+    def action_rate(self, direction: int) -> None:
+        status = self.source.status()
+        if status is None:
+            return
+        current = status.load_rate or DEFAULT_LOAD_RATE
+        rate = next_rate(current, direction)
+        self._control(f"rate {rate:g}/s", self.source.set_load_rate(rate))
+
+    def action_pause(self) -> None:
+        status = self.source.status()
+        if status is not None:
+            self._control("pause", self.source.set_load_paused(not status.load_paused))
+
+    def action_reset(self) -> None:
+        status = self.source.status()
+        self.model.reset()
+        if status is not None:
+            self._baseline = {row.name: (row.served, row.failed) for row in status.instances}
+        self.model.new_log.append(LogLine(self.source.now(), "counters reset", "info"))
+        self.refresh_figures()
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    async def action_quit(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        self.query_one(StatusBar).show_message("stopping the lab…")
+        await self.shutdown()
+        self.exit()
+
+    async def shutdown(self) -> None:
+        """Stop the timers, unsubscribe, stop the source. Safe to call twice."""
+        for timer in self._clocks:
+            timer.stop()
+        self._clocks = []
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        self.workers.cancel_all()
+        await self.source.stop()
+
+
+def next_rate(current: float, direction: int) -> float:
+    """The next step of :data:`RATE_STEPS` above (``direction > 0``) or below ``current``."""
+    if direction > 0:
+        return next((step for step in RATE_STEPS if step > current + 1e-9), RATE_STEPS[-1])
+    return next((step for step in reversed(RATE_STEPS) if step < current - 1e-9), RATE_STEPS[0])
+
+
+def make_source(connect: str | None = None, *, rate: float = DEFAULT_LOAD_RATE, **lab_options: Any) -> DataSource:
+    """A :class:`RemoteSource` for ``connect``, else a :class:`LabSource` with ``lab_options``."""
+    if connect:
+        if lab_options:
+            raise ValueError(f"lab options {sorted(lab_options)} cannot be used with connect={connect!r}")
+        return RemoteSource(connect, start_load=rate)
+    return LabSource(rate=rate, **lab_options)
+
+
+def run(connect: str | None = None, *, rate: float = DEFAULT_LOAD_RATE, **lab_options: Any) -> None:
+    """Open the dashboard on a new in-process lab (``lab_options`` go to ``Lab.start``) or on ``connect``.
+
+    Whatever way the app ends (``q``, an error), the lab it started is stopped before this returns, so no
+    server or child process outlives it.
+    """
+    source = make_source(connect, rate=rate, **lab_options)
+
+    async def main() -> None:
+        app = SpofkitApp(source)
+        try:
+            await app.run_async()
+        finally:
+            await source.stop()
+
+    asyncio.run(main())

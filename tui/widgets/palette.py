@@ -1,0 +1,59 @@
+"""Colours that read on a projector: bright, saturated, on black, one meaning each.
+
+Green means serving, red means failing, yellow means "saved by a retry" or "in transition", magenta means
+ejected by the balancer, grey means out of the game (draining, removed). The same meaning everywhere: lane
+marks, panel borders, log lines.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from rich.style import Style
+
+GREEN = "#5fff5f"
+RED = "#ff5f5f"
+YELLOW = "#ffd75f"
+CYAN = "#5fd7ff"
+MAGENTA = "#ff87ff"
+GREY = "#a8a8a8"
+DIM = "#6c6c6c"
+WHITE = "#ffffff"
+BLACK = "#000000"
+
+# What each instance state looks like: (glyph, colour).
+STATE_LOOK: dict[str, tuple[str, str]] = {
+    "up": ("●", GREEN),
+    "falling": ("◑", YELLOW),
+    "down": ("✖", RED),
+    "rising": ("◐", CYAN),
+    "ejected": ("⊘", MAGENTA),
+    "draining": ("◌", GREY),
+}
+
+# A request's outcome: (glyph while it travels, colour).
+OUTCOME_LOOK: dict[str, tuple[str, str]] = {
+    "served": ("●", GREEN),
+    "retried": ("◆", YELLOW),
+    "failed": ("●", RED),
+}
+
+TONE_COLOUR = {"good": GREEN, "bad": RED, "warn": YELLOW, "info": CYAN}
+
+
+def state_look(state: str) -> tuple[str, str]:
+    return STATE_LOOK.get(state, ("?", WHITE))
+
+
+@functools.lru_cache(maxsize=256)
+def style(colour: str, *, bold: bool = False, reverse: bool = False, dim: bool = False) -> Style:
+    return Style(color=colour, bold=bold, reverse=reverse, dim=dim)
+
+
+def state_label(state: str, successes: int = 0, rise: int = 0, failures: int = 0, fall: int = 0) -> str:
+    """``UP``, ``DOWN``, ``RISING 1/2``, ``FALLING 2/3``, ``EJECTED``, ``DRAINING``."""
+    if state == "rising" and rise:
+        return f"RISING {successes}/{rise}"
+    if state == "falling" and fall:
+        return f"FALLING {failures}/{fall}"
+    return state.upper()
