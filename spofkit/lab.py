@@ -39,6 +39,9 @@ ScheduledFault = tuple[float, str, str, dict[str, Any]]
 ISOLATIONS = ("inprocess", "process")
 # A background load runs at most this long (every load loop here is bounded in time and count).
 BACKGROUND_LOAD_MAX_SECONDS = 3600.0
+# A background load keeps this many of its latest records in memory (an hour at 1,000 req/s would be millions);
+# views follow it through the ClientRequest events, which carry every request.
+BACKGROUND_LOAD_KEEP_LAST = 10_000
 
 
 @dataclass(frozen=True)
@@ -454,6 +457,7 @@ class Lab:
         """Keep a steady open-loop load running (for the TUI and widgets) until stopped, at most an hour."""
         if self._background_task and not self._background_task.done():
             raise RuntimeError("background load is already running; use set_load_rate()")
+        options.setdefault("keep_last", BACKGROUND_LOAD_KEEP_LAST)
         generator = self.load_generator(**options)
         generator.rate = rate  # visible in status() at once, before the loop's task first runs
         self._background = generator

@@ -138,7 +138,9 @@ class LoadGenerator:
 
     ``rate`` and ``paused`` may be changed while a loop runs (the TUI's load slider does that);
     ``stop()`` ends the schedule early; ``records`` grows as requests finish, so a view can read it
-    live.
+    live. ``keep_last`` bounds memory for long runs (the lab's background load): only the last that
+    many records stay in ``records``, while ``recorded`` counts them all and every one is still
+    published as a ``ClientRequest`` event.
     """
 
     def __init__(
@@ -153,6 +155,7 @@ class LoadGenerator:
         body: bytes | None = None,
         timeout: float = 5.0,
         max_in_flight: int = 2000,
+        keep_last: int | None = None,
     ) -> None:
         self._base_url = _check_loopback_url(url)
         if not method or not method.isalpha():
@@ -168,6 +171,8 @@ class LoadGenerator:
         self.body = body
         self.timeout = _positive("timeout", timeout)
         self.max_in_flight = _positive_int("max_in_flight", max_in_flight)
+        self.keep_last = None if keep_last is None else _positive_int("keep_last", keep_last)
+        self.recorded = 0
         self.paused = False
         self.records: list[RequestRecord] = []
         self._rate = 1.0
@@ -369,6 +374,9 @@ class LoadGenerator:
 
     def _finish(self, record: RequestRecord) -> None:
         self.records.append(record)
+        self.recorded += 1
+        if self.keep_last is not None and len(self.records) >= 2 * self.keep_last:
+            del self.records[: -self.keep_last]  # trimmed in batches: amortised O(1) per request
         if self.events is not None:
             self.events.publish(
                 ClientRequest(
@@ -393,6 +401,7 @@ class LoadGenerator:
         self._stop_requested = False
         self._on_record = on_record
         self.records = []
+        self.recorded = 0
 
     def _session(self) -> aiohttp.ClientSession:
         # Keep-alive on (the default) and a pool as large as the in-flight limit, so the pool never

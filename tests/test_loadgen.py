@@ -102,6 +102,20 @@ async def test_open_loop_records_every_request_and_publishes_events(server: str)
     assert all(e.ok and e.status == 200 and e.instance == "a" for e in published)
 
 
+async def test_keep_last_bounds_memory_but_every_request_is_counted_and_published(server: str) -> None:
+    bus = EventBus()
+    seen: list[Event] = []
+    bus.subscribe(seen.append)
+    generator = LoadGenerator(server, clock=bus.clock, events=bus, keep_last=5)
+
+    await generator.run_open_loop(rate=400, duration=5, max_requests=40)
+
+    assert generator.recorded == 40
+    assert 5 <= len(generator.records) < 10
+    assert min(r.id for r in generator.records) >= 20  # the oldest were let go, the latest kept
+    assert len([e for e in seen if isinstance(e, ClientRequest)]) == 40
+
+
 async def test_open_loop_sends_rate_times_duration_by_default(server: str) -> None:
     generator = LoadGenerator(server, clock=Clock(), path="/fail")
     records = await generator.run_open_loop(rate=50, duration=0.2)
@@ -254,6 +268,7 @@ def test_is_loopback_host() -> None:
         ({"timeout": 0}, "timeout"),
         ({"max_in_flight": 0}, "max_in_flight"),
         ({"method": ""}, "method"),
+        ({"keep_last": 0}, "keep_last"),
     ],
 )
 def test_bad_settings_are_refused(kwargs: dict[str, object], field: str) -> None:
