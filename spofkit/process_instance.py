@@ -57,6 +57,8 @@ class ProcessInstance(Instance):
         self._child_running = False
         self._served_before = 0  # counted by processes that are gone
         self._errors_before = 0
+        # How the last process ended: its exit status, negative for a signal (-9 after a crash: SIGKILL).
+        self.last_exit_code: int | None = None
 
     @property
     def pid(self) -> int | None:
@@ -154,7 +156,7 @@ class ProcessInstance(Instance):
         if self._reader is not None:
             await self._reader  # ends once the process has exited and been waited for
             self._reader = None
-        await process.wait()
+        self.last_exit_code = await process.wait()
 
     async def _call(self, command: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
         """Send one command and wait for its reply. Raises ChildGone if the process is not there."""
@@ -206,7 +208,7 @@ class ProcessInstance(Instance):
                 waiting.set_exception(ChildGone(f"instance {self.name!r}: process exited"))
         if process.stdin is not None:
             process.stdin.close()
-        exit_code = await process.wait()
+        exit_code = self.last_exit_code = await process.wait()
         if process is self._process:
             # Nobody here asked it to go (someone ran `kill -9 <pid>`?): that is a crash.
             self._forget_process()

@@ -384,6 +384,7 @@ async def test_process_instance_crash_is_a_real_kill(session: aiohttp.ClientSess
         await service.inject(Crash())
         await wait_for(lambda: not is_alive(first_pid), message="killed process gone")
         assert service.pid is None and not service.running
+        assert service.last_exit_code == -signal.SIGKILL  # a kill -9, not a polite SIGTERM
         assert await refused(session, service.url)
 
         await service.restart()
@@ -396,6 +397,7 @@ async def test_process_instance_crash_is_a_real_kill(session: aiohttp.ClientSess
     finally:
         await service.stop()
     assert service.pid is None
+    assert service.last_exit_code == 0  # stop() asks politely (SIGTERM) and the child exits cleanly
 
 
 @pytest.mark.usefixtures("no_child_processes")
