@@ -21,6 +21,7 @@ from spofkit.exercises import (
     Problem,
     check_strategy,
 )
+from spofkit.exercises.failover import _RETRY_SCENARIOS
 from spofkit.health import HealthSettings
 from spofkit.strategies import Backend, RequestInfo, RoundRobin
 
@@ -183,7 +184,7 @@ def test_retry_budget_and_ejection_time_by_hand() -> None:
 
 
 def test_safe_to_retry_follows_the_idempotency_rule() -> None:
-    scenarios = exercises._RETRY_SCENARIOS
+    scenarios = _RETRY_SCENARIOS
     by_words = {
         (method, failure, attempts): index for index, (method, _p, failure, _r, attempts, _w) in enumerate(scenarios)
     }

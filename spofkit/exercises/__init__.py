@@ -1,0 +1,130 @@
+"""Exercises: check yourself, and ask for a fresh variant whenever you like.
+
+Every lesson ends with a few exercises. Each exercise draws its numbers from a seed, so the same seed
+gives the same problem (a class can share "seed 7"), and a new seed gives a new one::
+
+    from spofkit.exercises import downtime_budget
+    problem = downtime_budget.new_problem(seed=7)   # seed=None draws one (shown with the problem)
+    problem                                         # the question, in a box
+    downtime_budget.check(problem, 43.2)            # green box if right; red with expected/given/hint
+
+The right answers come from spofkit itself, never from a second copy of a formula: the detection window
+from :meth:`HealthSettings.detection_window_bound`, which failures are retried from
+:func:`spofkit.failover.retry_decision`, a retry budget from :class:`RetryBudget`, an ejection time from
+:class:`OutlierDetector`. When the library changes, the exercises follow.
+
+Lesson 06 checks code instead of a number: ``await check_strategy(MyStrategy)`` runs your strategy in a
+real lab with one slow instance and tells you whether it spared the slow one.
+
+**Writing a new exercise** (for lesson authors): subclass :class:`NumericExercise` (a number within a
+tolerance; :class:`AvailabilityExercise` for an availability, given as 0.999 or 99.9) or
+:class:`ChoiceExercise` (pick the right labels), give it ``id``, ``lesson`` and ``title``, implement
+``_make(rng)`` (question text and parameters, drawn only from ``rng``) and ``solution(problem)``, and
+optionally ``_hint(problem, given)``. Put it in the module for its topic, then create one instance below
+and list it in :data:`EXERCISES`.
+
+Where things live: :mod:`~spofkit.exercises.base` (the kinds of exercise), :mod:`~spofkit.exercises.availability`
+(lessons 00–02), :mod:`~spofkit.exercises.health` (03, and 05's health checks),
+:mod:`~spofkit.exercises.failover` (04, and 05's ejection), :mod:`~spofkit.exercises.strategies` (06).
+"""
+
+from __future__ import annotations
+
+from spofkit.exercises.availability import (
+    MINUTES_PER,
+    AvailabilityFromCounts,
+    CrashErrorFraction,
+    DowntimeBudget,
+    OutageAvailability,
+    ParallelAvailability,
+    SeriesAvailability,
+    allowed_downtime_minutes,
+)
+from spofkit.exercises.base import (
+    MAX_DRAWN_SEED,
+    AvailabilityExercise,
+    ChoiceExercise,
+    Exercise,
+    Feedback,
+    NumericExercise,
+    Problem,
+)
+from spofkit.exercises.failover import EjectionTime, RetryBudgetSize, SafeToRetry
+from spofkit.exercises.health import (
+    DetectionWindow,
+    FalseAlarmFall,
+    HealthCheckMisses,
+    RecoveryWindow,
+    health_check_notices,
+    recovery_window_bound,
+)
+from spofkit.exercises.strategies import LittlesLaw, check_strategy
+
+# --- the registry ------------------------------------------------------------------------------------
+
+availability_from_counts = AvailabilityFromCounts()
+downtime_budget = DowntimeBudget()
+outage_availability = OutageAvailability()
+series_availability = SeriesAvailability()
+crash_error_fraction = CrashErrorFraction()
+parallel_availability = ParallelAvailability()
+detection_window = DetectionWindow()
+recovery_window = RecoveryWindow()
+false_alarm_fall = FalseAlarmFall()
+safe_to_retry = SafeToRetry()
+retry_budget = RetryBudgetSize()
+health_check_misses = HealthCheckMisses()
+ejection_time = EjectionTime()
+littles_law = LittlesLaw()
+
+EXERCISES: dict[str, list[Exercise]] = {
+    "00": [availability_from_counts],
+    "01": [downtime_budget, outage_availability, series_availability],
+    "02": [crash_error_fraction, parallel_availability],
+    "03": [detection_window, recovery_window, false_alarm_fall],
+    "04": [safe_to_retry, retry_budget],
+    "05": [health_check_misses, ejection_time],
+    "06": [littles_law],  # and check_strategy(), which runs code instead of checking a number
+}
+
+
+def exercise(exercise_id: str) -> Exercise:
+    """Look an exercise up by id, e.g. ``exercise("03.detection_window")``."""
+    for exercises in EXERCISES.values():
+        for candidate in exercises:
+            if candidate.id == exercise_id:
+                return candidate
+    known = ", ".join(e.id for group in EXERCISES.values() for e in group)
+    raise KeyError(f"no exercise {exercise_id!r}; known: {known}")
+
+
+__all__ = [
+    "EXERCISES",
+    "MAX_DRAWN_SEED",
+    "MINUTES_PER",
+    "AvailabilityExercise",
+    "AvailabilityFromCounts",
+    "ChoiceExercise",
+    "CrashErrorFraction",
+    "DetectionWindow",
+    "DowntimeBudget",
+    "EjectionTime",
+    "Exercise",
+    "FalseAlarmFall",
+    "Feedback",
+    "HealthCheckMisses",
+    "LittlesLaw",
+    "NumericExercise",
+    "OutageAvailability",
+    "ParallelAvailability",
+    "Problem",
+    "RecoveryWindow",
+    "RetryBudgetSize",
+    "SafeToRetry",
+    "SeriesAvailability",
+    "allowed_downtime_minutes",
+    "check_strategy",
+    "exercise",
+    "health_check_notices",
+    "recovery_window_bound",
+]

@@ -1,0 +1,203 @@
+"""Exercises for lessons 00–02: availability as the client measures it, in series and in parallel.
+
+Each answer is a small formula the lessons derive (succeeded / sent, the product of a chain, one minus
+"all copies down at once"); :func:`allowed_downtime_minutes` is the one lesson 01 shows in a cell.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+from spofkit.exercises.base import AvailabilityExercise, NumericExercise, Problem, _pick
+
+MINUTES_PER = {"30-day month": 30 * 24 * 60, "year (365 days)": 365 * 24 * 60, "week": 7 * 24 * 60}
+
+
+# --- lesson 00: welcome -----------------------------------------------------------------------------
+
+
+class AvailabilityFromCounts(AvailabilityExercise):
+    id = "00.availability_from_counts"
+    lesson = "00"
+    title = "Availability, as the client measures it"
+
+    def _make(self, rng: random.Random) -> tuple[str, dict[str, Any]]:
+        rate = _pick(rng, [50, 100, 200])
+        duration = _pick(rng, [3, 5, 10])
+        requests = rate * duration
+        failed = rng.randrange(1, requests // 4)
+        question = (
+            f"A load generator sent {requests} requests ({rate} per second for {duration} s) and "
+            f"{failed} of them failed. What availability did the client see?"
+        )
+        return question, {"requests": requests, "failed": failed}
+
+    def solution(self, problem: Problem) -> float:
+        params = problem.params
+        return float(1 - params["failed"] / params["requests"])
+
+    def _hint(self, problem: Problem, given: float) -> str:
+        return "availability = requests that succeeded / all requests sent"
+
+
+# --- lesson 01: a single point of failure ------------------------------------------------------------
+
+
+def allowed_downtime_minutes(availability: float, period_minutes: float) -> float:
+    """How long a service may be down in a period and still meet ``availability`` (0..1)."""
+    return (1 - availability) * period_minutes
+
+
+class DowntimeBudget(NumericExercise):
+    id = "01.downtime_budget"
+    lesson = "01"
+    title = "From nines to minutes of downtime"
+    answer_format = "minutes"
+    unit = "minutes"
+
+    def _make(self, rng: random.Random) -> tuple[str, dict[str, Any]]:
+        percent = _pick(rng, [99.0, 99.5, 99.9, 99.95, 99.99, 99.999])
+        period = _pick(rng, list(MINUTES_PER))
+        question = (
+            f"A service promises {percent}% availability. How many minutes may it be down "
+            f"in a {period} and still keep that promise?"
+        )
+        return question, {"availability_percent": percent, "period": period}
+
+    def solution(self, problem: Problem) -> float:
+        params = problem.params
+        return allowed_downtime_minutes(params["availability_percent"] / 100, MINUTES_PER[params["period"]])
+
+    def _hint(self, problem: Problem, given: float) -> str:
+        minutes = MINUTES_PER[problem.params["period"]]
+        expected = self.solution(problem)
+        if math.isclose(given, expected * 60, rel_tol=0.01):
+            return "that looks like seconds; the question asks for minutes"
+        return (
+            f"downtime = (1 − availability) × length of the period; a {problem.params['period']} is {minutes} minutes"
+        )
+
+
+class OutageAvailability(AvailabilityExercise):
+    id = "01.outage_availability"
+    lesson = "01"
+    title = "What availability does the client measure?"
+
+    def _make(self, rng: random.Random) -> tuple[str, dict[str, Any]]:
+        duration = _pick(rng, [10, 20, 30, 60])
+        rate = _pick(rng, [50, 100, 200])
+        crash = rng.randrange(1, duration // 2)
+        back = crash + rng.randrange(1, duration // 2)
+        question = (
+            f"A client sends {rate} requests/s, evenly spaced, to the only server for {duration} s. "
+            f"The server crashes at t = {crash} s and is back at t = {back} s; every request in "
+            f"between fails. What availability does the client measure?"
+        )
+        return question, {"rate": rate, "duration": duration, "crash_at": crash, "back_at": back}
+
+    def solution(self, problem: Problem) -> float:
+        params = problem.params
+        return float(1 - (params["back_at"] - params["crash_at"]) / params["duration"])
+
+    def _hint(self, problem: Problem, given: float) -> str:
+        return (
+            "availability = requests that succeeded / all requests; the rate cancels out, so it is "
+            "the share of the run the server was up"
+        )
+
+
+class SeriesAvailability(AvailabilityExercise):
+    id = "01.series_availability"
+    lesson = "01"
+    title = "A chain is as available as the product of its links"
+
+    def _make(self, rng: random.Random) -> tuple[str, dict[str, Any]]:
+        names = ["DNS", "load balancer", "application server", "database", "cache", "auth service"]
+        count = rng.randrange(2, 5)
+        parts = rng.sample(names, count)
+        availabilities = [_pick(rng, [0.99, 0.995, 0.999, 0.9995, 0.9999]) for _ in parts]
+        listing = ", ".join(f"{name} {a * 100:g}%" for name, a in zip(parts, availabilities, strict=True))
+        question = (
+            f"A request needs every one of these, each a single copy that fails independently: "
+            f"{listing}. What is the availability of the whole chain?"
+        )
+        return question, {"parts": parts, "availabilities": availabilities}
+
+    def solution(self, problem: Problem) -> float:
+        return float(math.prod(problem.params["availabilities"]))
+
+    def _hint(self, problem: Problem, given: float) -> str:
+        lowest = min(problem.params["availabilities"])
+        if given >= lowest - 1e-12:
+            return (
+                "the chain is up only when *all* links are up at once, so it is worse than its "
+                "weakest link: multiply the availabilities"
+            )
+        return "multiply the availabilities (as fractions: 99.9% is 0.999)"
+
+
+# --- lesson 02: redundancy ---------------------------------------------------------------------------
+
+
+class CrashErrorFraction(NumericExercise):
+    id = "02.crash_error_fraction"
+    lesson = "02"
+    title = "Round robin without health checks"
+    answer_format = "a fraction between 0 and 1"
+    relative_tolerance = 0.02
+
+    def _make(self, rng: random.Random) -> tuple[str, dict[str, Any]]:
+        instances = rng.randrange(2, 9)
+        crashed = 1 if rng.random() < 0.6 else rng.randrange(1, instances)
+        question = (
+            f"{instances} identical instances sit behind a round-robin balancer with no health "
+            f"checks and no retries. {crashed} of them crash{'es' if crashed == 1 else ''}. "
+            f"What fraction of client requests fail until someone notices?"
+        )
+        return question, {"instances": instances, "crashed": crashed}
+
+    def solution(self, problem: Problem) -> float:
+        return float(problem.params["crashed"] / problem.params["instances"])
+
+    def _normalise(self, given: float) -> float:
+        return given / 100 if 1 < given <= 100 else given
+
+    def _hint(self, problem: Problem, given: float) -> str:
+        return (
+            "round robin hands every instance its turn whether it is alive or not, so each "
+            "crashed instance still receives 1/N of the requests, and fails all of them"
+        )
+
+
+class ParallelAvailability(AvailabilityExercise):
+    id = "02.parallel_availability"
+    lesson = "02"
+    title = "Redundant copies behind one balancer"
+
+    def _make(self, rng: random.Random) -> tuple[str, dict[str, Any]]:
+        copies = rng.randrange(2, 5)
+        each = _pick(rng, [0.9, 0.95, 0.99, 0.995])
+        balancer = _pick(rng, [0.999, 0.9995, 0.9999])
+        question = (
+            f"{copies} copies of a server are each up {each * 100:g}% of the time, failing "
+            f"independently. The service is up when at least one copy is up *and* the one "
+            f"balancer in front of them (up {balancer * 100:g}%) is up. Assume the balancer "
+            f"notices dead copies at once. What is the availability of the service?"
+        )
+        return question, {"copies": copies, "each": each, "balancer": balancer}
+
+    def solution(self, problem: Problem) -> float:
+        params = problem.params
+        all_copies_down = (1 - params["each"]) ** params["copies"]
+        return float(params["balancer"] * (1 - all_copies_down))
+
+    def _hint(self, problem: Problem, given: float) -> str:
+        return (
+            "the copies fail together with probability (1 − a)^N, so they are up 1 − (1 − a)^N; "
+            "the balancer is in series with them: multiply by its availability"
+        )
+
+    def _note(self, problem: Problem) -> str:
+        return "past a couple of copies the balancer dominates: it has become the single point of failure"
