@@ -166,7 +166,7 @@ class _InstanceRow:
                 description=action,
                 tooltip=f"{action} {name}",
                 button_style="danger" if action in FAULT_BUTTONS else "success",
-                layout=widgets.Layout(width="72px"),
+                layout=widgets.Layout(width="80px"),
             )
             button.add_class(f"spofkit-{action}-{name}")
             button.on_click(lambda _button, action=action: on_click(name, action))
