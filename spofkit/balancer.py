@@ -22,10 +22,12 @@ import asyncio
 import itertools
 import json
 import random
+import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -56,6 +58,7 @@ from spofkit.failover import (
 )
 from spofkit.health import HealthChecker
 from spofkit.strategies import Backend, RequestInfo, Strategy, make_strategy
+from spofkit.upstream import ConnectFailed, UpstreamPool, UpstreamResponse
 
 # Headers that describe one connection, not the message: a proxy must not pass them on (RFC 9110, 7.6.1).
 HOP_BY_HOP = frozenset(
@@ -71,8 +74,8 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Request bodies up to this size are kept in memory so that a retry can send them again; larger ones stream.
+# (It is also aiohttp's default limit for reading a request body whole, which the balancer relies on.)
 MAX_BUFFERED_BODY = 1 << 20
 # How long stop() lets in-flight requests finish before it closes their connections.
 STOP_GRACE = 2.0
@@ -110,7 +113,7 @@ class NoInstance(Exception):
 class _Attempt:
     """The outcome of forwarding once."""
 
-    response: aiohttp.ClientResponse | None = None
+    response: UpstreamResponse | None = None
     body: bytes | None = None
     failure: str | None = None
     detail: str = ""
@@ -153,8 +156,9 @@ class Balancer:
         self.budget = self._new_budget()
         self.outliers = OutlierDetector(ejection or EjectionSettings())
         self._ids = itertools.count(1)
-        self._session: aiohttp.ClientSession | None = None
-        self._runner: web.AppRunner | None = None
+        self._pools: dict[str, UpstreamPool] = {}  # by member name: kept-alive connections to it
+        self._started = False
+        self._runner: web.ServerRunner | None = None
         self.requests = 0
         self.retried = 0
         self.failed = 0
@@ -162,20 +166,12 @@ class Balancer:
     # --- lifecycle -----------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, enable_cleanup_closed=True)
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Accept-Encoding"),
-            cookie_jar=aiohttp.DummyCookieJar(),  # a proxy passes cookies through; it must not keep them
-        )
-        # aiohttp would quietly resend an idempotent request once when a kept-alive connection turns out dead.
-        # The balancer makes every retry decision itself (and counts it), so that hidden replay is switched off.
-        self._session._retry_connection = False
-        app = web.Application(client_max_size=MAX_BUFFERED_BODY, middlewares=[self._refuse_open_proxy])
-        app.router.add_route("*", "/{path:.*}", self.handle)
+        self._started = True
+        # aiohttp's low-level server: every request goes straight to _serve. A proxy has a single route
+        # ("everything"), so an Application's router and middleware chain would only cost time.
+        server = web.Server(self._serve, access_log=None)
         # Stopping waits at most STOP_GRACE for in-flight requests (a hung backend must not hold up stop()).
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=STOP_GRACE)
+        self._runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=STOP_GRACE)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         await site.start()
@@ -185,9 +181,9 @@ class Balancer:
         if self._runner:
             await self._runner.cleanup()
             self._runner = None
-        if self._session:
-            await self._session.close()
-            self._session = None
+        for pool in self._pools.values():
+            pool.close()  # idle connections only; the members (and their pools) stay configured
+        self._started = False
 
     @property
     def url(self) -> str:
@@ -210,6 +206,7 @@ class Balancer:
             raise ValueError(f"weight must be a whole number 0..256, got {weight!r}")
         if max_conns is not None and (not isinstance(max_conns, int) or max_conns < 1):
             raise ValueError(f"max_conns must be a whole number >= 1, got {max_conns!r}")
+        self._pools[name] = UpstreamPool(*_host_and_port(url))
         member = Member(name, url, weight, backup, max_conns, up_since=self.events.now())
         self.members[name] = member
         self.events.publish(InstanceAdded(self.events.now(), name, url, backup))
@@ -225,6 +222,9 @@ class Balancer:
             await asyncio.sleep(0.01)  # polling the in-flight count; draining is rare
         self.members.pop(name, None)
         self.outliers.forget(name)
+        pool = self._pools.pop(name, None)
+        if pool is not None:
+            pool.retire()
         self.events.publish(InstanceRemoved(self.events.now(), name))
 
     def member(self, name: str) -> Member:
@@ -308,7 +308,7 @@ class Balancer:
 
     # --- forwarding ----------------------------------------------------------------------------------
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         request_id = next(self._ids)
         started = self.events.now()
         self.requests += 1
@@ -366,19 +366,25 @@ class Balancer:
             self.retried += 1
             self.events.publish(RequestRetried(finished, request_id, attempts, member.name, attempt.detail))
 
-    @web.middleware
-    async def _refuse_open_proxy(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def _serve(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Every client request arrives here: what is not for us is refused, the rest is forwarded."""
+        refusal = self._refusal(request)
+        return refusal if refusal is not None else await self.handle(request)
+
+    def _refusal(self, request: web.BaseRequest) -> web.Response | None:
         """A reverse proxy forwards paths to its own instances only. Anything else is refused, never fetched."""
         if request.method == "CONNECT":
             return _json_error(405, "CONNECT is refused: this is a reverse proxy, not an open proxy", 0)
         target = request.raw_path
+        if target.startswith("/"):
+            return None
         own = (f"http://{self.host}:{self.port}", f"http://localhost:{self.port}")
-        if target.startswith("/") or any(target == o or target.startswith(o + "/") for o in own):
-            return await handler(request)
+        if any(target == o or target.startswith(o + "/") for o in own):
+            return None
         host = target.split("/")[2] if target.count("/") >= 2 else target
         return _json_error(400, f"absolute-URI request for {host!r} refused: not an open proxy", 0)
 
-    async def _request_body(self, request: web.Request) -> tuple[bytes | AsyncIterator[bytes] | None, bool]:
+    async def _request_body(self, request: web.BaseRequest) -> tuple[bytes | AsyncIterator[bytes] | None, bool]:
         """Small bodies are read whole so a retry can resend them; large or unsized ones stream, once."""
         if not request.body_exists:
             return None, True
@@ -387,7 +393,7 @@ class Balancer:
             return await request.read(), True
         return _stream(request.content), False
 
-    def _forward_headers(self, request: web.Request) -> CIMultiDict[str]:
+    def _forward_headers(self, request: web.BaseRequest) -> CIMultiDict[str]:
         listed = {h.strip().lower() for h in request.headers.get("Connection", "").split(",")}
         headers: CIMultiDict[str] = CIMultiDict()
         for key, value in request.headers.items():
@@ -404,15 +410,15 @@ class Balancer:
     async def _forward(
         self,
         member: Member,
-        request: web.Request,
+        request: web.BaseRequest,
         headers: CIMultiDict[str],
         body: bytes | AsyncIterator[bytes] | None,
         timeout: float,
     ) -> _Attempt:
-        assert self._session is not None, "Balancer.start() first"
+        assert self._started, "Balancer.start() first"
         member.in_flight += 1
         try:
-            return await asyncio.wait_for(self._send(member, request, headers, body), timeout=timeout)
+            return await _within(timeout, self._send(member, request, headers, body))
         except asyncio.TimeoutError:
             return _Attempt(failure=TIMEOUT, detail=f"no answer within {timeout:.2f}s")
         finally:
@@ -421,22 +427,14 @@ class Balancer:
     async def _send(
         self,
         member: Member,
-        request: web.Request,
+        request: web.BaseRequest,
         headers: CIMultiDict[str],
         body: bytes | AsyncIterator[bytes] | None,
     ) -> _Attempt:
-        assert self._session is not None
         retries = self.retries
         try:
-            response = await self._session.request(
-                request.method,
-                member.url + request.path_qs,
-                headers=headers,
-                data=body,
-                allow_redirects=False,
-                compress=None,
-            )
-        except aiohttp.ClientConnectorError as error:
+            response = await self._pools[member.name].request(request.method, request.path_qs, headers, body)
+        except ConnectFailed as error:
             return _Attempt(
                 failure=CONNECT,
                 detail=f"connect failed ({error.strerror or error})",
@@ -491,7 +489,7 @@ class Balancer:
     async def _answer(
         self,
         request_id: int,
-        request: web.Request,
+        request: web.BaseRequest,
         member: Member,
         attempt: _Attempt,
         attempts: int,
@@ -511,7 +509,7 @@ class Balancer:
             response = web.StreamResponse(status=upstream.status, headers=headers)
             await response.prepare(request)
             try:
-                async for chunk in upstream.content.iter_any():
+                async for chunk in upstream.iter_chunks():
                     await response.write(chunk)
             except (aiohttp.ClientError, asyncio.TimeoutError):
                 # Bytes already went to the client: we cannot retry. Cut the client's connection too, so it
@@ -529,7 +527,7 @@ class Balancer:
     def _fail(
         self,
         request_id: int,
-        request: web.Request,
+        request: web.BaseRequest,
         started: float,
         attempts: int,
         status: int,
@@ -543,7 +541,7 @@ class Balancer:
     def _record(
         self,
         request_id: int,
-        request: web.Request,
+        request: web.BaseRequest,
         status: int,
         instance: str | None,
         attempts: int,
@@ -592,12 +590,39 @@ class Balancer:
         return rows
 
 
+def _host_and_port(url: str) -> tuple[str, int]:
+    """``http://HOST:PORT`` (an instance's address) -> ``(HOST, PORT)``; anything else is refused."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname or parts.path not in ("", "/") or parts.query:
+        raise ValueError(f"url must look like http://HOST:PORT, got {url!r}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if port is None:
+        raise ValueError(f"url must give a port, like http://HOST:PORT, got {url!r}")
+    return parts.hostname, port
+
+
 async def _stream(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
     async for chunk in content.iter_any():
         yield chunk
 
 
-async def _read_or_none(response: aiohttp.ClientResponse) -> bytes | None:
+if sys.version_info >= (3, 11):
+
+    async def _within(timeout: float, work: Awaitable[_Attempt]) -> _Attempt:
+        """``await work``, or raise TimeoutError after ``timeout`` s (no extra task, unlike ``wait_for``)."""
+        async with asyncio.timeout(timeout):
+            return await work
+
+else:  # Python 3.10 has no asyncio.timeout
+
+    async def _within(timeout: float, work: Awaitable[_Attempt]) -> _Attempt:
+        return await asyncio.wait_for(work, timeout)
+
+
+async def _read_or_none(response: UpstreamResponse) -> bytes | None:
     try:
         return await response.read()
     except aiohttp.ClientError:

@@ -10,10 +10,12 @@ from dataclasses import dataclass, field
 import aiohttp
 import pytest
 from aiohttp import web
+from multidict import CIMultiDict
 
 from spofkit.balancer import Balancer
 from spofkit.events import EventBus, InstanceEjected, RequestCompleted, RequestRetried
 from spofkit.failover import EjectionSettings, RetrySettings
+from spofkit.upstream import UpstreamPool
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -268,3 +270,119 @@ async def test_not_an_open_proxy(make_balancer, request_line: bytes) -> None:  #
     # and the balancer still serves
     async with aiohttp.ClientSession() as client, client.get(balancer.url + "/ok") as response:
         assert response.status == 200
+
+
+class FramingBackend:
+    """An instance whose answers end in every way HTTP/1.1 allows; it counts the connections it was sent on."""
+
+    def __init__(self) -> None:
+        self.peers: set[tuple[str, int]] = set()
+        self.runner: web.ServerRunner | None = None
+        self.port = 0
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        assert request.transport is not None
+        self.peers.add(request.transport.get_extra_info("peername"))
+        if request.path == "/chunked":  # no Content-Length: the body ends with the last chunk
+            response = web.StreamResponse()
+            response.enable_chunked_encoding()
+            await response.prepare(request)
+            for piece in (b"a" * 500_000, b"b" * 700_000, b"c" * 10):
+                await response.write(piece)
+            await response.write_eof()
+            return response
+        if request.path == "/big":  # sized, but too large to buffer: streamed by its length
+            return web.Response(body=b"z" * (2 << 20))
+        if request.path == "/sized":  # the largest answer read whole before the client gets any of it
+            return web.Response(body=b"s" * (1 << 20))
+        if request.path == "/empty":
+            return web.Response(status=204)
+        if request.path == "/close":  # the instance will not keep this connection
+            return web.Response(text="bye", headers={"Connection": "close"})
+        return web.Response(text="plain")
+
+    async def start(self) -> None:
+        self.runner = web.ServerRunner(web.Server(self.handle, access_log=None))
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        assert site._server is not None
+        self.port = site._server.sockets[0].getsockname()[1]
+
+
+@pytest.fixture
+async def framing_balancer() -> AsyncIterator[tuple[Balancer, FramingBackend]]:
+    backend = FramingBackend()
+    await backend.start()
+    balancer = Balancer(EventBus())
+    await balancer.start()
+    balancer.add_member("a", f"http://127.0.0.1:{backend.port}")
+    yield balancer, backend
+    await balancer.stop()
+    assert backend.runner is not None
+    await backend.runner.cleanup()
+
+
+async def test_every_kind_of_response_body_passes_through_on_kept_alive_connections(framing_balancer) -> None:  # type: ignore[no-untyped-def]
+    balancer, backend = framing_balancer
+    expected = {
+        "/chunked": (200, b"a" * 500_000 + b"b" * 700_000 + b"c" * 10),
+        "/big": (200, b"z" * (2 << 20)),
+        "/sized": (200, b"s" * (1 << 20)),
+        "/empty": (204, b""),
+        "/plain": (200, b"plain"),
+    }
+    async with aiohttp.ClientSession() as client:
+        for _ in range(3):
+            for path, (status, body) in expected.items():
+                async with client.get(balancer.url + path) as response:
+                    assert response.status == status, path
+                    assert await response.read() == body, path
+                    assert response.headers["X-Spof-Attempts"] == "1"
+            async with client.head(balancer.url + "/plain") as response:
+                assert response.status == 200
+                assert await response.read() == b""
+    # One request at a time: every answer ended cleanly, so one connection to the instance carried them all.
+    assert len(backend.peers) == 1
+    assert balancer.retried == 0 and balancer.failed == 0
+
+
+async def test_a_connection_the_instance_closes_is_not_reused(framing_balancer) -> None:  # type: ignore[no-untyped-def]
+    balancer, backend = framing_balancer
+    async with aiohttp.ClientSession() as client:
+        for _ in range(3):
+            async with client.get(balancer.url + "/close") as response:
+                assert response.status == 200
+                assert await response.text() == "bye"
+                assert response.headers["X-Spof-Attempts"] == "1"
+    assert len(backend.peers) == 3  # a new connection each time, and never a failed attempt on a dead one
+    assert balancer.retried == 0 and balancer.failed == 0
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1", "https://127.0.0.1:8080", "http://127.0.0.1:8080/api"])
+def test_an_instance_url_must_be_plain_http_host_and_port(url: str) -> None:
+    balancer = Balancer(EventBus())
+    with pytest.raises(ValueError, match="http://HOST:PORT"):
+        balancer.add_member("a", url)
+    assert "a" not in balancer.members
+
+
+async def test_a_retired_pool_closes_a_connection_given_back_after_the_drain() -> None:
+    backend = FramingBackend()
+    await backend.start()
+    pool = UpstreamPool("127.0.0.1", backend.port)
+    try:
+        kept = await pool.request("GET", "/plain", CIMultiDict())
+        assert await kept.read() == b"plain"
+        kept.release()  # kept alive: back in the pool
+        late = await pool.request("GET", "/plain", CIMultiDict())  # still in flight when the instance is removed
+        pool.retire()
+        connection = late._connection
+        assert connection is not None and not connection.closed
+        assert await late.read() == b"plain"
+        late.release()  # given back after the drain: closed, not kept
+        assert connection.closed and not pool._idle
+    finally:
+        pool.close()
+        assert backend.runner is not None
+        await backend.runner.cleanup()
