@@ -245,3 +245,5 @@ class HealthChecker:
             return False, "refused"
         except aiohttp.ClientError as error:
             return False, type(error).__name__
+        except Exception as error:  # a check that cannot complete is a failed check, never a dead probe loop
+            return False, f"check error: {type(error).__name__}: {error}"

@@ -173,3 +173,26 @@ async def test_settings_can_change_on_a_running_lab() -> None:
         await lab.inject("b", "crash")
         await wait_until(lambda: lab.status().instance("b").state == "down", 5, "b down under the new settings")
         assert lab.status().health_checks
+
+
+async def test_a_check_that_errors_counts_as_failed_and_the_checker_keeps_going() -> None:
+    lab = await Lab.start(instances=2, health=HEALTH)
+    try:
+        assert lab.health is not None and lab.health._session is not None
+        real_get = lab.health._session.get
+        broken = {"a"}
+
+        def get(url: str, **options: object) -> object:
+            if any(lab.instances[name].url in url for name in broken):
+                raise RuntimeError("something no one planned for")
+            return real_get(url, **options)  # type: ignore[arg-type]
+
+        lab.health._session.get = get  # type: ignore[method-assign]
+        await wait_until(lambda: not lab.health.is_up("a"), 5, "a marked DOWN by failing checks")  # type: ignore[union-attr]
+        assert lab.health.is_up("b")
+        broken.clear()  # the probe loop survived the errors: a comes back by itself
+        await wait_until(lambda: lab.health.is_up("a"), 5, "a back UP")  # type: ignore[union-attr]
+        downs = [e for e in lab.events.history if isinstance(e, InstanceDown) and e.instance == "a"]
+        assert "check error: RuntimeError" in downs[-1].reason
+    finally:
+        await lab.stop()
