@@ -347,12 +347,17 @@ async def _json_object(request: web.Request, *, required: bool = True) -> dict[s
             raise ApiError(400, "body", "this endpoint needs a JSON object body")
         return {}
     try:
-        body = json.loads(text)
+        body = json.loads(text, parse_constant=_not_json)
     except ValueError as error:
         raise ApiError(400, "body", f"body is not valid JSON: {error}") from None
     if not isinstance(body, dict):
         raise ApiError(400, "body", f"body must be a JSON object, got {type(body).__name__}")
     return body
+
+
+def _not_json(constant: str) -> Any:
+    # Python's json module reads NaN and Infinity; JSON (RFC 8259) has no such numbers, and they slip past checks.
+    raise ValueError(f"{constant} is not a JSON number")
 
 
 def _only(body: dict[str, Any], allowed: Iterable[str]) -> None:

@@ -22,8 +22,14 @@ channel of a child process has in hand).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
+
+# Upper bounds that keep a fault what it says: a minute of added latency is "slow"; longer is a hang (use hang).
+MAX_DELAY_MS = 60_000.0
+# An hour: longer than any lesson or demo; a flap or warmup beyond it is a typo.
+MAX_SECONDS = 3600.0
 
 
 class FaultError(ValueError):
@@ -52,7 +58,8 @@ def _rate() -> Any:
 
 
 def _status() -> Any:
-    return _number(500, low=100, high=599, integer=True)
+    # An error answer: 4xx or 5xx. (A 1xx would leave the client waiting, a 2xx would be no error at all.)
+    return _number(500, low=400, high=599, integer=True)
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,8 @@ def _checked(kind: str, spec: dataclasses.Field[Any], value: Any) -> Any:
         value = int(value)
     else:
         value = float(value)
+        if not math.isfinite(value):  # NaN slips past every comparison below, and JSON cannot carry it
+            raise FaultError(spec.name, f"{where} must be a finite number, got {value!r}")
     low, high = rule["low"], rule["high"]
     if low is not None and (value <= low if rule["low_open"] else value < low):
         bound = f"> {low}" if rule["low_open"] else f">= {low}"
@@ -111,8 +120,8 @@ class Hang(Fault):
 @dataclass(frozen=True)
 class Slow(Fault):
     kind: ClassVar[str] = "slow"
-    ms: float = _number(200.0, low=0.0)
-    jitter_ms: float = _number(0.0, low=0.0)
+    ms: float = _number(200.0, low=0.0, high=MAX_DELAY_MS)
+    jitter_ms: float = _number(0.0, low=0.0, high=MAX_DELAY_MS)
 
 
 @dataclass(frozen=True)
@@ -132,7 +141,7 @@ class Gray(Fault):
 @dataclass(frozen=True)
 class Flap(Fault):
     kind: ClassVar[str] = "flap"
-    period: float = _number(2.0, low=0.0, low_open=True)
+    period: float = _number(2.0, low=0.0, low_open=True, high=MAX_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -144,8 +153,8 @@ class Reset(Fault):
 @dataclass(frozen=True)
 class Warmup(Fault):
     kind: ClassVar[str] = "warmup"
-    seconds: float = _number(5.0, low=0.0, low_open=True)
-    extra_ms: float = _number(300.0, low=0.0)
+    seconds: float = _number(5.0, low=0.0, low_open=True, high=MAX_SECONDS)
+    extra_ms: float = _number(300.0, low=0.0, high=MAX_DELAY_MS)
 
     def extra_delay(self, elapsed: float) -> float:
         """Seconds added to a request ``elapsed`` seconds after the warmup began (linear decay to 0)."""
