@@ -149,6 +149,19 @@ async def test_strategy_key_cycles_the_balancers_strategy() -> None:
         await wait_for(lambda: status(source).strategy == following, DEADLINE, message=f"strategy {following}")
 
 
+async def test_keys_pressed_twice_quickly_step_twice() -> None:
+    async with dashboard() as (app, _, source):
+        names = strategy_names()
+        before = status(source)
+        # Two presses in one read of the terminal: the second comes before the lab has answered the first.
+        for action in (app.action_strategy, app.action_strategy, app.action_retries, app.action_retries):
+            action()
+        expected = names[(names.index(before.strategy) + 2) % len(names)]
+        await wait_for(lambda: status(source).strategy == expected, DEADLINE, message=f"strategy {expected}")
+        await wait_for(lambda: status(source).retries == before.retries, DEADLINE, message="retries back")
+        assert status(source).strategy == expected
+
+
 async def test_retries_and_health_check_keys_toggle_the_protections() -> None:
     async with dashboard() as (app, pilot, source):
         assert status(source).retries and status(source).health_checks

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any, ClassVar
 
@@ -44,6 +45,8 @@ from tui.widgets.status_bar import StatusBar
 
 FRAME_RATE = 25.0
 FIGURES_RATE = 4.0
+# Seconds a setting asked for by key is trusted over a status snapshot that does not show it yet.
+SETTING_PATIENCE = 3.0
 PANEL_WIDTH = 26  # a panel's smallest comfortable width; the grid puts as many side by side as fit
 INBOX_LIMIT = 50_000  # if frames stall, the oldest unread events are dropped rather than memory growing
 
@@ -140,6 +143,9 @@ class SpofkitApp(App[None]):
         self.figures_rate = figures_rate
         self.model = LabModel()
         self.lab_ready = False
+        # Settings asked for but maybe not yet in a status snapshot: (value, until when to trust it over the
+        # snapshot). A key pressed twice quickly then steps twice, instead of repeating the first step.
+        self._asked: dict[str, tuple[Any, float]] = {}
         self._inbox: collections.deque[Event] = collections.deque(maxlen=INBOX_LIMIT)
         self._unsubscribe: Callable[[], None] | None = None
         self._clocks: list[Timer] = []
@@ -357,28 +363,44 @@ class SpofkitApp(App[None]):
             return
         self._control(f"remove {name}", self.source.remove_instance(name))
 
+    def _setting(self, key: str, shown: Any) -> Any:
+        """The value of setting ``key`` to step from: the last one asked for, until the status shows it."""
+        asked = self._asked.get(key)
+        if asked is not None and asked[0] != shown and time.monotonic() < asked[1]:
+            return asked[0]
+        self._asked.pop(key, None)
+        return shown
+
+    def _ask(self, key: str, value: Any) -> Any:
+        self._asked[key] = (value, time.monotonic() + SETTING_PATIENCE)
+        return value
+
     def action_strategy(self) -> None:
         status = self.source.status()
         if status is None:
             return
         names = strategy_names()
-        following = names[(names.index(status.strategy) + 1) % len(names)] if status.strategy in names else names[0]
-        self._control(f"strategy {following}", self.source.set_strategy(following))
+        current = self._setting("strategy", status.strategy)
+        following = names[(names.index(current) + 1) % len(names)] if current in names else names[0]
+        self._control(f"strategy {following}", self.source.set_strategy(self._ask("strategy", following)))
 
     def action_retries(self) -> None:
         status = self.source.status()
         if status is not None:
-            self._control("retries", self.source.set_retries(not status.retries))
+            wanted = self._ask("retries", not self._setting("retries", status.retries))
+            self._control("retries", self.source.set_retries(wanted))
 
     def action_health_checks(self) -> None:
         status = self.source.status()
         if status is not None:
-            self._control("health checks", self.source.set_health_checks(not status.health_checks))
+            wanted = self._ask("health_checks", not self._setting("health_checks", status.health_checks))
+            self._control("health checks", self.source.set_health_checks(wanted))
 
     def action_ejection(self) -> None:
         status = self.source.status()
         if status is not None:
-            self._control("ejection", self.source.set_ejection(not status.ejection))
+            wanted = self._ask("ejection", not self._setting("ejection", status.ejection))
+            self._control("ejection", self.source.set_ejection(wanted))
 
     def action_rate(self, direction: int) -> None:
         status = self.source.status()
