@@ -71,6 +71,14 @@ async def test_connecting_to_nothing_fails_with_a_clear_message() -> None:
         await source.start()
 
 
+async def test_the_dashboard_leaves_with_the_reason_when_nothing_answers() -> None:
+    app = SpofkitApp(RemoteSource("http://127.0.0.1:9"))
+    async with app.run_test(size=(80, 24)):
+        await wait_for(lambda: app.return_code is not None, DEADLINE, message="the app gave up")
+    assert app.return_code == 1
+    assert app.start_error is not None and "cannot reach a spofkit admin API" in app.start_error
+
+
 def test_only_loopback_addresses_are_accepted() -> None:
     with pytest.raises(ValueError, match=r"127\.0\.0\.1 or localhost"):
         RemoteSource("http://example.com:8081")

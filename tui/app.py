@@ -143,6 +143,7 @@ class SpofkitApp(App[None]):
         self.figures_rate = figures_rate
         self.model = LabModel()
         self.lab_ready = False
+        self.start_error: str | None = None
         # Settings asked for but maybe not yet in a status snapshot: (value, until when to trust it over the
         # snapshot). A key pressed twice quickly then steps twice, instead of repeating the first step.
         self._asked: dict[str, tuple[Any, float]] = {}
@@ -195,8 +196,9 @@ class SpofkitApp(App[None]):
         self.refresh_figures()
 
     def on_source_failed(self, message: SourceFailed) -> None:
-        self.query_one(StatusBar).show_message(f"could not start: {message.reason}  (q quits)", RED)
-        self.query_one(EventLog).add([LogLine(0.0, f"could not start: {message.reason}", "bad")])
+        # Nothing to watch: leave at once, with the reason on the terminal and a failing exit status.
+        self.start_error = message.reason
+        self.exit(return_code=1, message=f"spofkit tui: could not start: {message.reason}")
 
     # --- the two clocks ------------------------------------------------------------------------------
 
@@ -463,19 +465,21 @@ def make_source(connect: str | None = None, *, rate: float = DEFAULT_LOAD_RATE, 
     return LabSource(rate=rate, **lab_options)
 
 
-def run(connect: str | None = None, *, rate: float = DEFAULT_LOAD_RATE, **lab_options: Any) -> None:
+def run(connect: str | None = None, *, rate: float = DEFAULT_LOAD_RATE, **lab_options: Any) -> int:
     """Open the dashboard on a new in-process lab (``lab_options`` go to ``Lab.start``) or on ``connect``.
 
     Whatever way the app ends (``q``, an error), the lab it started is stopped before this returns, so no
-    server or child process outlives it.
+    server or child process outlives it. Returns the exit status: 0, or 1 when the lab could not be started
+    or reached (the reason is printed).
     """
     source = make_source(connect, rate=rate, **lab_options)
 
-    async def main() -> None:
+    async def main() -> int:
         app = SpofkitApp(source)
         try:
             await app.run_async()
         finally:
             await source.stop()
+        return app.return_code or 0
 
-    asyncio.run(main())
+    return asyncio.run(main())
