@@ -118,7 +118,12 @@ class SpofkitApp(App[None]):
         Binding("d", "remove", "drain", tooltip="no new requests, let in-flight finish, remove it"),
         Binding("b", "strategy", "strategy", tooltip="cycle the balancing strategy"),
         Binding("t", "retries", "retries", tooltip="retries on/off: off, failed attempts reach clients"),
-        Binding("k", "health_checks", "checks", tooltip="health checks on/off: off, nobody notices a crash"),
+        Binding(
+            "k",
+            "health_checks",
+            "checks",
+            tooltip="health checks on/off: off, only passive ejection (if on) notices a crash",
+        ),
         Binding("j", "ejection", "eject", tooltip="passive ejection on/off: off, only checks remove a bad one"),
         Binding("plus,equals_sign", "rate(1)", "faster", group=_RATE, tooltip="raise (+) / lower (-) the request rate"),
         Binding("minus", "rate(-1)", "slower", group=_RATE, tooltip="raise (+) / lower (-) the request rate"),

@@ -47,7 +47,7 @@ class HelpScreen(ModalScreen[None]):
             ("On the lanes: ", DIM),
             ("● served  ", f"bold {GREEN}"),
             ("◆ served after a retry  ", f"bold {YELLOW}"),
-            ("● failed  ", f"bold {RED}"),
+            ("■ failed  ", f"bold {RED}"),
             ("✗ an attempt failed here", f"bold {RED}"),
             ("\nStates: ", DIM),
             ("● UP  ", f"bold {GREEN}"),

@@ -35,7 +35,7 @@ STATE_LOOK: dict[str, tuple[str, str]] = {
 OUTCOME_LOOK: dict[str, tuple[str, str]] = {
     "served": ("●", GREEN),
     "retried": ("◆", YELLOW),
-    "failed": ("●", RED),
+    "failed": ("■", RED),
 }
 
 TONE_COLOUR = {"good": GREEN, "bad": RED, "warn": YELLOW, "info": CYAN}
