@@ -137,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--crash-at", type=_number_in(0, 120), default=2.0, help="when b crashes (s into the run)")
     _isolation_option(demo)
     demo.add_argument("--seed", type=int, default=0, help="seed for every random choice")
+    demo.set_defaults(command_parser=demo)  # for errors about combinations, with the demo's own usage line
 
     lab = commands.add_parser("lab", help="open the lessons in JupyterLab")
     lab.add_argument("--lessons", type=Path, default=None, help="lessons folder (default: found)")
@@ -163,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         if args.command == "demo" and args.crash_at >= args.duration:
-            parser.error(
+            args.command_parser.error(
                 f"argument --crash-at: must be before the end of the run "
                 f"(--duration {args.duration:g}), got {args.crash_at:g}"
             )
