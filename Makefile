@@ -8,11 +8,14 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup lab test lint tui demo bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml jupyterlab-overrides.json
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[all]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	# JupyterLab settings for the lessons: no news pop-up, no calls to the internet for updates.
+	mkdir -p $(VENV)/share/jupyter/lab/settings
+	cp jupyterlab-overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
 	touch $(STAMP)
 
 setup: $(STAMP)
