@@ -157,7 +157,6 @@ class Balancer:
         self.outliers = OutlierDetector(ejection or EjectionSettings())
         self._ids = itertools.count(1)
         self._pools: dict[str, UpstreamPool] = {}  # by member name: kept-alive connections to it
-        self._started = False
         self._runner: web.ServerRunner | None = None
         self.requests = 0
         self.retried = 0
@@ -166,7 +165,6 @@ class Balancer:
     # --- lifecycle -----------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._started = True
         # aiohttp's low-level server: every request goes straight to _serve. A proxy has a single route
         # ("everything"), so an Application's router and middleware chain would only cost time.
         server = web.Server(self._serve, access_log=None)
@@ -183,7 +181,6 @@ class Balancer:
             self._runner = None
         for pool in self._pools.values():
             pool.close()  # idle connections only; the members (and their pools) stay configured
-        self._started = False
 
     @property
     def url(self) -> str:
@@ -415,7 +412,7 @@ class Balancer:
         body: bytes | AsyncIterator[bytes] | None,
         timeout: float,
     ) -> _Attempt:
-        assert self._started, "Balancer.start() first"
+        assert self._runner is not None, "Balancer.start() first"
         member.in_flight += 1
         try:
             return await _within(timeout, self._send(member, request, headers, body))
