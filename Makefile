@@ -6,7 +6,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup lab test lint tui demo bench clean
+# Debian packages the tests need: a real browser for the widget tests, a real terminal for the TUI test.
+SYSTEM_PACKAGES ?= chromium tmux
+
+.PHONY: setup system-packages lab test lint tui demo bench clean
 
 $(STAMP): pyproject.toml jupyterlab-overrides.json
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +22,23 @@ $(STAMP): pyproject.toml jupyterlab-overrides.json
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# As root on a Debian-like system, install what is missing with apt-get; otherwise stop at once and say how.
+system-packages:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "make: installing Debian packages the tests need:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq$$missing >/dev/null; \
+	else \
+		echo "make test needs these system packages:$$missing" >&2; \
+		if command -v apt-get >/dev/null 2>&1; then \
+			echo "install them with:  sudo apt-get install -y$$missing   (or run make test as root)" >&2; \
+		else \
+			echo "install them with your system's package manager, then run make test again" >&2; \
+		fi; \
+		exit 1; \
+	fi
 
 lab: $(STAMP)
 	$(BIN)/spofkit lab
@@ -34,7 +54,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy spofkit
 
-test: $(STAMP) lint
+test: system-packages $(STAMP) lint
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
