@@ -181,3 +181,43 @@ def make_fault(kind: str, **params: Any) -> Fault:
             accepts = ", ".join(allowed) if allowed else "no parameters"
             raise FaultError(name, f"{kind} has no parameter {name!r} (it accepts {accepts})")
     return cls(**params)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A fault as a button or a key injects it: a name for people, the fault kind and its parameters."""
+
+    name: str
+    kind: str
+    params: dict[str, Any]
+    description: str
+
+    def fault(self) -> Fault:
+        return make_fault(self.kind, **self.params)
+
+
+# The faults that the TUI's keys and the widgets' buttons inject, in one place: strong enough to see at once,
+# mild enough to recover from. The slow ones are measured against the teaching health check (timeout 0.3 s):
+# "slow" stays under it, so the node stays UP and only latency suffers; "too_slow" goes over it, so it is DOWN.
+PRESETS: dict[str, Preset] = {
+    preset.name: preset
+    for preset in (
+        Preset("crash", "crash", {}, "the process dies: connections are refused"),
+        Preset("hang", "hang", {}, "accepts connections, never answers (health checks time out)"),
+        Preset(
+            "slow",
+            "slow",
+            {"ms": 200.0, "jitter_ms": 30.0},
+            "+200 ms per answer: health checks still pass, so it stays UP, but p99 suffers",
+        ),
+        Preset(
+            "too_slow",
+            "slow",
+            {"ms": 600.0, "jitter_ms": 50.0},
+            "+600 ms per answer: slower than the health check's timeout, so it is marked DOWN",
+        ),
+        Preset("error", "error", {"rate": 0.5, "status": 503}, "half the answers are 503, health checks too"),
+        Preset("gray", "gray", {"rate": 0.5, "status": 503}, "health checks pass, half the real requests fail"),
+        Preset("flap", "flap", {"period": 2.0}, "down 2 s, up 2 s, again and again"),
+    )
+}
