@@ -10,23 +10,19 @@ with the load generator's records.
 
 from __future__ import annotations
 
-import asyncio
 import collections
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from spofkit.clock import Clock as Clock  # re-exported: views import the lab clock from here
 
-class Clock:
-    """Seconds since the lab started, from a monotonic source (never the wall clock, which can jump)."""
+if TYPE_CHECKING:
+    import asyncio
 
-    def __init__(self, source: Callable[[], float] = time.monotonic) -> None:
-        self._source = source
-        self._start = source()
-
-    def now(self) -> float:
-        return self._source() - self._start
+# The name a lab's balancer has when there is one; a pair's are "lb1" and "lb2". Events a balancer publishes
+# (its health checks, its pool, its requests) carry the name, so two balancers' views never mix.
+DEFAULT_BALANCER = "lb1"
 
 
 @dataclass(frozen=True)
@@ -94,12 +90,14 @@ class HealthProbe(Event):
     ok: bool
     detail: str
     duration: float
+    balancer: str = DEFAULT_BALANCER
 
 
 @dataclass(frozen=True)
 class InstanceUp(Event):
     instance: str
     reason: str = ""
+    balancer: str = DEFAULT_BALANCER
 
     def describe(self) -> str:
         return f"InstanceUp {self.instance}: {self.reason}"
@@ -109,6 +107,7 @@ class InstanceUp(Event):
 class InstanceDown(Event):
     instance: str
     reason: str = ""
+    balancer: str = DEFAULT_BALANCER
 
     def describe(self) -> str:
         return f"InstanceDown {self.instance}: {self.reason}"
@@ -124,6 +123,7 @@ class InstanceEjected(Event):
     instance: str
     duration: float
     consecutive_failures: int
+    balancer: str = DEFAULT_BALANCER
 
     def describe(self) -> str:
         return f"InstanceEjected {self.instance} for {self.duration:.1f}s after {self.consecutive_failures} failures"
@@ -134,6 +134,7 @@ class InstanceReturned(Event):
     """An ejected instance's ejection time ran out; it is eligible again."""
 
     instance: str
+    balancer: str = DEFAULT_BALANCER
 
 
 @dataclass(frozen=True)
@@ -141,22 +142,26 @@ class InstanceAdded(Event):
     instance: str
     url: str
     backup: bool = False
+    balancer: str = DEFAULT_BALANCER
 
 
 @dataclass(frozen=True)
 class InstanceDraining(Event):
     instance: str
     in_flight: int
+    balancer: str = DEFAULT_BALANCER
 
 
 @dataclass(frozen=True)
 class InstanceRemoved(Event):
     instance: str
+    balancer: str = DEFAULT_BALANCER
 
 
 @dataclass(frozen=True)
 class StrategyChanged(Event):
     strategy: str
+    balancer: str = DEFAULT_BALANCER
 
 
 @dataclass(frozen=True)
@@ -165,6 +170,7 @@ class SettingChanged(Event):
 
     setting: str
     value: Any
+    balancer: str = DEFAULT_BALANCER
 
 
 @dataclass(frozen=True)
@@ -175,6 +181,7 @@ class RequestRetried(Event):
     attempt: int
     instance: str
     reason: str
+    balancer: str = DEFAULT_BALANCER
 
     def describe(self) -> str:
         return f"RequestRetried #{self.request_id} attempt {self.attempt} on {self.instance}: {self.reason}"
@@ -198,6 +205,7 @@ class RequestCompleted(Event):
     outcome: str
     reason: str = ""
     last_tried: str | None = None
+    balancer: str = DEFAULT_BALANCER
 
 
 @dataclass(frozen=True)
@@ -259,6 +267,8 @@ class EventBus:
 
     def queue(self, maxsize: int = 10000) -> tuple[asyncio.Queue[Event], Callable[[], None]]:
         """An asyncio queue fed with future events (oldest dropped when full) and its unsubscribe function."""
+        import asyncio  # only live views await events; the pure policies that publish them never import asyncio
+
         q: asyncio.Queue[Event] = asyncio.Queue(maxsize=maxsize)
 
         def feed(event: Event) -> None:

@@ -1,231 +1,31 @@
-"""Failover decisions: when to try again, where not to send, and when to stop.
+"""Failover rules: retries, the retry budget, passive ejection (they live in :mod:`spofkit.policy.failover`)."""
 
-Three pure policies the balancer consults on every failed attempt. None of them does I/O or reads a clock; they
-are handed ``now`` and return a decision, so a lesson can call them by hand.
+from spofkit.policy.failover import (
+    CONNECT,
+    FAILURE_KINDS,
+    IDEMPOTENT_METHODS,
+    RESET,
+    STATUS,
+    TIMEOUT,
+    EjectionSettings,
+    OutlierDetector,
+    RetryBudget,
+    RetryDecision,
+    RetrySettings,
+    retry_decision,
+)
 
-- **Retry rule** (:func:`retry_decision`): retry only on failures that another instance may not have (connection
-  refused, connection reset or empty reply, a per-try timeout, a gateway status such as 503), only while the overall
-  deadline and the retry budget allow, and — the idempotency rule — a request that is not idempotent (POST,
-  PATCH...) is retried *only* if it provably never reached a backend (the connection was refused). Replaying a
-  POST that a backend may have processed could charge a card twice.
-- **Retry budget** (:class:`RetryBudget`): retries may add at most ``ratio`` extra load (20% by default) over a
-  sliding window, plus a small floor so a quiet service can still retry. Without a budget, retries during an
-  overload multiply the load: a *retry storm*.
-- **Passive ejection** (:class:`OutlierDetector`): the balancer watches real requests. After
-  ``consecutive_failures`` failures in a row an instance is ejected for ``base_time``, longer each time it is
-  ejected again, but never more than ``max_ejected_percent`` of the pool at once (ejecting everyone is an outage
-  of its own). This catches *gray failures*, where the health check says OK but real requests fail.
-"""
-
-from __future__ import annotations
-
-import collections
-from dataclasses import dataclass, field
-
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
-
-# Why an attempt failed. Only "connect" proves the request never reached a backend.
-CONNECT = "connect"  # connection refused / could not connect
-RESET = "reset"  # connection closed or reset before a full answer (an empty response)
-TIMEOUT = "timeout"  # the per-try timeout ran out
-STATUS = "status"  # the backend answered with a status listed in retry_statuses
-FAILURE_KINDS = (CONNECT, RESET, TIMEOUT, STATUS)
-
-
-@dataclass(frozen=True)
-class RetrySettings:
-    """How the balancer retries. Times in seconds.
-
-    ``max_attempts`` counts the first try (3 = one try and up to two retries, each on a different instance).
-    500 is not in ``retry_statuses`` by default: a 500 is usually the application's own bug, and the same request
-    would fail on every instance; 502/503/504 say "this instance could not", which another instance may well do.
-    """
-
-    max_attempts: int = 3
-    retry_on: frozenset[str] = frozenset(FAILURE_KINDS)
-    retry_statuses: frozenset[int] = frozenset({502, 503, 504})
-    per_try_timeout: float = 1.0
-    deadline: float = 5.0
-    budget_ratio: float = 0.2
-    budget_min_per_second: float = 5.0
-    budget_window: float = 10.0
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.max_attempts, int) or self.max_attempts < 1:
-            raise ValueError(f"max_attempts must be a whole number >= 1, got {self.max_attempts!r}")
-        unknown = set(self.retry_on) - set(FAILURE_KINDS)
-        if unknown:
-            raise ValueError(f"retry_on has unknown kinds {sorted(unknown)}; known: {list(FAILURE_KINDS)}")
-        for status in self.retry_statuses:
-            if not 500 <= status <= 599:
-                raise ValueError(f"retry_statuses must be 5xx codes, got {status!r}")
-        for name in ("per_try_timeout", "deadline", "budget_window"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0 seconds, got {getattr(self, name)!r}")
-        if not 0 <= self.budget_ratio <= 10:
-            raise ValueError(f"budget_ratio must be between 0 and 10, got {self.budget_ratio!r}")
-        if self.budget_min_per_second < 0:
-            raise ValueError(f"budget_min_per_second must be >= 0, got {self.budget_min_per_second!r}")
-
-
-@dataclass(frozen=True)
-class RetryDecision:
-    retry: bool
-    reason: str
-
-
-def retry_decision(
-    settings: RetrySettings,
-    *,
-    failure: str,
-    method: str,
-    reached_backend: bool,
-    attempts_made: int,
-    elapsed: float,
-    budget_allows: bool,
-    body_replayable: bool = True,
-) -> RetryDecision:
-    """Should the balancer make another attempt after this failure? Pure; the reason names the rule that decided."""
-    if failure not in FAILURE_KINDS:
-        raise ValueError(f"unknown failure kind {failure!r}; known: {list(FAILURE_KINDS)}")
-    if failure not in settings.retry_on:
-        return RetryDecision(False, f"retries are not enabled for {failure}")
-    if method.upper() not in IDEMPOTENT_METHODS and reached_backend:
-        return RetryDecision(False, f"{method} is not idempotent and may have reached the backend")
-    if not body_replayable:
-        return RetryDecision(False, "the request body was streamed and cannot be sent again")
-    if attempts_made >= settings.max_attempts:
-        return RetryDecision(False, f"max_attempts ({settings.max_attempts}) used")
-    if elapsed >= settings.deadline:
-        return RetryDecision(False, f"deadline ({settings.deadline}s) passed")
-    if not budget_allows:
-        return RetryDecision(False, "retry budget exhausted")
-    return RetryDecision(True, f"retry after {failure}")
-
-
-class RetryBudget:
-    """Allow retries up to ``ratio`` × requests (+ a floor) over the last ``window`` seconds.
-
-    Call ``record_request(now)`` for every client request and ``try_spend(now)`` before every retry.
-    """
-
-    def __init__(self, ratio: float = 0.2, min_per_second: float = 5.0, window: float = 10.0) -> None:
-        self.ratio = ratio
-        self.min_per_second = min_per_second
-        self.window = window
-        self._requests: collections.deque[float] = collections.deque()
-        self._retries: collections.deque[float] = collections.deque()
-
-    def _forget_before(self, now: float) -> None:
-        horizon = now - self.window
-        for times in (self._requests, self._retries):
-            while times and times[0] < horizon:
-                times.popleft()
-
-    def record_request(self, now: float) -> None:
-        self._forget_before(now)  # keep memory bounded by the window even when no retry is ever asked for
-        self._requests.append(now)
-
-    def allowance(self, now: float) -> float:
-        """How many retries the window allows in total right now."""
-        self._forget_before(now)
-        return self.min_per_second * self.window + self.ratio * len(self._requests)
-
-    def can_retry(self, now: float) -> bool:
-        return len(self._retries) < self.allowance(now)
-
-    def try_spend(self, now: float) -> bool:
-        """Take one retry from the budget if there is one; return whether it was granted."""
-        if not self.can_retry(now):
-            return False
-        self._retries.append(now)
-        return True
-
-    @property
-    def retries_in_window(self) -> int:
-        return len(self._retries)
-
-
-@dataclass(frozen=True)
-class EjectionSettings:
-    """Passive ejection (Envoy calls it outlier detection). Times in seconds.
-
-    A failure is a connect error, reset, timeout or any 5xx answer. Ejection lasts ``base_time`` × the number of
-    times the instance has been ejected, capped at ``max_time``.
-    """
-
-    consecutive_failures: int = 3
-    base_time: float = 2.0
-    max_time: float = 30.0
-    max_ejected_percent: float = 50.0
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.consecutive_failures, int) or self.consecutive_failures < 1:
-            raise ValueError(f"consecutive_failures must be a whole number >= 1, got {self.consecutive_failures!r}")
-        if not self.base_time > 0:
-            raise ValueError(f"base_time must be > 0 seconds, got {self.base_time!r}")
-        if not self.max_time >= self.base_time:
-            raise ValueError(f"max_time must be >= base_time, got {self.max_time!r}")
-        if not 0 <= self.max_ejected_percent <= 100:
-            raise ValueError(f"max_ejected_percent must be 0..100, got {self.max_ejected_percent!r}")
-
-
-@dataclass
-class _Record:
-    consecutive_failures: int = 0
-    times_ejected: int = 0
-    ejected_until: float | None = None
-
-
-@dataclass
-class OutlierDetector:
-    """Counts consecutive failures per instance and decides ejections. Pure: every call takes ``now``."""
-
-    settings: EjectionSettings = field(default_factory=EjectionSettings)
-    _records: dict[str, _Record] = field(default_factory=dict)
-
-    def _record(self, name: str) -> _Record:
-        return self._records.setdefault(name, _Record())
-
-    def record(self, name: str, ok: bool, now: float, pool_size: int) -> float | None:
-        """Feed one attempt's result. Returns the ejection duration if this failure ejects ``name``."""
-        record = self._record(name)
-        if ok:
-            record.consecutive_failures = 0
-            return None
-        record.consecutive_failures += 1
-        if record.consecutive_failures < self.settings.consecutive_failures:
-            return None
-        if self.is_ejected(name, now):
-            return None
-        if not self._room_to_eject(now, pool_size):
-            return None
-        record.times_ejected += 1
-        duration = min(self.settings.base_time * record.times_ejected, self.settings.max_time)
-        record.ejected_until = now + duration
-        record.consecutive_failures = 0
-        return duration
-
-    def _room_to_eject(self, now: float, pool_size: int) -> bool:
-        ejected = sum(1 for n in self._records if self.is_ejected(n, now))
-        return pool_size > 0 and (ejected + 1) * 100 <= self.settings.max_ejected_percent * pool_size
-
-    def is_ejected(self, name: str, now: float) -> bool:
-        record = self._records.get(name)
-        return bool(record and record.ejected_until is not None and now < record.ejected_until)
-
-    def ejected_until(self, name: str) -> float | None:
-        record = self._records.get(name)
-        return record.ejected_until if record else None
-
-    def returned(self, now: float) -> list[str]:
-        """Instances whose ejection has run out since the last call (each reported once)."""
-        back = []
-        for name, record in self._records.items():
-            if record.ejected_until is not None and now >= record.ejected_until:
-                record.ejected_until = None
-                back.append(name)
-        return back
-
-    def forget(self, name: str) -> None:
-        self._records.pop(name, None)
+__all__ = [
+    "CONNECT",
+    "FAILURE_KINDS",
+    "IDEMPOTENT_METHODS",
+    "RESET",
+    "STATUS",
+    "TIMEOUT",
+    "EjectionSettings",
+    "OutlierDetector",
+    "RetryBudget",
+    "RetryDecision",
+    "RetrySettings",
+    "retry_decision",
+]

@@ -1,0 +1,77 @@
+"""Time, injected: a clock to read and a scheduler to set timers on.
+
+Policies never read a clock or sleep: they are handed ``now`` and answer when they next want to be woken (the next
+probe, the end of an ejection). A *driver* owns time and keeps those appointments through a :class:`Scheduler`:
+
+- live, :class:`LoopScheduler` sets timers on the asyncio loop, measured on the lab's :class:`Clock`;
+- simulated, a heap of timers with a virtual ``now`` (:mod:`spofkit.sim`) does the same with no waiting at all.
+
+This module imports nothing that does I/O, so the pure policy package can share its protocols.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import asyncio
+
+
+class Clock:
+    """Seconds since the lab started, from a monotonic source (never the wall clock, which can jump)."""
+
+    def __init__(self, source: Callable[[], float] = time.monotonic) -> None:
+        self._source = source
+        self._start = source()
+
+    def now(self) -> float:
+        return self._source() - self._start
+
+    def to_source(self, at: float) -> float:
+        """The source's reading (e.g. ``time.monotonic()``) at lab time ``at``."""
+        return self._start + at
+
+
+class Timer(Protocol):
+    """A pending call; ``cancel()`` makes sure it does not happen (harmless if it already did)."""
+
+    def cancel(self) -> None: ...
+
+
+class Scheduler(Protocol):
+    """How every timer in spofkit is set: probes, ejection returns, warm-up decay, flap periods, adverts."""
+
+    def now(self) -> float:
+        """Lab time in seconds."""
+        ...
+
+    def call_at(self, at: float, callback: Callable[[], Any]) -> Timer:
+        """Call ``callback()`` once, at lab time ``at`` (at once if ``at`` is past). Returns a cancellable timer."""
+        ...
+
+
+class LoopScheduler:
+    """The live scheduler: timers on an asyncio loop, at lab times of ``clock``.
+
+    ``clock`` must read ``time.monotonic`` (the source asyncio's loop time uses), so that lab time and loop
+    time differ by a constant.
+    """
+
+    def __init__(self, clock: Clock, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        import asyncio  # here, not at the top: the pure policy package imports this module's protocols
+
+        self.clock = clock
+        self.loop = loop or asyncio.get_running_loop()
+        # loop.time() is time.monotonic() on every loop asyncio ships; measure the offset once, in case.
+        self._offset = self.loop.time() - time.monotonic()
+
+    def now(self) -> float:
+        return self.clock.now()
+
+    def call_at(self, at: float, callback: Callable[[], Any]) -> Timer:
+        return self.loop.call_at(self.clock.to_source(at) + self._offset, callback)
+
+    def call_later(self, delay: float, callback: Callable[[], Any]) -> Timer:
+        return self.call_at(self.now() + delay, callback)

@@ -1,0 +1,240 @@
+"""Pool selection: which instance may take the next attempt.
+
+The rules, in the order they are applied:
+
+1. **Eligible** members are those not yet tried for this request, not draining, not ejected (passive ejection)
+   and not marked down by the health checks. The pool is *told* the health verdicts (:meth:`Pool.set_healthy`);
+   it does not run checks.
+2. **Backups** serve only when no primary is eligible (HAProxy's ``backup``): a spare that takes over, not a
+   member that shares the load.
+3. **max_conns**: a member already handling ``max_conns`` requests is skipped; if every eligible member is
+   full, the client gets a 503 at once rather than waiting in a queue that only grows.
+4. The **strategy** picks among what is left (:mod:`spofkit.policy.strategies`).
+5. **Slow start**: a member that came (back) up less than ``slow_start`` seconds ago takes a share growing
+   linearly from 0 to full — a picked member is admitted with probability ``(now - up_since) / slow_start``, and
+   if it is not, the strategy picks again among the others. A cold cache or JIT is not hit with its full share.
+6. **Nothing to choose**: 503 if no attempt has been made yet ("no instance is available"), 502 if every
+   eligible member has been tried already ("no other instance left to try").
+
+It also counts each member's in-flight, served and failed attempts and feeds results to the strategy (for
+peak EWMA) and to the outlier detector (passive ejection, :mod:`spofkit.policy.failover`). No I/O, no clock:
+every call takes ``now``, randomness comes from the two ``random.Random`` it is handed.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from spofkit.events import (
+    DEFAULT_BALANCER,
+    Event,
+    InstanceAdded,
+    InstanceDraining,
+    InstanceEjected,
+    InstanceRemoved,
+    InstanceReturned,
+)
+from spofkit.policy.failover import EjectionSettings, OutlierDetector
+from spofkit.policy.strategies import Backend, RequestInfo, Strategy, make_strategy
+
+MAX_WEIGHT = 256
+
+
+@dataclass
+class Member:
+    """One configured instance, as one balancer sees it."""
+
+    name: str
+    url: str
+    weight: int = 1
+    backup: bool = False
+    max_conns: int | None = None
+    in_flight: int = 0
+    served: int = 0
+    failed: int = 0
+    draining: bool = False
+    healthy: bool = True  # the health checks' verdict (True while checks are off)
+    up_since: float = 0.0  # when it last came (back) up: slow start counts from here
+
+    @property
+    def full(self) -> bool:
+        return self.max_conns is not None and self.in_flight >= self.max_conns
+
+
+class NoInstance(Exception):
+    """No member can take this attempt (rule 6); ``status`` and ``reason`` go to the client."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class Pool:
+    """The members of one balancer and the rules for choosing among them."""
+
+    def __init__(
+        self,
+        emit: Callable[[Event], None],
+        *,
+        strategy: Strategy | str = "round_robin",
+        ejection: EjectionSettings | None = None,
+        slow_start: float = 0.0,
+        strategy_rng: random.Random | None = None,
+        slow_start_rng: random.Random | None = None,
+        balancer: str = DEFAULT_BALANCER,
+    ) -> None:
+        if not slow_start >= 0:
+            raise ValueError(f"slow_start must be >= 0 seconds, got {slow_start!r}")
+        self.emit = emit
+        self.balancer = balancer
+        self.strategy: Strategy = make_strategy(strategy)
+        self.ejection = ejection
+        self.outliers = OutlierDetector(ejection or EjectionSettings())
+        self.slow_start = slow_start
+        self.strategy_rng = strategy_rng or random.Random(0)
+        self.slow_start_rng = slow_start_rng or random.Random(1)
+        self.members: dict[str, Member] = {}
+
+    # --- membership -----------------------------------------------------------------------------------
+
+    def member(self, name: str) -> Member:
+        try:
+            return self.members[name]
+        except KeyError:
+            raise KeyError(f"no instance named {name!r}; known: {sorted(self.members)}") from None
+
+    def add(
+        self,
+        name: str,
+        url: str,
+        now: float,
+        *,
+        weight: int = 1,
+        backup: bool = False,
+        max_conns: int | None = None,
+        healthy: bool = True,
+    ) -> Member:
+        if name in self.members:
+            raise ValueError(f"instance name {name!r} is already in the pool")
+        if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= MAX_WEIGHT:
+            raise ValueError(f"weight must be a whole number 0..{MAX_WEIGHT}, got {weight!r}")
+        if max_conns is not None and (isinstance(max_conns, bool) or not isinstance(max_conns, int) or max_conns < 1):
+            raise ValueError(f"max_conns must be a whole number >= 1, got {max_conns!r}")
+        member = Member(name, url, weight, backup, max_conns, healthy=healthy, up_since=now)
+        self.members[name] = member
+        self.emit(InstanceAdded(now, name, url, backup, balancer=self.balancer))
+        return member
+
+    def drain(self, name: str, now: float) -> Member:
+        """No new attempts for ``name``; the ones in flight go on. The driver removes it once they are done."""
+        member = self.member(name)
+        if not member.draining:
+            member.draining = True
+            self.emit(InstanceDraining(now, name, member.in_flight, balancer=self.balancer))
+        return member
+
+    def remove(self, name: str, now: float) -> None:
+        self.member(name)
+        del self.members[name]
+        self.outliers.forget(name)
+        self.emit(InstanceRemoved(now, name, balancer=self.balancer))
+
+    def set_healthy(self, name: str, healthy: bool, now: float) -> None:
+        """The health checks' verdict on ``name``. Coming back up starts its slow start."""
+        member = self.members.get(name)
+        if member is None:
+            return
+        if healthy and not member.healthy:
+            member.up_since = now
+        member.healthy = healthy
+
+    def set_strategy(self, spec: Strategy | str) -> None:
+        self.strategy = make_strategy(spec)
+
+    @property
+    def strategy_name(self) -> str:
+        return str(getattr(self.strategy, "name", type(self.strategy).__name__))
+
+    def set_ejection(self, settings: EjectionSettings | None) -> None:
+        """Passive ejection on (with ``settings``) or off; either way every ejection so far is forgotten."""
+        self.ejection = settings
+        self.outliers = OutlierDetector(settings or EjectionSettings())
+
+    # --- choosing -------------------------------------------------------------------------------------
+
+    def is_ejected(self, name: str, now: float) -> bool:
+        return self.ejection is not None and self.outliers.is_ejected(name, now)
+
+    def eligible(self, now: float, tried: set[str] | frozenset[str] = frozenset()) -> list[Member]:
+        """Rules 1 and 2: who may take the next attempt, before max_conns and the strategy."""
+        usable = [
+            m
+            for m in self.members.values()
+            if m.name not in tried and not m.draining and m.healthy and not self.is_ejected(m.name, now)
+        ]
+        primaries = [m for m in usable if not m.backup]
+        return primaries or [m for m in usable if m.backup]
+
+    def choose(self, request: RequestInfo, now: float, tried: set[str] | frozenset[str] = frozenset()) -> Member:
+        """Pick a member for one attempt (rules 1–5), or raise :class:`NoInstance` saying why none can (rule 6)."""
+        eligible = self.eligible(now, tried)
+        if not eligible:
+            if tried:
+                raise NoInstance(502, "no other instance left to try")
+            raise NoInstance(503, "no instance is available (all down, ejected or draining)")
+        candidates = [m for m in eligible if not m.full]
+        if not candidates:
+            raise NoInstance(503, "every available instance is at its max_conns limit")
+        while True:
+            backends = [Backend(m.name, m.weight, m.in_flight) for m in candidates]
+            picked = self.strategy.pick(backends, request, now, self.strategy_rng)
+            member = self.members.get(picked.name)
+            if member is None or member not in candidates:
+                raise ValueError(f"strategy {self.strategy_name} picked {picked.name!r}, which was not offered")
+            if len(candidates) == 1 or self._admitted_by_slow_start(member, now):
+                return member
+            candidates = [m for m in candidates if m is not member]
+
+    def _admitted_by_slow_start(self, member: Member, now: float) -> bool:
+        if self.slow_start <= 0:
+            return True
+        warmed = (now - member.up_since) / self.slow_start
+        return warmed >= 1 or self.slow_start_rng.random() < warmed
+
+    # --- results --------------------------------------------------------------------------------------
+
+    def attempt_started(self, member: Member) -> None:
+        member.in_flight += 1
+
+    def attempt_finished(self, member: Member, ok: bool, latency: float, now: float) -> None:
+        """One attempt on ``member`` is over: count it, tell the strategy, and maybe eject the member."""
+        member.in_flight = max(0, member.in_flight - 1)
+        if ok:
+            member.served += 1
+        else:
+            member.failed += 1
+        observe = getattr(self.strategy, "observe", None)  # optional for a learner's own strategy
+        if observe is not None:
+            observe(member.name, latency, ok, now)
+        if self.ejection is None or member.name not in self.members:
+            return
+        primaries = sum(1 for m in self.members.values() if not m.backup) or 1
+        ejected_for = self.outliers.record(member.name, ok, now, primaries)
+        if ejected_for is not None:
+            failures = self.ejection.consecutive_failures
+            self.emit(InstanceEjected(now, member.name, ejected_for, failures, balancer=self.balancer))
+
+    def next_return_at(self) -> float | None:
+        """When the earliest ejection runs out (a driver sets a timer for it), or None."""
+        ends = [until for name in self.members if (until := self.outliers.ejected_until(name)) is not None]
+        return min(ends) if ends else None
+
+    def ejections_ended(self, now: float) -> list[str]:
+        """Announce members whose ejection has run out by ``now`` (each once)."""
+        back = self.outliers.returned(now)
+        for name in back:
+            self.emit(InstanceReturned(now, name, balancer=self.balancer))
+        return back
