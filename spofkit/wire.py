@@ -178,12 +178,10 @@ def request_for(command: Command) -> tuple[str, str, dict[str, Any] | None]:
         return "DELETE", f"/instances/{command.instance}", None
     if isinstance(command, SetStrategy):
         return "PUT", "/strategy", {"strategy": command_to_dict(command)["strategy"]}
-    if isinstance(command, ChangeSettings):
-        keys = ("retries", "health_checks", "ejection")
-        return "PUT", "/settings", {k: getattr(command, k) for k in keys if getattr(command, k) is not None}
-    if isinstance(command, SetLoad):
-        keys = ("rate", "paused")
-        return "PUT", "/load", {k: getattr(command, k) for k in keys if getattr(command, k) is not None}
+    if isinstance(command, (ChangeSettings, SetLoad)):  # only the switches the command changes
+        path = "/settings" if isinstance(command, ChangeSettings) else "/load"
+        fields = dataclasses.fields(command)
+        return "PUT", path, {f.name: getattr(command, f.name) for f in fields if getattr(command, f.name) is not None}
     raise CommandError("command", f"{type(command).__name__} has no admin route")
 
 
