@@ -319,15 +319,11 @@ def run_wrk(
 async def _serve_balancer(args: argparse.Namespace) -> None:
     from spofkit.balancer import Balancer
     from spofkit.events import EventBus
-    from spofkit.health import HealthChecker
+    from spofkit.health import HealthSettings
 
     events = EventBus()
     members = [tuple(spec.split("=", 1)) for spec in args.member]
-    health = None
-    if args.health:
-        health = HealthChecker(events)
-        await health.start(members)
-    balancer = Balancer(events, health=health, port=args.port)
+    balancer = Balancer(events, health=HealthSettings() if args.health else None, port=args.port)
     for name, url in members:
         balancer.add_member(name, url)
     await balancer.start()
@@ -340,8 +336,6 @@ async def _serve_balancer(args: argparse.Namespace) -> None:
         await stop.wait()
     finally:
         await balancer.stop()
-        if health:
-            await health.stop()
 
 
 def serve_balancer_main(argv: Sequence[str]) -> None:

@@ -8,7 +8,7 @@ Envoy's ``/clusters``, a Prometheus ``/metrics`` page). Here it lets a second te
     GET    /metrics                  Prometheus text format: per-instance and balancer counters
     GET    /events                   server-sent events, one ``data: {json}`` per event;
                                      ?history=1 replays recent events first; ?all=1 adds the
-                                     high-volume kinds HealthProbe, RequestCompleted, ClientRequest
+                                     per-request and per-probe kinds (events.PER_REQUEST_KINDS)
     POST   /instances/{name}/fault   {"kind": "slow", "ms": 200}
     POST   /instances/{name}/recover
     POST   /instances/{name}/restart
@@ -20,8 +20,20 @@ Envoy's ``/clusters``, a Prometheus ``/metrics`` page). Here it lets a second te
     PUT    /load                     {"rate": 100} starts or changes background load,
                                      {"rate": 0} stops it, {"paused": true} pauses it
 
-Mistakes are answered, they never crash the lab: an unknown instance is a 404, a bad body a 400,
-both as JSON ``{"error": "...", "field": "..."}`` naming what was wrong.
+    POST   /commands                 any command as {"command": "InjectFault", ...} (see spofkit.wire)
+
+Every changing call becomes a :mod:`command <spofkit.commands>` and goes through ``Lab.apply``: one at a
+time, in order, with one code path whoever sends it.
+
+Mistakes are answered, they never crash the lab: an unknown instance is a 404, a name taken or a
+limit reached a 409, a bad body a 400, all as JSON ``{"error": "...", "field": "..."}`` naming what
+was wrong.
+
+**Who may change the lab.** Reads (``GET``) are open on 127.0.0.1. Changing calls need the admin
+token, as Jupyter needs its token: ``Authorization: Bearer TOKEN``, else 401. ``spofkit serve``
+takes ``--admin-token`` or ``SPOFKIT_ADMIN_TOKEN``, or makes one up; it prints it and writes it to
+``~/.spofkit/admin-PORT.token``, readable by you only, where ``spofkit tui --connect`` and ``curl``
+find it. On a shared classroom machine, another user cannot crash your lab.
 
 The server listens on 127.0.0.1 only, and refuses requests whose ``Host`` or ``Origin`` is not
 local: a web page open in your browser must not be able to crash your instances (DNS rebinding,
@@ -31,33 +43,64 @@ cross-site POSTs).
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import math
-import re
+import os
+import secrets
 from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from spofkit.events import Event
-from spofkit.faults import FaultError, make_fault
+from spofkit.commands import Command, CommandError
+from spofkit.events import PER_REQUEST_KINDS, Event
+from spofkit.faults import FaultError
+from spofkit.status import SERVING_STATES
+from spofkit.wire import command_from_dict, command_from_request, event_to_dict, status_to_dict
 
 if TYPE_CHECKING:
     from spofkit.lab import Lab, LabStatus
 
-# Emitted many times a second under load; a stream carries them only when asked (?all=1).
-HIGH_VOLUME_KINDS = frozenset({"HealthProbe", "RequestCompleted", "ClientRequest"})
 # How often an idle event stream checks that its client is still there, and sends it a comment line.
 STREAM_CHECK_SECONDS = 1.0
 STREAM_KEEPALIVE_SECONDS = 15.0
-# Names that make a clean URL path segment and Prometheus label.
-INSTANCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
-SETTINGS = ("retries", "health_checks", "ejection")
-# States in which an instance gets traffic ("falling": failing checks, not yet marked down).
-SERVING_STATES = ("up", "falling")
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
+# A command is a few hundred bytes; anything much bigger is a mistake or an attack.
+MAX_BODY_BYTES = 64 * 1024
+TOKEN_ENV = "SPOFKIT_ADMIN_TOKEN"
+CHANGING_METHODS = frozenset({"POST", "PUT", "DELETE", "PATCH"})
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def token_file(port: int) -> Path:
+    """Where ``spofkit serve`` leaves the admin token of the API on ``port`` (readable by its user only)."""
+    return Path.home() / ".spofkit" / f"admin-{port}.token"
+
+
+def write_token_file(port: int, token: str) -> Path:
+    path = token_file(port)
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(token + "\n")
+    path.chmod(0o600)  # also when the file was there already, with other rights
+    return path
+
+
+def find_token(port: int | None) -> str | None:
+    """The token a client should send: ``SPOFKIT_ADMIN_TOKEN``, else the token file for ``port``, else None."""
+    if os.environ.get(TOKEN_ENV):
+        return os.environ[TOKEN_ENV]
+    if port is None:
+        return None
+    try:
+        return token_file(port).read_text().strip() or None
+    except OSError:
+        return None
 
 
 class ApiError(Exception):
@@ -73,22 +116,27 @@ class ApiError(Exception):
 class AdminServer:
     """An aiohttp app serving the admin API for ``lab`` on ``host:port`` (0 = any free port)."""
 
-    def __init__(self, lab: Lab, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, lab: Lab, host: str = "127.0.0.1", port: int = 0, *, token: str | None = None) -> None:
         if host != "127.0.0.1":
             raise ValueError(f"host must be '127.0.0.1' (the admin API is local only), got {host!r}")
         if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
             raise ValueError(f"port must be a whole number 0..65535, got {port!r}")
+        if token is not None and len(token) < 8:
+            raise ValueError("an admin token must be at least 8 characters")
         self.lab = lab
         self.host = host
         self.port = port
+        self.token = token or secrets.token_urlsafe(24)
         self._runner: web.AppRunner | None = None
         self._streams: set[asyncio.Task[Any]] = set()
-        self._removing: set[str] = set()  # instances being drained by a DELETE
 
     # --- lifecycle --------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        app = web.Application(middlewares=[self._local_only, self._errors_as_json])
+        app = web.Application(
+            middlewares=[self._local_only, self._errors_as_json, self._token_for_changes],
+            client_max_size=MAX_BODY_BYTES,
+        )
         app.router.add_get("/", self.index)
         app.router.add_get("/status", self.status)
         app.router.add_get("/metrics", self.metrics)
@@ -101,6 +149,7 @@ class AdminServer:
         app.router.add_put("/strategy", self.set_strategy)
         app.router.add_put("/settings", self.set_settings)
         app.router.add_put("/load", self.set_load)
+        app.router.add_post("/commands", self.command)
         # Event streams stay open until the client goes: stopping gives them a short grace, not aiohttp's 60 s.
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
@@ -150,16 +199,31 @@ class AdminServer:
             return await handler(request)
         except ApiError as error:
             return _error(error.status, error.field, error.message)
+        except CommandError as error:
+            return _error(error.status, error.field, error.message)
         except FaultError as error:
             return _error(400, error.field, str(error))
         except KeyError as error:  # the instance went away between our check and the lab's
             return _error(404, "name", str(error.args[0] if error.args else error))
-        except ValueError as error:
+        except ValueError as error:  # a value the command checks did not foresee: still the caller's mistake
             return _error(400, "body", str(error))
         except web.HTTPException as error:
+            if error.status == 413:
+                return _error(413, "body", f"body is larger than {MAX_BODY_BYTES} bytes")
             if error.status >= 400:  # e.g. 404 for an unknown path, 405 for a wrong method
                 return _error(error.status, "path", f"{error.reason}: {request.method} {request.path}")
             raise
+
+    @web.middleware
+    async def _token_for_changes(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method in CHANGING_METHODS:
+            given = request.headers.get("Authorization", "")
+            scheme, _, token = given.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.token.encode()):
+                where = f"~/.spofkit/admin-{self.port}.token or {TOKEN_ENV}"
+                message = f"changing the lab needs the admin token: send Authorization: Bearer TOKEN ({where})"
+                return _error(401, "authorization", message)
+        return await handler(request)
 
     # --- reading ----------------------------------------------------------------------------------
 
@@ -168,11 +232,12 @@ class AdminServer:
         return web.json_response({"spofkit admin": self.url, "routes": [r for r in routes if "HEAD" not in r]})
 
     async def status(self, request: web.Request) -> web.Response:
-        return web.json_response(self.lab.status().as_dict())
+        return web.json_response(status_to_dict(self.lab.status()))
 
     async def metrics(self, request: web.Request) -> web.Response:
-        balancer = self.lab.balancer
-        text = prometheus_text(self.lab.status(), balancer.requests, balancer.retried, balancer.failed)
+        status = self.lab.status()
+        serving = status.balancers[0]
+        text = prometheus_text(status, serving.requests, serving.retried, serving.failed)
         return web.Response(body=text.encode(), headers={"Content-Type": PROMETHEUS_CONTENT_TYPE})
 
     async def events(self, request: web.Request) -> web.StreamResponse:
@@ -180,7 +245,7 @@ class AdminServer:
         everything = _flag(request, "all")
 
         def wanted(event: Event) -> bool:
-            return everything or event.kind not in HIGH_VOLUME_KINDS
+            return everything or event.kind not in PER_REQUEST_KINDS
 
         # Subscribe before replaying history, so no event falls between the two.
         queue, unsubscribe = self.lab.events.queue()
@@ -212,120 +277,43 @@ class AdminServer:
             self._streams.discard(task)
         return response
 
-    # --- instances --------------------------------------------------------------------------------
+    # --- changing the lab: every call is a command ------------------------------------------------
 
-    def _known(self, request: web.Request) -> str:
-        name = request.match_info["name"]
-        if name not in self.lab.instances:
-            raise ApiError(404, "name", f"no instance named {name!r}; known: {sorted(self.lab.instances)}")
-        return name
+    async def _apply(self, command: Command, status: int = 200) -> web.Response:
+        return web.json_response(await self.lab.apply(command), status=status)
 
     async def inject(self, request: web.Request) -> web.Response:
-        name = self._known(request)
         body = await _json_object(request)
-        kind = body.pop("kind", None)
-        if not isinstance(kind, str):
-            raise ApiError(400, "kind", f'body must name the fault: {{"kind": "crash"}}, got kind={kind!r}')
-        # make_fault raises FaultError naming the field, before anything is touched.
-        fault = make_fault(kind, **body)
-        await self.lab.inject(name, kind, **body)
-        return web.json_response({"instance": name, "fault": fault.kind, "params": fault.params()})
+        return await self._apply(command_from_request("fault", body, request.match_info["name"]))
 
     async def recover(self, request: web.Request) -> web.Response:
-        name = self._known(request)
-        await self.lab.recover(name)
-        return web.json_response(self._instance_dict(name))
+        body = await _json_object(request, required=False)
+        return await self._apply(command_from_request("recover", body, request.match_info["name"]))
 
     async def restart(self, request: web.Request) -> web.Response:
-        name = self._known(request)
-        await self.lab.restart(name)
-        return web.json_response(self._instance_dict(name))
+        body = await _json_object(request, required=False)
+        return await self._apply(command_from_request("restart", body, request.match_info["name"]))
 
     async def add_instance(self, request: web.Request) -> web.Response:
         body = await _json_object(request, required=False)
-        _only(body, ("name", "backup", "weight"))
-        name = body.get("name")
-        if name is not None and (not isinstance(name, str) or not INSTANCE_NAME.match(name)):
-            raise ApiError(400, "name", f"name must be 1-32 of a-z 0-9 _ - (starting a-z0-9), got {name!r}")
-        if name in self.lab.instances:
-            raise ApiError(409, "name", f"instance name {name!r} is already in use")
-        backup = body.get("backup", False)
-        if not isinstance(backup, bool):
-            raise ApiError(400, "backup", f"backup must be true or false, got {backup!r}")
-        weight = body.get("weight", 1)
-        if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= 256:
-            raise ApiError(400, "weight", f"weight must be a whole number 0..256, got {weight!r}")
-        added = await self.lab.add_instance(name, backup=backup, weight=weight)
-        return web.json_response({"name": added, **self._instance_dict(added)}, status=201)
+        return await self._apply(command_from_request("add", body), status=201)
 
     async def remove_instance(self, request: web.Request) -> web.Response:
-        name = self._known(request)
-        if name in self._removing:
-            raise ApiError(409, "name", f"instance {name!r} is already being removed")
-        self._removing.add(name)
-        try:
-            await self.lab.remove_instance(name)
-        finally:
-            self._removing.discard(name)
-        return web.json_response({"removed": name})
-
-    def _instance_dict(self, name: str) -> dict[str, Any]:
-        return dict(vars(self.lab.status().instance(name)))
-
-    # --- switches ---------------------------------------------------------------------------------
+        body = await _json_object(request, required=False)
+        return await self._apply(command_from_request("remove", body, request.match_info["name"]))
 
     async def set_strategy(self, request: web.Request) -> web.Response:
-        body = await _json_object(request)
-        _only(body, ("strategy",))
-        strategy = body.get("strategy")
-        if not isinstance(strategy, str):
-            raise ApiError(400, "strategy", f'strategy must be a name such as "round_robin", got {strategy!r}')
-        try:
-            self.lab.set_strategy(strategy)
-        except ValueError as error:
-            raise ApiError(400, "strategy", str(error)) from None
-        return web.json_response({"strategy": self.lab.status().strategy})
+        return await self._apply(command_from_request("strategy", await _json_object(request)))
 
     async def set_settings(self, request: web.Request) -> web.Response:
-        body = await _json_object(request)
-        _only(body, SETTINGS)
-        for key, value in body.items():  # check all before changing any
-            if not isinstance(value, bool):
-                raise ApiError(400, key, f"{key} must be true or false, got {value!r}")
-        if "retries" in body:
-            self.lab.set_retries(body["retries"])
-        if "ejection" in body:
-            self.lab.set_ejection(body["ejection"])
-        if "health_checks" in body:
-            await self.lab.set_health_checks(body["health_checks"])
-        status = self.lab.status()
-        return web.json_response({key: getattr(status, key) for key in SETTINGS})
+        return await self._apply(command_from_request("settings", await _json_object(request)))
 
     async def set_load(self, request: web.Request) -> web.Response:
-        body = await _json_object(request)
-        _only(body, ("rate", "paused"))
-        rate, paused = body.get("rate"), body.get("paused")
-        if rate is not None and (
-            isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 10000
-        ):
-            raise ApiError(400, "rate", f"rate must be a number of requests/s 0..10000, got {rate!r}")
-        if paused is not None and not isinstance(paused, bool):
-            raise ApiError(400, "paused", f"paused must be true or false, got {paused!r}")
-        if rate == 0:
-            await self.lab.stop_background_load()
-        elif rate is not None:
-            if self.lab.status().load_rate is None:
-                # The generator takes its rate when its task first runs; set it now so that this
-                # answer (and any status read before then) already shows it.
-                self.lab.start_background_load(rate).rate = rate
-            else:
-                self.lab.set_load_rate(rate)
-        if paused is True:
-            self.lab.pause_load()
-        elif paused is False:
-            self.lab.resume_load()
-        status = self.lab.status()
-        return web.json_response({"load_rate": status.load_rate, "load_paused": status.load_paused})
+        return await self._apply(command_from_request("load", await _json_object(request)))
+
+    async def command(self, request: web.Request) -> web.Response:
+        """Any command, spelled as :mod:`spofkit.wire` spells it."""
+        return await self._apply(command_from_dict(await _json_object(request)))
 
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -350,6 +338,8 @@ async def _json_object(request: web.Request, *, required: bool = True) -> dict[s
         body = json.loads(text, parse_constant=_not_json)
     except ValueError as error:
         raise ApiError(400, "body", f"body is not valid JSON: {error}") from None
+    except RecursionError:  # [[[[...]]]] thousands deep: valid JSON, but no command looks like that
+        raise ApiError(400, "body", "body is nested too deeply to be a command") from None
     if not isinstance(body, dict):
         raise ApiError(400, "body", f"body must be a JSON object, got {type(body).__name__}")
     return body
@@ -360,17 +350,9 @@ def _not_json(constant: str) -> Any:
     raise ValueError(f"{constant} is not a JSON number")
 
 
-def _only(body: dict[str, Any], allowed: Iterable[str]) -> None:
-    allowed = tuple(allowed)
-    for key in body:
-        if key not in allowed:
-            raise ApiError(400, key, f"unknown field {key!r} (allowed: {', '.join(allowed)})")
-
-
 def event_json(event: Event) -> str:
-    """One event as JSON: ``{"kind": ..., "at": ..., **fields}`` (odd values become strings)."""
-    fields = vars(event) | {"at": round(event.at, 4)}  # a tenth of a millisecond is precise enough
-    return json.dumps({"kind": event.kind, **fields}, default=str)
+    """One event as JSON, as :func:`spofkit.wire.event_to_dict` spells it (odd values become strings)."""
+    return json.dumps(event_to_dict(event), default=str)
 
 
 async def _send_events(response: web.StreamResponse, events: Iterable[Event]) -> None:

@@ -1,63 +1,54 @@
-"""The balancer: a reverse proxy that removes the single point of failure behind it.
+"""The balancer, live: a reverse proxy on 127.0.0.1 that removes the single point of failure behind it.
 
 Clients talk to one address; the balancer forwards each request to one of several instances. That alone spreads
-load. What makes it *fail over* is what it does when an instance breaks:
+load. What makes it *fail over* is what it does when an instance breaks — and all of that is decided by the pure
+policy in :mod:`spofkit.policy` (which members are eligible, where each attempt goes, whether to retry, when to
+eject). This module only moves bytes and keeps the policy's appointments:
 
-1. **Only eligible instances are chosen**: not marked down by the health checker, not ejected, not draining,
-   not at their connection limit. Backups serve only when no primary can.
-2. **Failed attempts are retried on a different instance** (redispatch), within a per-try timeout, an overall
-   deadline and a retry budget, and never for a non-idempotent request that may have reached a backend
-   (see :mod:`spofkit.failover`).
-3. **Real failures eject** an instance for a while (passive ejection), catching what health checks miss.
+1. for each client request it asks the request's attempt machine what to do, forwards the request to the
+   instance it names within the timeout it gives, and tells it what happened (an answer, a refused connection,
+   a reset, a timeout);
+2. it runs the health checks the policy schedules (:class:`~spofkit.health.HealthChecker`) and sets a timer
+   for the moment an ejection runs out.
 
 When no instance can serve, the client gets an honest 502/503/504 with a JSON reason and ``X-Spof-Attempts``.
-
-This module only moves bytes and keeps counters; every decision is made by a pure policy object (strategy,
-retry rule, budget, outlier detector) that a lesson can call on its own.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
+import contextlib
 import json
-import random
 import sys
-import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from spofkit.events import (
-    EventBus,
-    InstanceAdded,
-    InstanceDraining,
-    InstanceEjected,
-    InstanceRemoved,
-    InstanceReturned,
-    RequestCompleted,
-    RequestRetried,
-    SettingChanged,
-    StrategyChanged,
-)
-from spofkit.failover import (
+from spofkit.clock import LoopScheduler, Timer
+from spofkit.events import DEFAULT_BALANCER, EventBus
+from spofkit.health import HealthChecker
+from spofkit.policy import (
     CONNECT,
     RESET,
-    STATUS,
     TIMEOUT,
+    Action,
+    BalancerPolicy,
     EjectionSettings,
-    OutlierDetector,
-    RetryBudget,
+    Fail,
+    HealthSettings,
+    Member,
+    Relay,
+    RequestAttempts,
+    RequestInfo,
     RetrySettings,
-    retry_decision,
+    Strategy,
+    Try,
 )
-from spofkit.health import HealthChecker
-from spofkit.strategies import Backend, RequestInfo, Strategy, make_strategy
+from spofkit.status import BalancerStatus
 from spofkit.upstream import ConnectFailed, UpstreamPool, UpstreamResponse
 
 # Headers that describe one connection, not the message: a proxy must not pass them on (RFC 9110, 7.6.1).
@@ -85,33 +76,8 @@ MAX_BUFFERED_RESPONSE = 1 << 20
 
 
 @dataclass
-class Member:
-    """One configured instance, as the balancer sees it."""
-
-    name: str
-    url: str
-    weight: int = 1
-    backup: bool = False
-    max_conns: int | None = None
-    in_flight: int = 0
-    served: int = 0
-    failed: int = 0
-    draining: bool = False
-    up_since: float = 0.0
-
-
-class NoInstance(Exception):
-    """No instance can take this attempt; ``status`` and ``reason`` go to the client."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-
-
-@dataclass
 class _Attempt:
-    """The outcome of forwarding once."""
+    """The outcome of forwarding once: an answer (``response``, with ``body`` if it was read whole) or a failure."""
 
     response: UpstreamResponse | None = None
     body: bytes | None = None
@@ -121,10 +87,10 @@ class _Attempt:
 
 
 class Balancer:
-    """An aiohttp reverse proxy in front of ``members``.
+    """An aiohttp reverse proxy in front of its members, deciding nothing itself: ``policy`` decides.
 
     ``retries=None`` turns failover retries off; ``ejection=None`` turns passive ejection off; ``health=None``
-    means every member counts as up (no active checks). ``slow_start`` (seconds) lets a member that just came
+    means no active checks (every member counts as up). ``slow_start`` (seconds) lets a member that just came
     back take a growing share of traffic instead of all of it at once.
     """
 
@@ -132,35 +98,37 @@ class Balancer:
         self,
         events: EventBus,
         *,
+        name: str = DEFAULT_BALANCER,
         strategy: Strategy | str = "round_robin",
         retries: RetrySettings | None = RetrySettings(),  # noqa: B008 - frozen, so sharing is safe
         ejection: EjectionSettings | None = EjectionSettings(),  # noqa: B008
-        health: HealthChecker | None = None,
+        health: HealthSettings | None = None,
         slow_start: float = 0.0,
         seed: int = 0,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
-        if slow_start < 0:
-            raise ValueError(f"slow_start must be >= 0 seconds, got {slow_start!r}")
         self.events = events
-        self.strategy: Strategy = make_strategy(strategy)
-        self.retries = retries
-        self.ejection = ejection
-        self.health = health
-        self.slow_start = slow_start
+        self.name = name
+        self.policy = BalancerPolicy(
+            events.publish,
+            name=name,
+            strategy=strategy,
+            retries=retries,
+            ejection=ejection,
+            health=health,
+            slow_start=slow_start,
+            seed=seed,
+        )
+        self.scheduler = LoopScheduler(events.clock)
+        self.checker = HealthChecker(lambda: self.policy.health, self.scheduler)
         self.host = host
         self.port = port
-        self.members: dict[str, Member] = {}
-        self.rng = random.Random(seed)
-        self.budget = self._new_budget()
-        self.outliers = OutlierDetector(ejection or EjectionSettings())
-        self._ids = itertools.count(1)
         self._pools: dict[str, UpstreamPool] = {}  # by member name: kept-alive connections to it
+        self._drained: dict[str, asyncio.Event] = {}  # members being drained: set when their last attempt ends
+        self._wakeup: Timer | None = None
+        self._wakeup_at: float | None = None
         self._runner: web.ServerRunner | None = None
-        self.requests = 0
-        self.retried = 0
-        self.failed = 0
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
@@ -174,8 +142,13 @@ class Balancer:
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         await site.start()
         self.port = self._runner.addresses[0][1]
+        await self.checker.start()
 
     async def stop(self) -> None:
+        await self.checker.stop()
+        if self._wakeup is not None:
+            self._wakeup.cancel()
+            self._wakeup = self._wakeup_at = None
         if self._runner:
             await self._runner.cleanup()
             self._runner = None
@@ -196,177 +169,123 @@ class Balancer:
         weight: int = 1,
         backup: bool = False,
         max_conns: int | None = None,
+        initially_up: bool = True,
     ) -> Member:
-        if name in self.members:
-            raise ValueError(f"instance name {name!r} is already in the pool")
-        if not isinstance(weight, int) or not 0 <= weight <= 256:
-            raise ValueError(f"weight must be a whole number 0..256, got {weight!r}")
-        if max_conns is not None and (not isinstance(max_conns, int) or max_conns < 1):
-            raise ValueError(f"max_conns must be a whole number >= 1, got {max_conns!r}")
-        self._pools[name] = UpstreamPool(*_host_and_port(url))
-        member = Member(name, url, weight, backup, max_conns, up_since=self.events.now())
-        self.members[name] = member
-        self.events.publish(InstanceAdded(self.events.now(), name, url, backup))
+        """Put an instance in the pool. Without ``initially_up`` it waits for ``rise`` passed checks first."""
+        address = _host_and_port(url)
+        member = self.policy.add_member(
+            name, url, self.events.now(), weight=weight, backup=backup, max_conns=max_conns, initially_up=initially_up
+        )
+        self._pools[name] = UpstreamPool(*address)
+        self.checker.watch(name, url)
         return member
 
     async def remove_member(self, name: str, *, drain_timeout: float = 10.0) -> None:
         """Drain ``name`` (no new requests, in-flight ones finish, up to ``drain_timeout``), then remove it."""
-        member = self.member(name)
-        member.draining = True
-        self.events.publish(InstanceDraining(self.events.now(), name, member.in_flight))
-        deadline = time.monotonic() + drain_timeout
-        while member.in_flight and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)  # polling the in-flight count; draining is rare
-        self.members.pop(name, None)
-        self.outliers.forget(name)
+        member = self.policy.drain(name, self.events.now())
+        if member.in_flight:
+            drained = self._drained.setdefault(name, asyncio.Event())
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(drained.wait(), drain_timeout)
+        self._drained.pop(name, None)
+        self.checker.unwatch(name)
+        self.policy.remove_member(name, self.events.now())
         pool = self._pools.pop(name, None)
         if pool is not None:
             pool.retire()
-        self.events.publish(InstanceRemoved(self.events.now(), name))
+
+    @property
+    def members(self) -> dict[str, Member]:
+        return self.policy.pool.members
 
     def member(self, name: str) -> Member:
-        try:
-            return self.members[name]
-        except KeyError:
-            raise KeyError(f"no instance named {name!r}; known: {sorted(self.members)}") from None
+        return self.policy.pool.member(name)
 
     def set_strategy(self, spec: Strategy | str) -> None:
-        self.strategy = make_strategy(spec)
-        self.events.publish(StrategyChanged(self.events.now(), self.strategy_name))
+        self.policy.set_strategy(spec, self.events.now())
 
     @property
     def strategy_name(self) -> str:
-        return str(getattr(self.strategy, "name", type(self.strategy).__name__))
+        return self.policy.strategy_name
+
+    @property
+    def retries(self) -> RetrySettings | None:
+        return self.policy.retries
+
+    @property
+    def ejection(self) -> EjectionSettings | None:
+        return self.policy.ejection
+
+    @property
+    def health(self) -> HealthSettings | None:
+        """The health check settings, or None while checks are off."""
+        return self.policy.health.settings if self.policy.health is not None else None
 
     def set_retries(self, settings: RetrySettings | None) -> None:
-        self.retries = settings
-        self.budget = self._new_budget()
-        self.events.publish(SettingChanged(self.events.now(), "retries", settings is not None))
+        self.policy.set_retries(settings, self.events.now())
 
     def set_ejection(self, settings: EjectionSettings | None) -> None:
-        self.ejection = settings
-        self.outliers = OutlierDetector(settings or EjectionSettings())
-        self.events.publish(SettingChanged(self.events.now(), "ejection", settings is not None))
+        self.policy.set_ejection(settings, self.events.now())
 
-    def _new_budget(self) -> RetryBudget:
-        settings = self.retries or RetrySettings()
-        return RetryBudget(settings.budget_ratio, settings.budget_min_per_second, settings.budget_window)
+    def set_health(self, settings: HealthSettings | None) -> None:
+        """Health checks on with ``settings`` (every member starts from UP) or off (None)."""
+        self.policy.set_health(settings, self.events.now())
+        self.checker.reschedule()
 
-    def note_came_up(self, name: str) -> None:
-        """Called when the health checker marks ``name`` up: slow start counts from here."""
-        if name in self.members:
-            self.members[name].up_since = self.events.now()
+    # --- reading -------------------------------------------------------------------------------------
 
-    # --- choosing ------------------------------------------------------------------------------------
+    @property
+    def requests(self) -> int:
+        return self.policy.requests
+
+    @property
+    def retried(self) -> int:
+        return self.policy.retried
+
+    @property
+    def failed(self) -> int:
+        return self.policy.failed
 
     def state_of(self, name: str, now: float | None = None) -> str:
-        """``draining``, ``ejected``, ``down`` or ``up`` — why this member may not be chosen."""
-        now = self.events.now() if now is None else now
-        member = self.members[name]
-        if member.draining:
-            return "draining"
-        if self.ejection and self.outliers.is_ejected(name, now):
-            return "ejected"
-        if self.health and not self.health.is_up(name):
-            return "down"
-        return "up"
+        """This balancer's state for ``name``: up, falling, down, rising, ejected or draining."""
+        return self.policy.state_of(name, self.events.now() if now is None else now)
 
-    def _eligible(self, now: float, tried: set[str]) -> list[Member]:
-        """Members that may take the next attempt: primaries if any can, otherwise backups."""
-        usable = [m for m in self.members.values() if m.name not in tried and self.state_of(m.name, now) == "up"]
-        primaries = [m for m in usable if not m.backup]
-        return primaries or [m for m in usable if m.backup]
-
-    def choose(self, request: RequestInfo, now: float, tried: set[str]) -> Member:
-        """Pick a member for one attempt, or raise :class:`NoInstance` saying why none can take it."""
-        eligible = self._eligible(now, tried)
-        if not eligible:
-            if tried:
-                raise NoInstance(502, "no other instance left to try")
-            raise NoInstance(503, "no instance is available (all down, ejected or draining)")
-        open_slots = [m for m in eligible if m.max_conns is None or m.in_flight < m.max_conns]
-        if not open_slots:
-            raise NoInstance(503, "every available instance is at its max_conns limit")
-        candidates = open_slots
-        while True:
-            backends = [Backend(m.name, m.weight, m.in_flight) for m in candidates]
-            picked = self.strategy.pick(backends, request, now, self.rng)
-            member = self.members[picked.name]
-            if len(candidates) == 1 or self._admitted_by_slow_start(member, now):
-                return member
-            candidates = [m for m in candidates if m is not member]
-
-    def _admitted_by_slow_start(self, member: Member, now: float) -> bool:
-        # During slow start a member takes a share that grows linearly from 0 to full.
-        if self.slow_start <= 0:
-            return True
-        warmed = (now - member.up_since) / self.slow_start
-        return warmed >= 1 or self.rng.random() < warmed
+    def status(self) -> BalancerStatus:
+        return self.policy.status(self.events.now(), self.url)
 
     # --- forwarding ----------------------------------------------------------------------------------
-
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        request_id = next(self._ids)
-        started = self.events.now()
-        self.requests += 1
-        self.budget.record_request(started)
-        info = RequestInfo(request.method, request.path_qs, request.headers, request.remote or "")
-        body, body_replayable = await self._request_body(request)
-        headers = self._forward_headers(request)
-        tried: set[str] = set()
-        last_tried: str | None = None
-        attempts = 0
-        last_failure = ""
-        last_status = 502
-        retries = self.retries
-        per_try = retries.per_try_timeout if retries else 30.0
-        deadline = retries.deadline if retries else 30.0
-        while True:
-            now = self.events.now()
-            try:
-                member = self.choose(info, now, tried)
-            except NoInstance as no_instance:
-                status = last_status if tried else no_instance.status
-                reason = f"{last_failure}; {no_instance.reason}" if tried else no_instance.reason
-                return self._fail(request_id, request, started, attempts, status, reason, last_tried)
-            tried.add(member.name)
-            last_tried = member.name
-            attempts += 1
-            timeout = max(0.001, min(per_try, deadline - (now - started)))
-            attempt = await self._forward(member, request, headers, body, timeout)
-            finished = self.events.now()
-            ok = attempt.failure is None and attempt.response is not None and attempt.response.status < 500
-            self._observe(member, ok, finished - now, finished)
-            if attempt.failure is None:
-                assert attempt.response is not None
-                return await self._answer(request_id, request, member, attempt, attempts, started)
-            last_failure = f"{member.name}: {attempt.detail}"
-            last_status = 504 if attempt.failure == TIMEOUT else 502
-            decision = retry_decision(
-                retries or RetrySettings(max_attempts=1),
-                failure=attempt.failure,
-                method=request.method,
-                reached_backend=attempt.reached_backend,
-                attempts_made=attempts,
-                elapsed=finished - started,
-                budget_allows=True,
-                body_replayable=body_replayable or not attempt.reached_backend,
-            )
-            if decision.retry and not self.budget.try_spend(finished):
-                decision = decision.__class__(False, "retry budget exhausted")
-            if attempt.response is not None and not decision.retry:
-                # A retryable status we may not retry: the backend's own answer is the most honest reply.
-                return await self._answer(request_id, request, member, attempt, attempts, started)
-            if not decision.retry:
-                reason = f"{last_failure} (not retried: {decision.reason})"
-                return self._fail(request_id, request, started, attempts, last_status, reason, last_tried)
-            self.retried += 1
-            self.events.publish(RequestRetried(finished, request_id, attempts, member.name, attempt.detail))
 
     async def _serve(self, request: web.BaseRequest) -> web.StreamResponse:
         """Every client request arrives here: what is not for us is refused, the rest is forwarded."""
         refusal = self._refusal(request)
         return refusal if refusal is not None else await self.handle(request)
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        info = RequestInfo(request.method, request.path_qs, request.headers, request.remote or "")
+        body, replayable = await self._request_body(request)
+        headers = self._forward_headers(request)
+        now = self.events.now()
+        attempts = self.policy.new_request(info, now, body_replayable=replayable)
+        action: Action = attempts.begin(now)
+        answer: _Attempt | None = None
+        while isinstance(action, Try):
+            result = await self._forward(action, request, headers, body)
+            now = self.events.now()
+            if result.response is not None and result.failure is None:
+                action = attempts.answered(now, result.response.status)
+                if isinstance(action, Try):
+                    result.response.release()  # a retryable answer we will not pass on
+                else:
+                    answer = result
+            else:
+                assert result.failure is not None
+                action = attempts.failed(now, result.failure, result.detail, reached_backend=result.reached_backend)
+                self._arm_wakeup()  # a failure may have ejected someone: be there when it ends
+            self._note_drained(attempts.tried[-1])
+        if isinstance(action, Relay):
+            assert answer is not None
+            return await self._answer(attempts, request, action, answer)
+        return self._fail(attempts, action)
 
     def _refusal(self, request: web.BaseRequest) -> web.Response | None:
         """A reverse proxy forwards paths to its own instances only. Anything else is refused, never fetched."""
@@ -406,31 +325,26 @@ class Balancer:
 
     async def _forward(
         self,
-        member: Member,
+        action: Try,
         request: web.BaseRequest,
         headers: CIMultiDict[str],
         body: bytes | AsyncIterator[bytes] | None,
-        timeout: float,
     ) -> _Attempt:
         assert self._runner is not None, "Balancer.start() first"
-        member.in_flight += 1
         try:
-            return await _within(timeout, self._send(member, request, headers, body))
+            return await _within(action.timeout, self._send(action.instance, request, headers, body))
         except asyncio.TimeoutError:
-            return _Attempt(failure=TIMEOUT, detail=f"no answer within {timeout:.2f}s")
-        finally:
-            member.in_flight -= 1
+            return _Attempt(failure=TIMEOUT, detail=f"no answer within {action.timeout:.2f}s")
 
     async def _send(
         self,
-        member: Member,
+        name: str,
         request: web.BaseRequest,
         headers: CIMultiDict[str],
         body: bytes | AsyncIterator[bytes] | None,
     ) -> _Attempt:
-        retries = self.retries
         try:
-            response = await self._pools[member.name].request(request.method, request.path_qs, headers, body)
+            response = await self._pools[name].request(request.method, request.path_qs, headers, body)
         except ConnectFailed as error:
             return _Attempt(
                 failure=CONNECT,
@@ -443,9 +357,6 @@ class Balancer:
             aiohttp.ClientPayloadError,
         ) as error:
             return _Attempt(failure=RESET, detail=f"connection lost ({type(error).__name__})")
-        if retries and response.status in retries.retry_statuses:
-            body_bytes = await _read_or_none(response)
-            return _Attempt(response, body_bytes, STATUS, f"answered {response.status}")
         length = response.content_length
         if length is not None and length <= MAX_BUFFERED_RESPONSE:
             try:
@@ -460,44 +371,35 @@ class Balancer:
             return _Attempt(response, data)
         return _Attempt(response)  # streamed to the client in _answer
 
-    def _observe(self, member: Member, ok: bool, latency: float, now: float) -> None:
-        """Tell the strategy and the outlier detector how one attempt went."""
-        observe = getattr(self.strategy, "observe", None)  # optional for a learner's own strategy
-        if observe is not None:
-            observe(member.name, latency, ok, now)
-        if ok:
-            member.served += 1
-        else:
-            member.failed += 1
-        if self.ejection is None:
-            return
-        primaries = sum(1 for m in self.members.values() if not m.backup) or 1
-        ejected_for = self.outliers.record(member.name, ok, now, primaries)
-        if ejected_for is not None:
-            failures = self.ejection.consecutive_failures
-            self.events.publish(InstanceEjected(now, member.name, ejected_for, failures))
+    def _note_drained(self, name: str) -> None:
+        drained = self._drained.get(name)
+        member = self.policy.pool.members.get(name)
+        if drained is not None and (member is None or member.in_flight == 0):
+            drained.set()
 
-    def publish_returns(self) -> None:
-        """Announce members whose ejection ran out (the lab calls this on a timer)."""
-        now = self.events.now()
-        for name in self.outliers.returned(now):
-            self.events.publish(InstanceReturned(now, name))
+    def _arm_wakeup(self) -> None:
+        """Set one timer for the earliest moment the policy changes by itself (an ejection running out)."""
+        due = self.policy.next_wakeup()
+        if due is None or (self._wakeup_at is not None and self._wakeup_at <= due):
+            return
+        if self._wakeup is not None:
+            self._wakeup.cancel()
+        self._wakeup_at = due
+        self._wakeup = self.scheduler.call_at(due, self._wake)
+
+    def _wake(self) -> None:
+        self._wakeup = self._wakeup_at = None
+        self.policy.wake(self.events.now())
+        self._arm_wakeup()
 
     async def _answer(
-        self,
-        request_id: int,
-        request: web.BaseRequest,
-        member: Member,
-        attempt: _Attempt,
-        attempts: int,
-        started: float,
+        self, attempts: RequestAttempts, request: web.BaseRequest, action: Relay, attempt: _Attempt
     ) -> web.StreamResponse:
         upstream = attempt.response
         assert upstream is not None
         headers = _response_headers(upstream.headers)
-        headers.setdefault("X-Served-By", member.name)
-        headers["X-Spof-Attempts"] = str(attempts)
-        outcome = "served" if attempts == 1 else "retried"
+        headers.setdefault("X-Served-By", action.instance)
+        headers["X-Spof-Attempts"] = str(attempts.attempts)
         response: web.StreamResponse
         if attempt.body is not None or request.method == "HEAD":
             upstream.release()
@@ -512,79 +414,18 @@ class Balancer:
                 # Bytes already went to the client: we cannot retry. Cut the client's connection too, so it
                 # sees a truncated reply rather than a silently short body.
                 upstream.release()
-                self._record(request_id, request, upstream.status, member.name, attempts, started, "failed")
+                attempts.finish(self.events.now(), upstream.status, delivered=False)
                 if request.transport:
                     request.transport.abort()
                 return response
             upstream.release()
             await response.write_eof()
-        self._record(request_id, request, upstream.status, member.name, attempts, started, outcome)
+        attempts.finish(self.events.now(), upstream.status)
         return response
 
-    def _fail(
-        self,
-        request_id: int,
-        request: web.BaseRequest,
-        started: float,
-        attempts: int,
-        status: int,
-        reason: str,
-        last_tried: str | None,
-    ) -> web.Response:
-        self.failed += 1
-        self._record(request_id, request, status, None, attempts, started, "failed", reason, last_tried)
-        return _json_error(status, reason, attempts)
-
-    def _record(
-        self,
-        request_id: int,
-        request: web.BaseRequest,
-        status: int,
-        instance: str | None,
-        attempts: int,
-        started: float,
-        outcome: str,
-        reason: str = "",
-        last_tried: str | None = None,
-    ) -> None:
-        now = self.events.now()
-        self.events.publish(
-            RequestCompleted(
-                now,
-                request_id,
-                request.method,
-                request.path,
-                status,
-                instance,
-                attempts,
-                now - started,
-                outcome,
-                reason,
-                last_tried or instance,
-            )
-        )
-
-    # --- reading the state ---------------------------------------------------------------------------
-
-    def snapshot(self) -> list[dict[str, Any]]:
-        now = self.events.now()
-        rows = []
-        for member in self.members.values():
-            rows.append(
-                {
-                    "name": member.name,
-                    "url": member.url,
-                    "state": self.state_of(member.name, now),
-                    "backup": member.backup,
-                    "weight": member.weight,
-                    "in_flight": member.in_flight,
-                    "served": member.served,
-                    "failed": member.failed,
-                    "max_conns": member.max_conns,
-                    "ejected_until": self.outliers.ejected_until(member.name),
-                }
-            )
-        return rows
+    def _fail(self, attempts: RequestAttempts, action: Fail) -> web.Response:
+        attempts.finish(self.events.now(), action.status)
+        return _json_error(action.status, action.reason, attempts.attempts)
 
 
 def _host_and_port(url: str) -> tuple[str, int]:
@@ -617,15 +458,6 @@ else:  # Python 3.10 has no asyncio.timeout
 
     async def _within(timeout: float, work: Awaitable[_Attempt]) -> _Attempt:
         return await asyncio.wait_for(work, timeout)
-
-
-async def _read_or_none(response: UpstreamResponse) -> bytes | None:
-    try:
-        return await response.read()
-    except aiohttp.ClientError:
-        return None
-    finally:
-        response.release()
 
 
 def _response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:

@@ -130,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--work-ms", type=_number_in(0, 60000), default=0.0, help="time each request takes (ms)")
     serve.add_argument("--seed", type=int, default=0, help="seed for every random choice")
     serve.add_argument("--quiet", action="store_true", help="do not print events as they happen")
+    serve.add_argument(
+        "--admin-token",
+        default=None,
+        metavar="TOKEN",
+        help="token for changing calls to the admin API (default: $SPOFKIT_ADMIN_TOKEN, else a new random one)",
+    )
 
     demo = commands.add_parser("demo", help="the same crash without and with failover, compared")
     demo.add_argument("--rate", type=_number_in(0, 2000, low_open=True), default=200.0, help="requests/s")
@@ -195,7 +201,7 @@ def say(*parts: Any) -> None:
 
 
 async def serve(args: argparse.Namespace) -> int:
-    from spofkit.admin import AdminServer
+    from spofkit.admin import TOKEN_ENV, AdminServer, token_file, write_token_file
     from spofkit.failover import EjectionSettings, RetrySettings
     from spofkit.health import HealthSettings
     from spofkit.lab import Lab
@@ -219,8 +225,9 @@ async def serve(args: argparse.Namespace) -> int:
         port=args.port,
     )
     try:
-        admin = AdminServer(lab, port=args.admin_port)
+        admin = AdminServer(lab, port=args.admin_port, token=args.admin_token or os.environ.get(TOKEN_ENV) or None)
         await admin.start()
+        written = write_token_file(admin.port, admin.token)
         try:
             status = lab.status()
             protections = [
@@ -231,11 +238,14 @@ async def serve(args: argparse.Namespace) -> int:
             say(f"# spofkit serve: {status.strategy}, {', '.join(protections)}, {args.isolation}")
             say(f"balancer {lab.balancer_url}")
             say(f"admin {admin.url}")
+            say(f"token {admin.token}")
+            say(f"token_file {written}")
             for row in status.instances:
                 backup = " backup" if row.backup else ""
                 say(f"instance {row.name} {row.url} pid {row.pid if row.pid else '-'}{backup}")
             say("ready")
             say(f"# Ctrl+C stops. Try: curl {admin.url}/status")
+            say(f'# Changes need the token: curl -H "Authorization: Bearer $(cat {written})" -X POST ...')
             unsubscribe = None if args.quiet else lab.events.subscribe(_print_event)
             await stop.wait()
             if unsubscribe:
@@ -243,6 +253,8 @@ async def serve(args: argparse.Namespace) -> int:
             say("# stopping")
         finally:
             await admin.stop()
+            if token_file(admin.port).exists():
+                token_file(admin.port).unlink()
     finally:
         await lab.stop()
     say("# stopped")

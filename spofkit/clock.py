@@ -53,25 +53,32 @@ class Scheduler(Protocol):
 
 
 class LoopScheduler:
-    """The live scheduler: timers on an asyncio loop, at lab times of ``clock``.
+    """The live scheduler: timers on the running asyncio loop, at lab times of ``clock``.
 
     ``clock`` must read ``time.monotonic`` (the source asyncio's loop time uses), so that lab time and loop
-    time differ by a constant.
+    time differ by a constant. The loop is the one running when the first timer is set.
     """
 
-    def __init__(self, clock: Clock, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        import asyncio  # here, not at the top: the pure policy package imports this module's protocols
-
+    def __init__(self, clock: Clock) -> None:
         self.clock = clock
-        self.loop = loop or asyncio.get_running_loop()
-        # loop.time() is time.monotonic() on every loop asyncio ships; measure the offset once, in case.
-        self._offset = self.loop.time() - time.monotonic()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._offset = 0.0
 
     def now(self) -> float:
         return self.clock.now()
 
     def call_at(self, at: float, callback: Callable[[], Any]) -> Timer:
-        return self.loop.call_at(self.clock.to_source(at) + self._offset, callback)
+        loop = self._running_loop()
+        return loop.call_at(self.clock.to_source(at) + self._offset, callback)
 
     def call_later(self, delay: float, callback: Callable[[], Any]) -> Timer:
         return self.call_at(self.now() + delay, callback)
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        import asyncio  # here, not at the top: the pure policy package imports this module's protocols
+
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            # loop.time() is time.monotonic() on every loop asyncio ships; measure the offset once, in case.
+            self._loop, self._offset = loop, loop.time() - time.monotonic()
+        return loop

@@ -37,6 +37,16 @@ class CommandError(ValueError):
         self.status = status
 
 
+class UnknownName(CommandError, KeyError):
+    """A command names an instance (or balancer) the lab does not have: HTTP 404, and a ``KeyError`` in Python."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(field, message, status=404)
+
+    def __str__(self) -> str:  # a KeyError would print its message in quotes
+        return self.message
+
+
 def _name(value: Any, field_name: str = "instance") -> str:
     if not isinstance(value, str) or not INSTANCE_NAME.match(value):
         raise CommandError(field_name, f"{field_name} must be 1-32 of a-z 0-9 _ - (starting a-z0-9), got {value!r}")
@@ -68,7 +78,7 @@ class InjectFault(Command):
         try:
             make_fault(self.kind, **dict(self.params))
         except FaultError as error:
-            raise CommandError(error.field, str(error)) from None
+            raise CommandError(error.field or "params", str(error)) from None
         except TypeError as error:  # e.g. a parameter name that is not a string
             raise CommandError("params", f"bad fault parameters: {error}") from None
         object.__setattr__(self, "params", dict(self.params))

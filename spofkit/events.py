@@ -224,6 +224,12 @@ class ClientRequest(Event):
         return self.error is None
 
 
+# Events that come once per request or per probe: many a second under load. Logs, narrations and event streams
+# leave them out unless asked; views that count requests read them.
+PER_REQUEST_EVENTS: tuple[type[Event], ...] = (HealthProbe, RequestRetried, RequestCompleted, ClientRequest)
+PER_REQUEST_KINDS = frozenset(cls.__name__ for cls in PER_REQUEST_EVENTS)
+
+
 # --- the bus ---------------------------------------------------------------------------------------------
 
 Subscriber = Callable[[Event], None]

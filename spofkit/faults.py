@@ -24,12 +24,13 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 # Upper bounds that keep a fault what it says: a minute of added latency is "slow"; longer is a hang (use hang).
 MAX_DELAY_MS = 60_000.0
 # An hour: longer than any lesson or demo; a flap or warmup beyond it is a typo.
 MAX_SECONDS = 3600.0
+MIN_FLAP_PERIOD = 0.1
 
 
 class FaultError(ValueError):
@@ -141,7 +142,17 @@ class Gray(Fault):
 @dataclass(frozen=True)
 class Flap(Fault):
     kind: ClassVar[str] = "flap"
-    period: float = _number(2.0, low=0.0, low_open=True, high=MAX_SECONDS)
+    # A tenth of a second at least: faster than that, the instance would spend its time opening and closing
+    # its socket, and no health check could follow it anyway.
+    period: float = _number(2.0, low=MIN_FLAP_PERIOD, high=MAX_SECONDS)
+
+    def is_down(self, elapsed: float) -> bool:
+        """Down for the first ``period``, up for the next, and so on (``elapsed`` since the fault began)."""
+        return int(elapsed // self.period) % 2 == 0
+
+    def next_change(self, elapsed: float) -> float:
+        """When (in the same ``elapsed`` seconds) the instance next goes up or down."""
+        return (math.floor(elapsed / self.period) + 1) * self.period
 
 
 @dataclass(frozen=True)
@@ -160,6 +171,62 @@ class Warmup(Fault):
         """Seconds added to a request ``elapsed`` seconds after the warmup began (linear decay to 0)."""
         remaining = max(0.0, 1.0 - elapsed / self.seconds)
         return self.extra_ms / 1000.0 * remaining
+
+
+@dataclass(frozen=True)
+class Effect:
+    """What one request, or one health probe, meets at an instance with a fault."""
+
+    refused: bool = False  # nobody listens: the connection is refused
+    hangs: bool = False  # accepted, never answered
+    delay: float = 0.0  # seconds added before the answer
+    status: int | None = None  # an error status instead of the real answer
+    cut_off: bool = False  # the answer stops halfway and the connection drops
+
+    def fails_probe(self, timeout: float, expect: tuple[int, ...] = (200,)) -> bool:
+        """Would a health probe with this ``timeout``, expecting one of ``expect``, fail?"""
+        wrong = self.status is not None and self.status not in expect
+        return self.refused or self.hangs or self.delay >= timeout or wrong
+
+
+class Dice(Protocol):
+    """The random draws a fault needs (``random.Random`` has them)."""
+
+    def random(self) -> float: ...
+
+    def uniform(self, a: float, b: float) -> float: ...
+
+
+NO_FAULT = Effect()
+
+
+def effect(fault: Fault | None, *, health_check: bool, elapsed: float, dice: Dice) -> Effect:
+    """The one definition of what each fault does, used by the live instances and the simulator alike.
+
+    ``health_check`` says whether this is a ``GET /health`` probe (a gray failure spares those; a reset cuts
+    only real answers); ``elapsed`` is how long the fault has been active; ``dice`` decides the ``rate``-based
+    ones and slow's jitter.
+    """
+    if fault is None:
+        return NO_FAULT
+    if isinstance(fault, Crash):
+        return Effect(refused=True)
+    if isinstance(fault, Hang):
+        return Effect(hangs=True)
+    if isinstance(fault, Flap):
+        return Effect(refused=fault.is_down(elapsed))
+    if isinstance(fault, Slow):
+        jitter = dice.uniform(-fault.jitter_ms, fault.jitter_ms) if fault.jitter_ms else 0.0
+        return Effect(delay=max(0.0, fault.ms + jitter) / 1000.0)
+    if isinstance(fault, Warmup):
+        return Effect(delay=fault.extra_delay(elapsed))
+    if isinstance(fault, (Error, Gray)):
+        # An error hits health checks too; a gray failure spares them, which is what makes it gray.
+        spared = health_check and isinstance(fault, Gray)
+        return Effect(status=fault.status) if not spared and dice.random() < fault.rate else NO_FAULT
+    if isinstance(fault, Reset):
+        return Effect(cut_off=not health_check and dice.random() < fault.rate)
+    raise TypeError(f"effect() has no rule for {fault!r}")
 
 
 FAULT_KINDS: dict[str, type[Fault]] = {cls.kind: cls for cls in (Crash, Hang, Slow, Error, Gray, Flap, Reset, Warmup)}

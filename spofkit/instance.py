@@ -40,7 +40,7 @@ from spofkit.events import (
     InstanceStarted,
     InstanceStopped,
 )
-from spofkit.faults import Crash, Error, Fault, Flap, Gray, Hang, Reset, Slow, Warmup
+from spofkit.faults import Crash, Fault, Flap, Hang, Warmup, effect
 
 HEALTH_PATH = "/health"
 HOST = "127.0.0.1"
@@ -83,7 +83,7 @@ class Instance(abc.ABC):
         self.in_flight = 0
         self._started = False
         self._lock = asyncio.Lock()  # one lifecycle change at a time
-        self._warmup_end: asyncio.Task[None] | None = None
+        self._warmup_end: asyncio.TimerHandle | None = None  # a warmup ends by itself, on this timer
 
     # --- what views read ---------------------------------------------------------------------------
 
@@ -194,11 +194,11 @@ class Instance(abc.ABC):
         self._announce_change(previous, came_back)
         self._publish(FaultInjected(self._now(), self.name, fault.kind, fault.params()))
         if isinstance(fault, Warmup):
-            self._warmup_end = asyncio.create_task(self._end_warmup_later(fault))
+            self._warmup_end = asyncio.get_running_loop().call_later(fault.seconds, self._end_warmup, fault)
 
-    async def _end_warmup_later(self, warmup: Warmup) -> None:
+    def _end_warmup(self, warmup: Warmup) -> None:
         # A warmup is over once its extra latency has decayed to zero: nothing is wrong any more.
-        await asyncio.sleep(warmup.seconds)
+        self._warmup_end = None
         if self.fault is warmup:
             self.fault = None
             self._publish(FaultCleared(self._now(), self.name, warmup.kind))
@@ -278,8 +278,8 @@ class ServiceInstance(Instance):
         self._booted = False
         self._fault_began = 0.0  # loop time the current fault was applied (for warmup's decay)
         self._hang_released = asyncio.Event()
-        self._flap_stop = asyncio.Event()
-        self._flap_task: asyncio.Task[None] | None = None
+        self._flap_timer: asyncio.TimerHandle | None = None  # the next flip of a flap
+        self._flap_flip: asyncio.Task[None] | None = None  # a flip in progress (closing or opening the socket)
         self._handlers: set[asyncio.Task[Any]] = set()  # requests being answered right now
 
     @property
@@ -303,20 +303,19 @@ class ServiceInstance(Instance):
 
     async def _respond(self, request: web.BaseRequest) -> web.StreamResponse:
         is_health = request.path == HEALTH_PATH
-        if isinstance(self.fault, Hang):
+        elapsed = asyncio.get_running_loop().time() - self._fault_began
+        met = effect(self.fault, health_check=is_health, elapsed=elapsed, dice=self._rng)
+        if met.hangs:
             # Accepted, never answered: wait until recover() releases us (a crash or stop cancels us).
             await self._hang_released.wait()
-        delay = self._fault_delay()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        fault = self.fault
-        # An error hits health checks too; a gray failure spares them, which is what makes it gray.
-        spared = is_health and isinstance(fault, Gray)
-        if isinstance(fault, (Error, Gray)) and not spared and self._rng.random() < fault.rate:
+        if met.delay > 0:
+            await asyncio.sleep(met.delay)
+        if met.status is not None:
             # Failing fast, without doing the work, is what makes a broken instance look attractive
             # to "least connections" balancing.
             self.errors += 1
-            return self._json({"error": f"injected fault: {fault.kind}", "instance": self.name}, fault.status)
+            fault = self.fault.kind if self.fault else "fault"
+            return self._json({"error": f"injected fault: {fault}", "instance": self.name}, met.status)
         if is_health:
             return self._json({"status": "ok", "instance": self.name})
         body = await request.read()
@@ -329,21 +328,11 @@ class ServiceInstance(Instance):
             "body_bytes": len(body),
             "served": self.served + 1,
         }
-        if isinstance(self.fault, Reset) and self._rng.random() < self.fault.rate:
+        if met.cut_off:
             self.errors += 1
             return await self._cut_off(request, answer)
         self.served += 1
         return self._json(answer)
-
-    def _fault_delay(self) -> float:
-        """Extra seconds the active fault adds to this request (slow, warmup), else 0."""
-        fault = self.fault
-        if isinstance(fault, Slow):
-            jitter = self._rng.uniform(-fault.jitter_ms, fault.jitter_ms) if fault.jitter_ms else 0.0
-            return max(0.0, fault.ms + jitter) / 1000.0
-        if isinstance(fault, Warmup):
-            return fault.extra_delay(asyncio.get_running_loop().time() - self._fault_began)
-        return 0.0
 
     def _json(self, answer: dict[str, Any], status: int = 200) -> web.Response:
         return web.json_response(answer, status=status, headers={"X-Served-By": self.name})
@@ -408,8 +397,7 @@ class ServiceInstance(Instance):
         await self._end_fault_effects()
         self._fault_began = asyncio.get_running_loop().time()
         if isinstance(fault, Flap):
-            self._flap_stop = asyncio.Event()
-            self._flap_task = asyncio.create_task(self._flap(fault.period, self._flap_stop))
+            self._flip(fault, 0)
             return
         if self._listener is None:
             await self._listen()
@@ -424,30 +412,31 @@ class ServiceInstance(Instance):
     async def _end_fault_effects(self, release_hung: bool = True) -> None:
         if release_hung:
             self._hang_released.set()  # hung requests go on and are answered
-        if self._flap_task is not None:
-            self._flap_stop.set()
-            await self._flap_task
-            self._flap_task = None
+        if self._flap_timer is not None:
+            self._flap_timer.cancel()
+            self._flap_timer = None
+        flip, self._flap_flip = self._flap_flip, None
+        if flip is not None:
+            await flip
 
-    async def _flap(self, period: float, stop: asyncio.Event) -> None:
-        """Down for ``period`` seconds, up for ``period`` seconds, until ``stop`` is set."""
-        while True:
-            await self._close()
-            if await _wait_for_event(stop, period):
-                return
-            with contextlib.suppress(OSError):  # the port was taken meanwhile: stay down this round
-                await self._listen()
-            if await _wait_for_event(stop, period):
-                return
+    def _flip(self, flap: Flap, phase: int) -> None:
+        """Phase 0, 2, 4… of a flap is down, 1, 3… up; each lasts ``period`` and the next is on a timer."""
+        down = phase % 2 == 0
+        previous = self._flap_flip
 
+        async def flip() -> None:
+            if previous is not None:
+                await previous  # flips happen in order, even if one is slow
+            if down:
+                await self._close()
+            else:
+                with contextlib.suppress(OSError):  # the port was taken meanwhile: stay down this round
+                    await self._listen()
 
-async def _wait_for_event(event: asyncio.Event, timeout: float) -> bool:
-    """True if ``event`` was set within ``timeout`` seconds, False otherwise."""
-    try:
-        await asyncio.wait_for(event.wait(), timeout)
-    except asyncio.TimeoutError:
-        return False
-    return True
+        self._flap_flip = asyncio.create_task(flip())
+        # Count phases rather than read the clock at each flip: a timer that fires a hair early cannot repeat one.
+        when = self._fault_began + (phase + 1) * flap.period
+        self._flap_timer = asyncio.get_running_loop().call_at(when, self._flip, flap, phase + 1)
 
 
 def make_instance(name: str, isolation: str = "inprocess", **kwargs: Any) -> Instance:

@@ -16,85 +16,50 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 import string
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
 from spofkit.balancer import Balancer
+from spofkit.commands import (
+    AddInstance,
+    ChangeSettings,
+    Command,
+    CommandError,
+    InjectFault,
+    Recover,
+    RemoveInstance,
+    Restart,
+    SetLoad,
+    SetStrategy,
+    UnknownName,
+)
 from spofkit.events import Clock, Event, EventBus, SettingChanged
 from spofkit.failover import EjectionSettings, RetrySettings
 from spofkit.faults import make_fault
-from spofkit.health import DOWN, HealthChecker, HealthSettings
+from spofkit.health import HealthSettings
 from spofkit.instance import make_instance
 from spofkit.loadgen import LoadGenerator
 from spofkit.report import Report, build_report
+from spofkit.status import InstanceFacts, InstanceStatus, LabStatus
 from spofkit.strategies import Strategy
+
+__all__ = ["InstanceStatus", "Lab", "LabStatus", "ScheduledFault"]
 
 # (seconds after the run starts, instance name, fault kind, fault parameters)
 ScheduledFault = tuple[float, str, str, dict[str, Any]]
 
 ISOLATIONS = ("inprocess", "process")
+# Each process instance costs ~37 MiB: a lab holds at most this many (the machine, not the names, is the limit).
+MAX_INSTANCES = 32
 # A background load runs at most this long (every load loop here is bounded in time and count).
 BACKGROUND_LOAD_MAX_SECONDS = 3600.0
 # A background load keeps this many of its latest records in memory (an hour at 1,000 req/s would be millions);
 # views follow it through the ClientRequest events, which carry every request.
 BACKGROUND_LOAD_KEEP_LAST = 10_000
-
-
-@dataclass(frozen=True)
-class InstanceStatus:
-    """One instance as a view shows it. ``state`` is what decides whether it gets traffic."""
-
-    name: str
-    url: str
-    pid: int | None
-    state: str  # up | down | rising | falling | ejected | draining
-    backup: bool
-    fault: str | None
-    health_successes: int
-    health_failures: int
-    rise: int
-    fall: int
-    in_flight: int
-    served: int
-    failed: int
-    weight: int
-    running: bool
-
-
-@dataclass(frozen=True)
-class LabStatus:
-    at: float
-    strategy: str
-    retries: bool
-    health_checks: bool
-    ejection: bool
-    balancer_url: str
-    load_rate: float | None
-    load_paused: bool
-    instances: list[InstanceStatus] = field(default_factory=list)
-
-    def instance(self, name: str) -> InstanceStatus:
-        for status in self.instances:
-            if status.name == name:
-                return status
-        raise KeyError(f"no instance named {name!r}")
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "at": round(self.at, 3),
-            "strategy": self.strategy,
-            "retries": self.retries,
-            "health_checks": self.health_checks,
-            "ejection": self.ejection,
-            "balancer_url": self.balancer_url,
-            "load_rate": self.load_rate,
-            "load_paused": self.load_paused,
-            "instances": [vars(s) | {} for s in self.instances],
-        }
 
 
 class Lab:
@@ -126,12 +91,12 @@ class Lab:
         self.health_settings = health or HealthSettings()
         self.retry_settings = retries or RetrySettings()
         self.ejection_settings = ejection or EjectionSettings()
-        self.health: HealthChecker | None = None
         self.balancer = Balancer(
             self.events,
             strategy=strategy,
             retries=retries,
             ejection=ejection,
+            health=health,
             slow_start=slow_start,
             seed=seed,
             port=port,
@@ -139,9 +104,9 @@ class Lab:
         self.instances: dict[str, Any] = {}
         self._background: LoadGenerator | None = None
         self._background_task: asyncio.Task[Any] | None = None
-        self._ticker: asyncio.Task[None] | None = None
         self._names = _instance_names()
-        self._health_wanted = health is not None
+        self._commands = asyncio.Lock()  # one command at a time, in order of arrival (asyncio's Lock is FIFO)
+        self._removing: set[str] = set()
 
     # --- starting and stopping -----------------------------------------------------------------------
 
@@ -179,11 +144,8 @@ class Lab:
         )
         try:
             await lab.balancer.start()
-            if lab._health_wanted:
-                await lab._start_health()
             for index in range(instances + backups):
                 await lab.add_instance(backup=index >= instances, initially_up=True)
-            lab._ticker = asyncio.create_task(lab._tick(), name="lab-ticker")
         except BaseException:
             await lab.stop()
             raise
@@ -203,25 +165,11 @@ class Lab:
     async def stop(self) -> None:
         """Stop load, checks, balancer and every instance (and its process). Safe to call twice."""
         await self.stop_background_load()
-        if self._ticker:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
-            self._ticker = None
-        if self.health:
-            await self.health.stop()
-            self.health = None
         await self.balancer.stop()
         instances, self.instances = list(self.instances.values()), {}
         for instance in instances:
             with contextlib.suppress(Exception):
                 await instance.stop()
-
-    async def _tick(self) -> None:
-        # Ejections expire on their own; this announces it so views can show the instance coming back.
-        while True:
-            self.balancer.publish_returns()
-            await asyncio.sleep(0.1)
 
     # --- reading -------------------------------------------------------------------------------------
 
@@ -237,57 +185,159 @@ class Lab:
         return list(self.instances)
 
     def status(self) -> LabStatus:
-        now = self.now()
+        """Facts about every instance beside the balancer's view of it (see :mod:`spofkit.status`)."""
+        balancer = self.balancer.status()
         rows = []
-        for member in self.balancer.snapshot():
-            name = member["name"]
-            instance = self.instances.get(name)
-            health = self.health.state_of(name) if self.health else None
-            state = member["state"]
-            if state == "up" and health is not None:
-                state = health.phase
-            elif state == "down" and health is not None and health.phase == "rising":
-                state = "rising"
+        for view in balancer.members:
+            instance = self.instances.get(view.name)
             fault = getattr(instance, "fault", None)
-            rows.append(
-                InstanceStatus(
-                    name=name,
-                    url=member["url"],
-                    pid=getattr(instance, "pid", None),
-                    state=state,
-                    backup=member["backup"],
-                    fault=fault.kind if fault is not None else None,
-                    health_successes=health.successes if health else 0,
-                    health_failures=health.failures if health else 0,
-                    rise=self.health_settings.rise,
-                    fall=self.health_settings.fall,
-                    in_flight=member["in_flight"],
-                    served=member["served"],
-                    failed=member["failed"],
-                    weight=member["weight"],
-                    running=bool(getattr(instance, "running", False)),
-                )
+            facts = InstanceFacts(
+                name=view.name,
+                url=getattr(instance, "url", ""),
+                pid=getattr(instance, "pid", None),
+                fault=fault.kind if fault is not None else None,
+                running=bool(getattr(instance, "running", False)),
             )
+            rows.append(InstanceStatus.of(facts, view))
         background = self._background
         return LabStatus(
-            at=now,
-            strategy=self.balancer.strategy_name,
-            retries=self.balancer.retries is not None,
-            health_checks=self.health is not None,
-            ejection=self.balancer.ejection is not None,
+            at=self.now(),
+            strategy=balancer.strategy,
+            retries=balancer.retries,
+            health_checks=balancer.health_checks,
+            ejection=balancer.ejection,
             balancer_url=self.balancer_url,
             load_rate=background.rate if background and self._background_task else None,
             load_paused=bool(background and background.paused),
             instances=rows,
+            balancers=[balancer],
         )
 
-    # --- instances and faults ------------------------------------------------------------------------
+    # --- commands: the one way to change a lab ------------------------------------------------------------
+
+    async def apply(self, command: Command) -> dict[str, Any]:
+        """Apply one :mod:`command <spofkit.commands>` and return what it did (JSON-ready).
+
+        Commands are applied one at a time, in the order they arrive, whoever sends them (the admin API, the
+        TUI, a widget, a notebook). A command that cannot be applied raises :class:`CommandError` naming the
+        field, with the HTTP status a client should get (404 unknown instance, 409 name taken or limit reached).
+        Removing an instance lets the commands after it run while its requests drain.
+        """
+        if isinstance(command, RemoveInstance):
+            return await self._remove(command)
+        async with self._commands:
+            return await self._apply_now(command)
+
+    async def _apply_now(self, command: Command) -> dict[str, Any]:
+        if isinstance(command, InjectFault):
+            instance = self._instance(command.instance)
+            fault = make_fault(command.kind, **command.params)
+            await instance.inject(fault)
+            return {"instance": command.instance, "fault": fault.kind, "params": fault.params()}
+        if isinstance(command, Recover):
+            await self._instance(command.instance).recover()
+            return self._row(command.instance)
+        if isinstance(command, Restart):
+            await self._instance(command.instance).restart()
+            return self._row(command.instance)
+        if isinstance(command, AddInstance):
+            name = await self._add(command.name, backup=command.backup, weight=command.weight)
+            return {"name": name, **self._row(name)}
+        if isinstance(command, SetStrategy):
+            self.balancer.set_strategy(command.strategy)
+            return {"strategy": self.balancer.strategy_name}
+        if isinstance(command, ChangeSettings):
+            return self._change_settings(command)
+        if isinstance(command, SetLoad):
+            return await self._set_load(command)
+        raise CommandError("command", f"a lab cannot apply {type(command).__name__}")
 
     def _instance(self, name: str) -> Any:
         try:
             return self.instances[name]
         except KeyError:
-            raise KeyError(f"no instance named {name!r}; known: {sorted(self.instances)}") from None
+            known = sorted(self.instances)
+            raise UnknownName("name", f"no instance named {name!r}; known: {known}") from None
+
+    def _row(self, name: str) -> dict[str, Any]:
+        return dataclasses.asdict(self.status().instance(name))
+
+    async def _add(
+        self,
+        name: str | None,
+        *,
+        backup: bool = False,
+        weight: int = 1,
+        max_conns: int | None = None,
+        initially_up: bool = False,
+    ) -> str:
+        if len(self.instances) >= MAX_INSTANCES:
+            raise CommandError("name", f"the lab holds at most {MAX_INSTANCES} instances; remove one first", 409)
+        name = name or next(n for n in self._names if n not in self.instances)
+        if name in self.instances:
+            raise CommandError("name", f"instance name {name!r} is already in use", status=409)
+        instance = make_instance(
+            name,
+            isolation=self.isolation,
+            work_time=self.work_time,
+            events=self.events,
+            seed=self.rng.randrange(1 << 30),
+        )
+        await instance.start()
+        self.instances[name] = instance
+        try:
+            self.balancer.add_member(
+                name, instance.url, weight=weight, backup=backup, max_conns=max_conns, initially_up=initially_up
+            )
+        except ValueError:
+            self.instances.pop(name)
+            await instance.stop()
+            raise
+        return name
+
+    async def _remove(self, command: RemoveInstance, drain_timeout: float = 10.0) -> dict[str, Any]:
+        name = command.instance
+        async with self._commands:
+            instance = self._instance(name)
+            if name in self._removing:
+                raise CommandError("instance", f"instance {name!r} is already being removed", status=409)
+            self._removing.add(name)
+        try:
+            # Draining waits for the instance's requests to finish; other commands go on meanwhile.
+            await self.balancer.remove_member(name, drain_timeout=drain_timeout)
+            async with self._commands:
+                self.instances.pop(name, None)
+                await instance.stop()
+        finally:
+            self._removing.discard(name)
+        return {"removed": name}
+
+    def _change_settings(self, command: ChangeSettings) -> dict[str, Any]:
+        if command.retries is not None:
+            self.balancer.set_retries(self.retry_settings if command.retries else None)
+        if command.ejection is not None:
+            self.balancer.set_ejection(self.ejection_settings if command.ejection else None)
+        if command.health_checks is not None and command.health_checks != (self.balancer.health is not None):
+            self.balancer.set_health(self.health_settings if command.health_checks else None)
+        status = self.balancer.status()
+        return {"retries": status.retries, "health_checks": status.health_checks, "ejection": status.ejection}
+
+    async def _set_load(self, command: SetLoad) -> dict[str, Any]:
+        if command.rate == 0:
+            await self.stop_background_load()
+        elif command.rate is not None:
+            if self._background_task is None or self._background_task.done():
+                self.start_background_load(command.rate)
+            else:
+                self.set_load_rate(command.rate)
+        if command.paused is True:
+            self.pause_load()
+        elif command.paused is False:
+            self.resume_load()
+        status = self.status()
+        return {"load_rate": status.load_rate, "load_paused": status.load_paused}
+
+    # --- the same, as methods for notebooks and scripts ---------------------------------------------------
 
     async def add_instance(
         self,
@@ -303,98 +353,57 @@ class Lab:
         A new instance gets traffic once the health checker has seen it pass ``rise`` checks (``initially_up``
         skips that, as the lab does for the instances it starts with).
         """
-        name = name or next(n for n in self._names if n not in self.instances)
-        if name in self.instances:
-            raise ValueError(f"instance name {name!r} is already in use")
-        instance = make_instance(
-            name,
-            isolation=self.isolation,
-            work_time=self.work_time,
-            events=self.events,
-            seed=self.rng.randrange(1 << 30),
-        )
-        await instance.start()
-        self.instances[name] = instance
-        try:
-            self.balancer.add_member(name, instance.url, weight=weight, backup=backup, max_conns=max_conns)
-        except ValueError:
-            self.instances.pop(name)
-            await instance.stop()
-            raise
-        if self.health:
-            self.health.add(name, instance.url, initially_up=initially_up)
-        return name
+        if max_conns is None and not initially_up:
+            result = await self.apply(AddInstance(name, backup, weight))
+            return str(result["name"])
+        async with self._commands:  # options only Python callers have: the same steps, under the same lock
+            return await self._add(name, backup=backup, weight=weight, max_conns=max_conns, initially_up=initially_up)
 
     async def remove_instance(self, name: str, *, drain_timeout: float = 10.0) -> None:
         """Drain ``name`` (in-flight requests finish, no new ones), remove it from the pool, stop it."""
-        instance = self._instance(name)
-        await self.balancer.remove_member(name, drain_timeout=drain_timeout)
-        if self.health:
-            self.health.remove(name)
-        self.instances.pop(name, None)
-        await instance.stop()
+        await self._remove(RemoveInstance(name), drain_timeout)
 
     async def inject(self, name: str, kind: str, **params: Any) -> None:
         """Inject a fault (``crash``, ``hang``, ``slow``, ``error``, ``gray``, ``flap``, ``reset``, ``warmup``)."""
-        instance = self._instance(name)
-        await instance.inject(make_fault(kind, **params))
+        await self.apply(InjectFault(name, kind, params))
 
     async def recover(self, name: str) -> None:
         """Undo the active fault (a crashed instance is started again on its port)."""
-        await self._instance(name).recover()
+        await self.apply(Recover(name))
 
     async def restart(self, name: str) -> None:
         """Restart the instance (a new process in process isolation), on the same port."""
-        await self._instance(name).restart()
+        await self.apply(Restart(name))
 
-    # --- switches ------------------------------------------------------------------------------------
+    # The switches below change nothing but settings, at once and atomically, so they need no await: a
+    # notebook can call lab.set_retries(False) in a plain cell. Views send ChangeSettings/SetStrategy instead.
 
     def set_strategy(self, strategy: str | Strategy) -> None:
-        self.balancer.set_strategy(strategy)
+        self.balancer.set_strategy(SetStrategy(strategy).strategy)
 
     def set_retries(self, enabled: bool | RetrySettings) -> None:
         """Retries on or off, or on with new settings (e.g. ``RetrySettings(per_try_timeout=0.1)``)."""
         if isinstance(enabled, RetrySettings):
             self.retry_settings, enabled = enabled, True
-        self.balancer.set_retries(self.retry_settings if enabled else None)
+        self._change_settings(ChangeSettings(retries=bool(enabled)))
 
     def set_ejection(self, enabled: bool | EjectionSettings) -> None:
         """Passive ejection on or off, or on with new settings."""
         if isinstance(enabled, EjectionSettings):
             self.ejection_settings, enabled = enabled, True
-        self.balancer.set_ejection(self.ejection_settings if enabled else None)
+        self._change_settings(ChangeSettings(ejection=bool(enabled)))
 
     async def set_health_checks(self, enabled: bool | HealthSettings) -> None:
         """Turn active health checks on (every instance starts from UP) or off (every instance counts as up).
 
-        Given :class:`HealthSettings`, the checker restarts with them.
+        Given :class:`HealthSettings`, the checks start again with them.
         """
         if isinstance(enabled, HealthSettings):
-            self.health_settings, enabled = enabled, True
-            if self.health is not None:
-                checker, self.health = self.health, None
-                self.balancer.health = None
-                await checker.stop()
-        if enabled and self.health is None:
-            await self._start_health()
-            for name, instance in self.instances.items():
-                assert self.health is not None
-                self.health.add(name, instance.url, initially_up=True)
-        elif not enabled and self.health is not None:
-            checker, self.health = self.health, None
-            self.balancer.health = None
-            await checker.stop()
-        self.events.publish(SettingChanged(self.now(), "health_checks", enabled))
-
-    async def _start_health(self) -> None:
-        def came_up(name: str, state: str) -> None:
-            if state != DOWN:
-                self.balancer.note_came_up(name)
-
-        checker = HealthChecker(self.events, self.health_settings, random.Random(self.seed + 1), on_change=came_up)
-        await checker.start()
-        self.health = checker
-        self.balancer.health = checker
+            async with self._commands:
+                self.health_settings = enabled
+                self.balancer.set_health(enabled)
+            return
+        await self.apply(ChangeSettings(health_checks=bool(enabled)))
 
     # --- load ----------------------------------------------------------------------------------------
 

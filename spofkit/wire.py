@@ -150,7 +150,7 @@ def _build(cls: type[Command], fields: Mapping[str, Any]) -> Command:
     allowed = [f.name for f in dataclasses.fields(cls)]
     for key in fields:
         if key not in allowed:
-            raise CommandError(str(key), f"unknown field {key!r} (allowed: {', '.join(allowed)})")
+            raise CommandError(_field(key), f"unknown field {key!r} (allowed: {', '.join(allowed)})")
     for spec in dataclasses.fields(cls):
         required = spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING
         if required and spec.name not in fields:
@@ -222,4 +222,9 @@ def _instance(name: str | None) -> str:
 def _only(body: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
     for key in body:
         if key not in allowed:
-            raise CommandError(str(key), f"unknown field {key!r} (this endpoint takes no body fields)")
+            raise CommandError(_field(key), f"unknown field {key!r} (this endpoint takes no body fields)")
+
+
+def _field(key: object) -> str:
+    """The name to report for a body key; an empty key is reported as the body itself."""
+    return str(key) or "body"

@@ -6,11 +6,12 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
 import pytest
+from conftest import wait_for
 
 from spofkit.admin import PROMETHEUS_CONTENT_TYPE, AdminServer
 from spofkit.lab import Lab
@@ -25,20 +26,6 @@ SAMPLE = re.compile(
 )
 
 
-async def wait_for(condition: Callable[[], Any], timeout: float = 10.0) -> None:
-    """Poll ``condition`` (sync or async) until it is true, or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if isinstance(result, Awaitable):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(0.02)
-
-
 @pytest.fixture
 async def lab() -> AsyncIterator[Lab]:
     lab = await Lab.start(3)
@@ -50,7 +37,7 @@ async def lab() -> AsyncIterator[Lab]:
 
 @pytest.fixture
 async def admin(lab: Lab) -> AsyncIterator[AdminServer]:
-    server = AdminServer(lab)
+    server = AdminServer(lab, token=TOKEN)
     await server.start()
     try:
         yield server
@@ -64,11 +51,15 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
+TOKEN = "test-token-0123456789"
+
+
 async def call(
     http: aiohttp.ClientSession, method: str, url: str, body: Any = None, raw: str | None = None
 ) -> tuple[int, Any]:
     data = raw if raw is not None else (json.dumps(body) if body is not None else None)
-    async with http.request(method, url, data=data) as response:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with http.request(method, url, data=data, headers=headers) as response:
         return response.status, await response.json(content_type=None)
 
 
@@ -137,7 +128,7 @@ async def test_metrics_format_and_values_move(admin: AdminServer, http: aiohttp.
     assert 'spofkit_instance_failed_total{instance="c"}' in after
 
     await lab.inject("b", "crash")
-    await wait_for(lambda: lab.status().instance("b").state == "down")
+    await wait_for(lambda: lab.status().instance("b").state == "down", 10)
     assert (await metrics())['spofkit_instance_up{instance="b"}'] == 0
 
 
@@ -183,7 +174,7 @@ async def test_events_all_includes_high_volume_kinds(admin: AdminServer, http: a
 
 
 async def test_stop_ends_open_streams(lab: Lab, http: aiohttp.ClientSession) -> None:
-    admin = AdminServer(lab)
+    admin = AdminServer(lab, token=TOKEN)
     await admin.start()
     async with http.get(f"{admin.url}/events") as response:
         await wait_for(lambda: admin.open_streams == 1)

@@ -12,6 +12,7 @@ import sys
 import time
 import types
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -135,6 +136,10 @@ async def test_serve_in_process_isolation_end_to_end() -> None:
         listing = dict(line.split(" ", 1) for line in listed)
         admin = listing["admin"]
         balancer = listing["balancer"]
+        token = listing["token"]
+        token_path = Path(listing["token_file"])
+        assert token_path.read_text().strip() == token
+        assert token_path.stat().st_mode & 0o777 == 0o600  # readable by this user only
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+", admin)
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+", balancer)
         instances = [line.split() for line in listed if line.startswith("instance ")]
@@ -142,7 +147,14 @@ async def test_serve_in_process_isolation_end_to_end() -> None:
         printed_pids = {words[1]: int(words[4]) for words in instances}
         pids.update(printed_pids.values())
 
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as http:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as anonymous,
+            anonymous.post(f"{admin}/instances/b/fault", json={"kind": "crash"}) as response,
+        ):
+            assert response.status == 401  # no token, no crash
+            assert (await response.json())["field"] == "authorization"
+        auth = {"Authorization": f"Bearer {token}"}
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20), headers=auth) as http:
 
             async def status() -> dict[str, Any]:
                 async with http.get(f"{admin}/status") as response:
@@ -176,6 +188,7 @@ async def test_serve_in_process_isolation_end_to_end() -> None:
         assert await asyncio.wait_for(process.wait(), 60) == 0
         await asyncio.wait_for(reader, 10)
         assert output[-1] == "# stopped"
+        assert not token_path.exists(), "serve removes its token file when it stops"
         for pid in pids:
             await wait_for(lambda pid=pid: not alive(pid), timeout=10)
     finally:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
 
 import pytest
+from conftest import wait_for
 
 from spofkit.events import Event, InstanceDown, InstanceEjected, RequestCompleted
 from spofkit.failover import EjectionSettings, RetrySettings
@@ -14,14 +14,6 @@ from spofkit.health import HealthSettings
 from spofkit.lab import Lab
 
 HEALTH = HealthSettings(interval=0.2, timeout=0.15, rise=2, fall=2)
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def pid_alive(pid: int) -> bool:
@@ -103,9 +95,9 @@ async def test_gray_failure_fools_health_checks_but_not_passive_ejection() -> No
 async def test_recovery_brings_the_instance_back_after_rise_checks() -> None:
     async with await Lab.start(3, health=HEALTH) as lab:
         await lab.inject("a", "crash")
-        await wait_until(lambda: lab.status().instance("a").state == "down", 5, "a marked down")
+        await wait_for(lambda: lab.status().instance("a").state == "down", 5, message="a marked down")
         await lab.recover("a")
-        await wait_until(lambda: lab.status().instance("a").state == "up", 5, "a back up")
+        await wait_for(lambda: lab.status().instance("a").state == "up", 5, message="a back up")
         report = await lab.run_load(rate=60, duration=1.0)
     assert report.failed == 0
     assert report.per_instance.get("a", 0) > 0
@@ -116,14 +108,14 @@ async def test_process_isolation_kills_and_restarts_a_real_process() -> None:
         pid = lab.status().instance("b").pid
         assert pid is not None and pid != os.getpid() and pid_alive(pid)
         await lab.inject("b", "crash")
-        await wait_until(lambda: not pid_alive(pid), 5, f"pid {pid} gone")
-        await wait_until(lambda: lab.status().instance("b").state == "down", 5, "b marked down")
+        await wait_for(lambda: not pid_alive(pid), 5, message=f"pid {pid} gone")
+        await wait_for(lambda: lab.status().instance("b").state == "down", 5, message="b marked down")
         report = await lab.run_load(rate=50, duration=1.0)
         assert report.failed == 0
         await lab.restart("b")
         new_pid = lab.status().instance("b").pid
         assert new_pid is not None and new_pid != pid and pid_alive(new_pid)
-        await wait_until(lambda: lab.status().instance("b").state == "up", 5, "b back up")
+        await wait_for(lambda: lab.status().instance("b").state == "up", 5, message="b back up")
         pids = [s.pid for s in lab.status().instances]
     assert not any(p is not None and pid_alive(p) for p in pids), "an instance process outlived the lab"
 
@@ -131,9 +123,9 @@ async def test_process_isolation_kills_and_restarts_a_real_process() -> None:
 async def test_add_and_drain_an_instance_under_load() -> None:
     async with await Lab.start(2, health=HEALTH, work_time=0.05) as lab:
         name = await lab.add_instance()
-        await wait_until(lambda: lab.status().instance(name).state == "up", 5, f"{name} up")
+        await wait_for(lambda: lab.status().instance(name).state == "up", 5, message=f"{name} up")
         load = asyncio.create_task(lab.run_load(rate=80, duration=2.0))
-        await wait_until(lambda: lab.status().instance("a").in_flight > 0, 5, "a busy")
+        await wait_for(lambda: lab.status().instance("a").in_flight > 0, 5, message="a busy")
         await lab.remove_instance("a")
         report = await load
         assert "a" not in lab.instance_names
@@ -169,17 +161,18 @@ async def test_settings_can_change_on_a_running_lab() -> None:
         assert lab.balancer.ejection is not None and lab.balancer.ejection.consecutive_failures == 7
         quick = HealthSettings(interval=0.1, timeout=0.1, rise=1, fall=1)
         await lab.set_health_checks(quick)
-        assert lab.health is not None and lab.health.settings == quick
+        assert lab.balancer.health == quick
         await lab.inject("b", "crash")
-        await wait_until(lambda: lab.status().instance("b").state == "down", 5, "b down under the new settings")
+        await wait_for(lambda: lab.status().instance("b").state == "down", 5, message="b down under the new settings")
         assert lab.status().health_checks
 
 
 async def test_a_check_that_errors_counts_as_failed_and_the_checker_keeps_going() -> None:
     lab = await Lab.start(instances=2, health=HEALTH)
     try:
-        assert lab.health is not None and lab.health._session is not None
-        real_get = lab.health._session.get
+        checker = lab.balancer.checker
+        assert checker._session is not None
+        real_get = checker._session.get
         broken = {"a"}
 
         def get(url: str, **options: object) -> object:
@@ -187,11 +180,11 @@ async def test_a_check_that_errors_counts_as_failed_and_the_checker_keeps_going(
                 raise RuntimeError("something no one planned for")
             return real_get(url, **options)  # type: ignore[arg-type]
 
-        lab.health._session.get = get  # type: ignore[method-assign]
-        await wait_until(lambda: not lab.health.is_up("a"), 5, "a marked DOWN by failing checks")  # type: ignore[union-attr]
-        assert lab.health.is_up("b")
+        checker._session.get = get  # type: ignore[method-assign]
+        await wait_for(lambda: lab.status().instance("a").state == "down", 5, message="a marked DOWN by failing checks")
+        assert lab.status().instance("b").state == "up"
         broken.clear()  # the probe loop survived the errors: a comes back by itself
-        await wait_until(lambda: lab.health.is_up("a"), 5, "a back UP")  # type: ignore[union-attr]
+        await wait_for(lambda: lab.status().instance("a").state == "up", 5, message="a back UP")
         downs = [e for e in lab.events.history if isinstance(e, InstanceDown) and e.instance == "a"]
         assert "check error: RuntimeError" in downs[-1].reason
     finally:

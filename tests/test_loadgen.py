@@ -5,26 +5,17 @@ from __future__ import annotations
 import asyncio
 import collections
 import socket
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
 import pytest
 from aiohttp import web
+from conftest import wait_for
 
 from spofkit.events import ClientRequest, Clock, Event, EventBus
 from spofkit.loadgen import LoadGenerator, RequestRecord, classify_error, is_loopback_host
 
 pytestmark = pytest.mark.timeout(20)
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture
@@ -215,7 +206,7 @@ async def test_one_run_at_a_time(server: str) -> None:
     generator = LoadGenerator(server, clock=Clock())
     run = asyncio.ensure_future(generator.run_open_loop(rate=10, duration=30))
     try:
-        await wait_until(lambda: generator.running)
+        await wait_for(lambda: generator.running)
         with pytest.raises(RuntimeError, match="already running"):
             await generator.run_open_loop(rate=10, duration=1)
     finally:

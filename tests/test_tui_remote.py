@@ -27,7 +27,7 @@ async def test_attached_dashboard_shows_the_remote_lab_and_drives_it() -> None:
     admin = AdminServer(lab)
     await admin.start()
     try:
-        source = make_source(admin.url, rate=20.0)
+        source = make_source(admin.url, rate=20.0, token=admin.token)
         assert isinstance(source, RemoteSource)
         app = SpofkitApp(source)
         async with app.run_test(size=(100, 32)) as pilot:

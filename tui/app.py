@@ -461,12 +461,14 @@ def next_rate(current: float, direction: int) -> float:
     return next((step for step in reversed(RATE_STEPS) if step < current - 1e-9), RATE_STEPS[0])
 
 
-def make_source(connect: str | None = None, *, rate: float = DEFAULT_LOAD_RATE, **lab_options: Any) -> DataSource:
-    """A :class:`RemoteSource` for ``connect``, else a :class:`LabSource` with ``lab_options``."""
+def make_source(
+    connect: str | None = None, *, rate: float = DEFAULT_LOAD_RATE, token: str | None = None, **lab_options: Any
+) -> DataSource:
+    """A :class:`RemoteSource` for ``connect`` (``token``: its admin token), else a :class:`LabSource`."""
     if connect:
         if lab_options:
             raise ValueError(f"lab options {sorted(lab_options)} cannot be used with connect={connect!r}")
-        return RemoteSource(connect, start_load=rate)
+        return RemoteSource(connect, start_load=rate, token=token)
     return LabSource(rate=rate, **lab_options)
 
 

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import aiohttp
 from yarl import URL
 
+from spofkit.admin import find_token
 from spofkit.events import Event
 from spofkit.lab import InstanceStatus, Lab, LabStatus
 from spofkit.loadgen import is_loopback_host
@@ -294,12 +295,19 @@ class RemoteSource(DataSource):
     """Watch and drive a lab served by ``spofkit serve`` at ``url`` (its admin API, loopback only)."""
 
     def __init__(
-        self, url: str, *, status_interval: float = 0.25, start_load: float | None = DEFAULT_LOAD_RATE
+        self,
+        url: str,
+        *,
+        status_interval: float = 0.25,
+        start_load: float | None = DEFAULT_LOAD_RATE,
+        token: str | None = None,
     ) -> None:
         parsed = URL(url)
         if parsed.scheme != "http" or not parsed.host or not is_loopback_host(parsed.host):
             raise ValueError(f"connect url must be http:// on 127.0.0.1 or localhost, got {url!r}")
         self.url = str(parsed).rstrip("/")
+        # Changing calls need the admin token: given, or SPOFKIT_ADMIN_TOKEN, or the file `spofkit serve` wrote.
+        self.token = token or find_token(parsed.port)
         self.status_interval = status_interval
         self.start_load = start_load
         self.description = f"attached to {self.url}"
@@ -311,7 +319,10 @@ class RemoteSource(DataSource):
         self._started_load = False
 
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=3))
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=3), headers=headers
+        )
         try:
             await self._poll_status_once()
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as error:

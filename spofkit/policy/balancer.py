@@ -102,12 +102,6 @@ class BalancerPolicy:
         if self.health is not None:
             self.health.remove(name)
 
-    def instance_restarted(self, name: str, now: float) -> None:
-        """A person restarted ``name`` by hand: its health history no longer says anything."""
-        if self.health is not None:
-            self.health.reset(name, now)
-            self.pool.set_healthy(name, True, now)
-
     # --- switches ----------------------------------------------------------------------------------------
 
     def set_strategy(self, spec: Strategy | str, now: float) -> None:
