@@ -141,6 +141,8 @@ class Lab:
         self._background_task: asyncio.Task[Any] | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._names = _instance_names()
+        # Names of instances still starting: taken, though not yet in `instances` (see add_instance).
+        self._starting: set[str] = set()
         self._health_wanted = health is not None
 
     # --- starting and stopping -----------------------------------------------------------------------
@@ -303,17 +305,24 @@ class Lab:
         A new instance gets traffic once the health checker has seen it pass ``rise`` checks (``initially_up``
         skips that, as the lab does for the instances it starts with).
         """
-        name = name or next(n for n in self._names if n not in self.instances)
-        if name in self.instances:
+        taken = self.instances.keys() | self._starting
+        name = name or next(n for n in self._names if n not in taken)
+        if name in taken:
             raise ValueError(f"instance name {name!r} is already in use")
-        instance = make_instance(
-            name,
-            isolation=self.isolation,
-            work_time=self.work_time,
-            events=self.events,
-            seed=self.rng.randrange(1 << 30),
-        )
-        await instance.start()
+        # Reserve the name before the first await: adds running concurrently (a key pressed five times) must
+        # not all pick the same free name while the first one is still starting.
+        self._starting.add(name)
+        try:
+            instance = make_instance(
+                name,
+                isolation=self.isolation,
+                work_time=self.work_time,
+                events=self.events,
+                seed=self.rng.randrange(1 << 30),
+            )
+            await instance.start()
+        finally:
+            self._starting.discard(name)
         self.instances[name] = instance
         try:
             self.balancer.add_member(name, instance.url, weight=weight, backup=backup, max_conns=max_conns)
