@@ -69,7 +69,7 @@ HIGH_CONTRAST = Theme(
     dark=True,
     # Scrollbars that read as scrollbars: a grey thumb on a dark grey track. Textual's default here, a dark
     # teal thumb on black, is invisible on a projector except for the half-block glyphs at its ends, which
-    # look like stray characters (e.g. in the event log after a lane was added and the log got shorter).
+    # look like stray characters (e.g. beside the panels once they no longer fit in one row at 80x24).
     variables={
         "scrollbar": DIM,
         "scrollbar-hover": GREY,
