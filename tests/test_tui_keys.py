@@ -6,7 +6,9 @@ noticed in well under a second), presses keys with Textual's pilot, and waits fo
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,14 +17,18 @@ import pytest
 pytest.importorskip("textual")
 
 from conftest import wait_for
+from textual.events import Key
 from textual.pilot import Pilot
 
-from spofkit.events import FaultInjected, InstanceDown, InstanceRestarted
+from spofkit.events import FaultInjected, HealthProbe, InstanceDown, InstanceRestarted
+from spofkit.faults import PRESETS
 from spofkit.health import HealthSettings
-from spofkit.lab import LabStatus
+from spofkit.lab import Lab, LabStatus
 from spofkit.strategies import strategy_names
 from tui.app import SpofkitApp
+from tui.scene import screen_text
 from tui.source import LabSource
+from tui.widgets.client_view import ClientView
 from tui.widgets.help_screen import HelpScreen
 from tui.widgets.instance_panel import InstancePanel
 
@@ -31,9 +37,9 @@ DEADLINE = 15.0  # generous: other test suites share this 2-core machine
 
 
 @contextlib.asynccontextmanager
-async def dashboard(**lab_options: Any) -> AsyncIterator[tuple[SpofkitApp, Pilot[None], LabSource]]:
+async def dashboard(rate: float = 20.0, **lab_options: Any) -> AsyncIterator[tuple[SpofkitApp, Pilot[None], LabSource]]:
     options: dict[str, Any] = {"instances": 3, "health": FAST_CHECKS, **lab_options}
-    source = LabSource(rate=20.0, **options)
+    source = LabSource(rate=rate, **options)
     app = SpofkitApp(source)
     async with app.run_test(size=(100, 32)) as pilot:
         try:
@@ -112,6 +118,49 @@ async def test_fault_keys_inject_their_fault_on_the_selected_instance(key: str, 
         assert status(source).instance("a").fault is None
 
 
+def events_on(source: LabSource, kind: type[Any], name: str, since: float = 0.0) -> list[Any]:
+    assert source.lab is not None
+    return [e for e in list(source.lab.events.history) if isinstance(e, kind) and e.instance == name and e.at >= since]
+
+
+def clients_text(app: SpofkitApp) -> str:
+    return app.query_one(ClientView).render().plain
+
+
+def p99_ms(app: SpofkitApp) -> float:
+    """The p99 on the clients panel, in milliseconds (0 while it shows none)."""
+    match = re.search(r"p99 ([\d.]+)(ms|s)", clients_text(app))
+    if match is None:
+        return 0.0
+    return float(match[1]) * (1000.0 if match[2] == "s" else 1.0)
+
+
+async def test_slow_key_keeps_the_instance_up_while_p99_shows_it_and_too_slow_marks_it_down() -> None:
+    # The lab's teaching checks (timeout 0.3 s): "slow" (+200 ms) answers them in time, "too slow" (+600 ms) not.
+    checks = HealthSettings()
+    assert PRESETS["slow"].params["ms"] + PRESETS["slow"].params["jitter_ms"] < checks.timeout * 1000
+    async with dashboard(health=checks) as (app, pilot, source):
+        await pilot.press("2", "s")
+        await wait_for(lambda: status(source).instance("b").fault == "slow", DEADLINE, message="b slowed")
+        since = events_on(source, FaultInjected, "b")[-1].at
+        await wait_for(
+            lambda: len(events_on(source, HealthProbe, "b", since)) >= 5, DEADLINE, message="five checks of slow b"
+        )
+        probes = events_on(source, HealthProbe, "b", since)[:5]
+        assert min(probe.duration for probe in probes) >= 0.15, probes  # the checks did see it slow...
+        # ...and passed (one late answer on a busy machine is tolerated: three in a row would mark it DOWN).
+        assert sum(probe.ok for probe in probes) >= 4, probes
+        assert not events_on(source, InstanceDown, "b", since)  # it stayed UP all along
+        assert not panel(app, "b").has_class("state-down")
+        await wait_for(lambda: p99_ms(app) >= 150, DEADLINE, message="p99 on the clients panel shows +200 ms")
+
+        await pilot.press("S")
+        await wait_for(lambda: panel(app, "b").has_class("state-down"), DEADLINE, message="too slow b DOWN")
+        too_slow = events_on(source, FaultInjected, "b")[-1]
+        assert (too_slow.fault, too_slow.params["ms"]) == ("slow", 600.0)
+        assert events_on(source, InstanceDown, "b", too_slow.at)
+
+
 async def test_restart_key_restarts_the_selected_instance() -> None:
     async with dashboard() as (app, pilot, source):
         await pilot.press("1", "R")
@@ -135,6 +184,36 @@ async def test_add_and_remove_keys_change_the_instance_count() -> None:
         assert "b" not in [row.name for row in status(source).instances]
         await wait_for(lambda: not app.query("#panel-b"), DEADLINE, message="b's panel gone")
         assert app.selected in ("a", "c", "d")
+
+
+async def test_five_concurrent_adds_on_a_real_lab_start_five_distinct_instances() -> None:
+    async with await Lab.start(instances=3, health=FAST_CHECKS) as lab:
+        names = await asyncio.gather(*(lab.add_instance() for _ in range(5)))
+        assert sorted(names) == ["d", "e", "f", "g", "h"]
+        rows = {row.name: row for row in lab.status().instances}
+        assert sorted(rows) == ["a", "b", "c", "d", "e", "f", "g", "h"]
+        assert all(rows[name].running for name in names)
+        assert len({row.url for row in rows.values()}) == 8  # eight servers, none lost or shared
+        with pytest.raises(ValueError, match="'d' is already in use"):
+            await lab.add_instance("d")
+
+
+async def test_add_key_pressed_five_times_quickly_adds_five_instances() -> None:
+    async with dashboard() as (app, _, source):
+        # Five keys in one read of the terminal: all five queued before the first add has finished (pilot.press
+        # would wait for each key to be handled, and the adds would not overlap).
+        for _ in range(5):
+            app.post_message(Key("a", "a"))
+        new = ["d", "e", "f", "g", "h"]
+        await wait_for(lambda: len(status(source).instances) == 8, DEADLINE, message="8 instances")
+        await wait_for(
+            lambda: all(app.query(f"#panel-{name}") and panel(app, name).has_class("state-up") for name in new),
+            DEADLINE,
+            message="five new panels, all UP",
+        )
+        assert all(row.running for row in status(source).instances)
+        assert not any("not running" in str(panel(app, name).border_subtitle) for name in new)
+        assert "failed" not in log_text(app) and "already" not in screen_text(app)
 
 
 async def test_strategy_key_cycles_the_balancers_strategy() -> None:
@@ -194,13 +273,32 @@ async def test_rate_keys_raise_and_lower_the_load() -> None:
         await wait_for(lambda: status(source).load_rate == 10.0, DEADLINE, message="rate 10")
 
 
+async def test_rate_key_pressed_three_times_quickly_steps_three_times() -> None:
+    async with dashboard(rate=30.0) as (app, _, source):
+        for _ in range(3):  # three presses in one read of the terminal: before the lab answered the first
+            app.action_rate(1)
+        await wait_for(lambda: status(source).load_rate == 200.0, DEADLINE, message="rate 200")
+        await wait_for(lambda: "load rate → 200/s" in log_text(app), DEADLINE, message="200/s logged")
+        logged = re.findall(r"load rate → (\d+)/s", log_text(app))
+        assert logged[-3:] == ["50", "100", "200"], log_text(app)
+
+
 async def test_pause_key_pauses_and_resumes_the_load() -> None:
     async with dashboard() as (app, pilot, source):
+        await wait_for(lambda: "ok 0/s" not in clients_text(app), DEADLINE, message="traffic on the clients panel")
         await pilot.press("p")
         await wait_for(lambda: status(source).load_paused, DEADLINE, message="paused")
+        paused_at = source.now()
         await wait_for(lambda: "PAUSED" in status_bar_text(app), DEADLINE, message="PAUSED shown")
+        await wait_for(lambda: "load paused" in log_text(app), DEADLINE, message="'load paused' logged")
+        # A rate is about now: it falls to 0 a second after the last request, not ten (the availability window).
+        # Generous deadline for a busy machine; the exact bound is checked on a frozen clock (test_tui_screen).
+        await wait_for(lambda: "ok 0/s" in clients_text(app), 4.0, message="clients panel reads ok 0/s")
+        assert source.now() - paused_at < 4.0
         await pilot.press("p")
         await wait_for(lambda: not status(source).load_paused, DEADLINE, message="resumed")
+        await wait_for(lambda: "load resumed" in log_text(app), DEADLINE, message="'load resumed' logged")
+        assert "→ ON" not in log_text(app) and "→ OFF" not in log_text(app)
 
 
 async def test_reset_key_zeroes_the_counters() -> None:

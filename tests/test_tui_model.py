@@ -16,7 +16,7 @@ from spofkit.events import (
     SettingChanged,
 )
 from tui.app import RATE_STEPS, next_rate
-from tui.model import LabModel, SecondBuckets, Trip
+from tui.model import LabModel, RecentTimes, SecondBuckets, Trip, describe_setting
 from tui.source import event_from_dict, status_from_dict
 from tui.widgets.flow import make_layout, trip_path
 from tui.widgets.sparkline import sparkline, stacked_columns
@@ -34,6 +34,56 @@ def test_second_buckets_series_and_total() -> None:
     assert buckets.total(13.2, 2) == 1.0
 
 
+def test_recent_times_count_the_last_second_exactly() -> None:
+    recent = RecentTimes(window=1.0)
+    for at in (1.0, 1.5, 1.9):
+        recent.add(at)
+    assert recent.per_second(2.0) == 2.0  # 1.0 is exactly a second old: out
+    assert recent.per_second(2.95) == 0.0
+
+
+def steady_traffic(model: LabModel, start: float, until: float, lanes: str = "abc", rate: float = 30.0) -> float:
+    """Round robin over ``lanes`` at ``rate`` req/s from ``start`` until ``until``; returns the last answer's time."""
+    last = start
+    for i in range(int(start * rate), int(until * rate)):
+        at = i / rate
+        instance = lanes[i % len(lanes)]
+        model.ingest(served(at, i, instance))
+        model.ingest(ClientRequest(at + 0.001, i, 200, 0.002, instance, 1))
+        last = at + 0.001
+    return last
+
+
+def test_a_crashed_instance_shows_no_rate_and_no_share_a_second_after_its_last_request() -> None:
+    model = LabModel(window=10)
+    steady_traffic(model, 0.0, 5.0)
+    before = model.instance_figures("b", now=5.0)
+    assert before.attempts_per_second == pytest.approx(10.0, abs=1.0)
+    assert before.share == pytest.approx(1 / 3, abs=0.05)
+    # b crashed at 5 s and was marked DOWN: from then on a and c share the traffic.
+    steady_traffic(model, 5.0, 6.1, lanes="ac")
+    b = model.instance_figures("b", now=6.1)
+    assert (b.attempts_per_second, b.share) == (0.0, 0.0)
+    a = model.instance_figures("a", now=6.1)
+    assert a.share == pytest.approx(0.5, abs=0.05)
+    assert a.attempts_per_second == pytest.approx(15.0, abs=1.0)
+    assert b.error_rate == 0.0  # a ratio over the last ten seconds: b served fine until it stopped
+
+
+def test_rates_and_shares_are_zero_a_second_after_traffic_stops() -> None:
+    model = LabModel(window=10)
+    last = steady_traffic(model, 0.0, 10.0)
+    running = model.client_figures(now=last)
+    assert running.ok_per_second == pytest.approx(30.0, abs=1.0)
+    stopped = model.client_figures(now=last + 1.05)
+    assert (stopped.ok_per_second, stopped.failed_per_second) == (0.0, 0.0)
+    assert stopped.availability == 1.0  # how the last ten seconds went: still readable
+    for name in "abc":
+        figures = model.instance_figures(name, now=last + 1.05)
+        assert figures.attempts_per_second == 0.0
+        assert figures.share is None  # no traffic at all: no share to show ("–")
+
+
 def test_client_availability_counts_whole_seconds_only() -> None:
     model = LabModel(window=10)
     for i in range(90):  # 9 seconds at 10 req/s, second 5 all failed
@@ -44,7 +94,7 @@ def test_client_availability_counts_whole_seconds_only() -> None:
     figures = model.client_figures(now=10.5)
     assert figures.source == "clients"
     assert figures.availability == pytest.approx(80 / 90)
-    assert figures.failed_per_second == pytest.approx(10 / 9)
+    assert figures.failed_per_second == 1.0  # a rate is about now: the failure at 10.05 s, in the last second
     assert figures.p50 == pytest.approx(0.002)
 
 
@@ -65,8 +115,8 @@ def test_instance_error_rate_and_share_from_retries_and_completions() -> None:
     model.ingest(RequestRetried(1.3, 2, 1, "b", "connect failed"))
     model.ingest(RequestCompleted(1.4, 2, "GET", "/", 200, "c", 2, 0.02, "retried"))
     model.ingest(served(1.5, 3, "a", latency=0.04))
-    b = model.instance_figures("b", now=2.5)
-    a = model.instance_figures("a", now=2.5)
+    b = model.instance_figures("b", now=2.0)
+    a = model.instance_figures("a", now=2.0)
     assert b.error_rate == 1.0
     assert b.share == pytest.approx(2 / 5)
     assert a.error_rate == 0.0
@@ -117,6 +167,13 @@ def test_log_lines_for_transitions_and_a_summary_for_retries() -> None:
         ("retries → OFF", "info"),
         ("3 retried (b: connect failed ×3)", "warn"),
     ]
+
+
+def test_load_settings_read_as_sentences() -> None:
+    assert describe_setting("load_paused", True) == "load paused"
+    assert describe_setting("load_paused", False) == "load resumed"
+    assert describe_setting("load_rate", 50.0) == "load rate → 50/s"
+    assert describe_setting("retries", True) == "retries → ON"
 
 
 def test_reset_forgets_counts() -> None:

@@ -7,6 +7,7 @@ lab, no randomness; so the picture is the same on every run. After a deliberate 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import pytest
@@ -17,7 +18,8 @@ pytest.importorskip("pytest_textual_snapshot")
 from textual.pilot import Pilot
 
 from tui.app import SpofkitApp
-from tui.scene import scene_source, wait_until_drawn
+from tui.scene import NOW, _instance, scene_source, wait_until_drawn
+from tui.source import FrozenSource
 
 SnapCompare = Callable[..., bool]
 
@@ -33,6 +35,19 @@ async def drawn_with_help(pilot: Pilot[None]) -> None:
     await pilot.pause()
 
 
+async def drawn_then_added(pilot: Pilot[None]) -> None:
+    """The scene, then a fifth instance joins (a lane more, the log a line shorter)."""
+    await drawn(pilot)
+    app = pilot.app
+    assert isinstance(app, SpofkitApp) and isinstance(app.source, FrozenSource)
+    status = app.source.status()
+    assert status is not None
+    app.source.move_to(NOW, dataclasses.replace(status, instances=[*status.instances, _instance("e", "rising")]))
+    app.refresh_figures()
+    await pilot.pause()
+    await pilot.pause()
+
+
 def test_main_screen(snap_compare: SnapCompare) -> None:
     assert snap_compare(SpofkitApp(scene_source()), terminal_size=(100, 32), run_before=drawn)
 
@@ -43,3 +58,11 @@ def test_main_screen_small_terminal(snap_compare: SnapCompare) -> None:
 
 def test_help_screen(snap_compare: SnapCompare) -> None:
     assert snap_compare(SpofkitApp(scene_source()), terminal_size=(100, 32), run_before=drawn_with_help)
+
+
+def test_small_terminal_after_an_instance_is_added(snap_compare: SnapCompare) -> None:
+    assert snap_compare(SpofkitApp(scene_source()), terminal_size=(80, 24), run_before=drawn_then_added)
+
+
+def test_help_screen_small_terminal(snap_compare: SnapCompare) -> None:
+    assert snap_compare(SpofkitApp(scene_source()), terminal_size=(80, 24), run_before=drawn_with_help)

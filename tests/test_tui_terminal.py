@@ -6,6 +6,7 @@ own tmux server (``-S``, a socket in its temporary folder) so it cannot disturb 
 
 from __future__ import annotations
 
+import re
 import shlex
 import shutil
 import subprocess
@@ -108,5 +109,103 @@ def test_tui_starts_in_a_terminal_and_quits_cleanly(tmp_path: Path, command: lis
         # Everything under the shell (the app, its instance processes) is gone; only the shell's sleep is left.
         app_processes = started - {pane_pid}
         wait_until(lambda: not any(alive(pid) for pid in app_processes), "every process it started is gone", 10.0)
+    finally:
+        tmux.kill()
+
+
+# --- reading colours back from the terminal ----------------------------------------------------------------
+
+SGR = re.compile(r"\x1b\[([0-9;]*)m")
+BLACK_BACKGROUNDS = {None, 0, 16}  # the terminal's default, ANSI black, 256-colour black
+HALF_BLOCKS = "▁▂▃▄▅▆▇"
+
+
+def cells(line: str) -> list[tuple[str, int | None]]:
+    """One ``capture-pane -e`` line as (character, background colour seen) per cell (256-colour numbers).
+
+    Only what tells a drawn bar from a glyph on black is kept: foreground, background and reverse video.
+    """
+    result: list[tuple[str, int | None]] = []
+    fg: int | None = None
+    bg: int | None = None
+    reverse = False
+    position = 0
+    for match in SGR.finditer(line + "\x1b[m"):
+        for char in line[position : match.start()]:
+            result.append((char, fg if reverse else bg))
+        position = match.end()
+        codes = [int(code) if code else 0 for code in match[1].split(";")]
+        while codes:
+            code = codes.pop(0)
+            if code == 0:
+                fg, bg, reverse = None, None, False
+            elif code == 7:
+                reverse = True
+            elif code == 27:
+                reverse = False
+            elif code == 39:
+                fg = None
+            elif code == 49:
+                bg = None
+            elif code in (38, 48) and codes[:1] == [5]:
+                colour = codes[1]
+                codes = codes[2:]
+                if code == 38:
+                    fg = colour
+                else:
+                    bg = colour
+    return result
+
+
+def test_rapid_adds_and_the_help_overlay_at_80x24(tmp_path: Path) -> None:
+    """In a real 80x24 terminal: three quick adds give three new instances, and the screen stays clean (the
+    log shows its newest lines and no scrollbar glyphs, the panels' scrollbar is a drawn bar); the help
+    overlay says there is more and scrolls to every key."""
+    tmux = Tmux(tmp_path)
+    status_file = tmp_path / "exit-status"
+    command = [sys.executable, "-m", "spofkit", "tui"]
+    shell = f"{shlex.join(command)}; echo $? > {shlex.quote(str(status_file))}; sleep 60"
+    try:
+        tmux("new-session", "-d", "-s", "tui", "-x", "80", "-y", "24", "-c", str(REPO), shell)
+        wait_until(lambda: "1 a" in tmux.screen() and "▶ c ● UP" in tmux.screen(), "the dashboard is drawn")
+        tmux("send-keys", "-t", "tui", "aaa")  # one write: the app reads the three keys at once
+        wait_until(lambda: all(f"▶ {name} ● UP" in tmux.screen() for name in "def"), "d, e and f UP")
+        wait_until(lambda: tmux.screen().count("marked UP") == 3, "the log shows the three newest lines")
+        screen = tmux.screen()
+        assert "already" not in screen and "not running" not in screen and "failed" not in screen, screen
+        assert "watching 3 instances" not in screen  # the log is longer than its box: it shows its newest lines
+
+        lines = tmux("capture-pane", "-p", "-e", "-N", "-t", "tui").splitlines()  # -N: keep trailing cells
+        plain = screen.splitlines()
+        # No lone half-block glyph at the end of the log's lines (a scrollbar thumb's edge, drawn on black).
+        top = next(row for row, text in enumerate(plain) if "events (lab time)" in text)
+        bottom = next(row for row in range(top + 1, len(plain)) if plain[row].lstrip("│ ").startswith("╰"))
+        log_edge = [plain[row][plain[top].rindex("╮") - 1] for row in range(top + 1, bottom)]
+        assert not set(log_edge) & set(HALF_BLOCKS), log_edge
+        # The panels (two rows of three, one row shown) scroll: their scrollbar is a drawn bar, not black cells
+        # with a glyph or two (the right-most column of the panel rows).
+        first = next(row for row, text in enumerate(plain) if "1 a ●" in text)
+        panel_rows = range(first, first + 6)  # a panel is six rows high
+        scrollbar = [cells(lines[row])[79] for row in panel_rows]
+        assert all(background not in BLACK_BACKGROUNDS for _, background in scrollbar), scrollbar
+
+        tmux("send-keys", "-t", "tui", "?")
+        wait_until(lambda: "spofkit keys" in tmux.screen(), "the help overlay")
+        seen = tmux.screen()
+        assert "more below" in seen and "q ^c   quit" not in seen
+        for _ in range(10):  # bounded: the list is about two screens long at 80x24
+            if "close this screen" in tmux.screen():
+                break
+            tmux("send-keys", "-t", "tui", "Space")
+            wait_until(lambda before=seen: tmux.screen() not in before, "the help scrolled", 10.0)
+            seen += tmux.screen()
+        assert "end · ↑ PgUp back" in tmux.screen()
+        for row in ("s      slow", "S      too slow", "t      retries", "k      checks", "p      pause", "q ^c   quit"):
+            assert row in seen, f"{row!r} never shown in the help"
+        tmux("send-keys", "-t", "tui", "Escape")
+        wait_until(lambda: "spofkit keys" not in tmux.screen(), "the help closed")
+        tmux("send-keys", "-t", "tui", "q")
+        wait_until(lambda: status_file.exists() and status_file.read_text().strip(), "the app exits after q")
+        assert status_file.read_text().strip() == "0", tmux.screen()
     finally:
         tmux.kill()

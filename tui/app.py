@@ -29,6 +29,7 @@ from textual.theme import Theme
 from textual.timer import Timer
 
 from spofkit.events import Event
+from spofkit.faults import PRESETS
 from spofkit.lab import LabStatus
 from spofkit.strategies import strategy_names
 from tui.messages import ControlFinished, InstanceSelected, SourceFailed, SourceReady
@@ -40,7 +41,7 @@ from tui.widgets.flow import FlowView, lanes_from_status
 from tui.widgets.help_screen import HelpScreen
 from tui.widgets.instance_panel import InstancePanel
 from tui.widgets.key_bar import KeyBar
-from tui.widgets.palette import BLACK, CYAN, GREEN, MAGENTA, RED, WHITE, YELLOW
+from tui.widgets.palette import BLACK, CYAN, DIM, GREEN, GREY, MAGENTA, PANEL, RED, WHITE, YELLOW
 from tui.widgets.status_bar import StatusBar
 
 FRAME_RATE = 25.0
@@ -50,15 +51,6 @@ SETTING_PATIENCE = 3.0
 PANEL_WIDTH = 26  # a panel's smallest comfortable width; the grid puts as many side by side as fit
 INBOX_LIMIT = 50_000  # if frames stall, the oldest unread events are dropped rather than memory growing
 
-# What each fault key injects. Strong enough to see at once, mild enough to recover from.
-FAULT_PRESETS: dict[str, dict[str, Any]] = {
-    "crash": {},
-    "hang": {},
-    "slow": {"ms": 300.0, "jitter_ms": 50.0},
-    "error": {"rate": 0.5, "status": 503},
-    "gray": {"rate": 0.5, "status": 503},
-    "flap": {"period": 2.0},
-}
 # Load steps for the +/- keys (requests per second).
 RATE_STEPS = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 50.0, 100.0, 200.0, 300.0, 500.0, 1000.0, 2000.0)
 
@@ -73,16 +65,31 @@ HIGH_CONTRAST = Theme(
     foreground=WHITE,
     background=BLACK,
     surface=BLACK,
-    panel="#1c1c1c",
+    panel=PANEL,
     dark=True,
+    # Scrollbars that read as scrollbars: a grey thumb on a dark grey track. Textual's default here, a dark
+    # teal thumb on black, is invisible on a projector except for the half-block glyphs at its ends, which
+    # look like stray characters (e.g. beside the panels once they no longer fit in one row at 80x24).
+    variables={
+        "scrollbar": DIM,
+        "scrollbar-hover": GREY,
+        "scrollbar-active": CYAN,
+        "scrollbar-background": PANEL,
+        "scrollbar-background-hover": PANEL,
+        "scrollbar-background-active": PANEL,
+        "scrollbar-corner-color": PANEL,
+    },
 )
 
 _SELECT = Binding.Group("select")
+_SLOW = Binding.Group("slow")
 _RATE = Binding.Group("rate", compact=True)
 
 
-def _fault_key(key: str, kind: str, description: str, tooltip: str) -> Binding:
-    return Binding(key, f"fault('{kind}')", description, tooltip=tooltip)
+def _fault_key(key: str, preset: str, description: str, watch: str = "", group: Binding.Group | None = None) -> Binding:
+    """A key that injects one of :data:`spofkit.faults.PRESETS` (its numbers live there, not here)."""
+    explanation = PRESETS[preset].description + (f"; {watch}" if watch else "")
+    return Binding(key, f"fault('{preset}')", description, tooltip=explanation, group=group)
 
 
 class SpofkitApp(App[None]):
@@ -106,12 +113,13 @@ class SpofkitApp(App[None]):
         ),
         Binding("left,up", "select_by(-1)", "previous", show=False, tooltip="select the previous instance"),
         Binding("right,down", "select_by(1)", "next", show=False, tooltip="select the next instance"),
-        _fault_key("c", "crash", "crash", "process dies, connections refused; checks mark it DOWN"),
-        _fault_key("h", "hang", "hang", "accepts, never answers: only timeouts reveal it"),
-        _fault_key("s", "slow", "slow", "+300 ms per answer: still up, but p99 suffers"),
-        _fault_key("e", "error", "error", "half the answers (checks too) are HTTP 503"),
-        _fault_key("g", "gray", "gray", "checks pass, half the real requests fail: gray failure"),
-        _fault_key("f", "flap", "flap", "down 2 s, up 2 s, repeat: watch rise/fall hysteresis"),
+        _fault_key("c", "crash", "crash"),
+        _fault_key("h", "hang", "hang"),
+        _fault_key("s", "slow", "slow", group=_SLOW),
+        _fault_key("S", "too_slow", "too slow", group=_SLOW),
+        _fault_key("e", "error", "error"),
+        _fault_key("g", "gray", "gray", "a gray failure"),
+        _fault_key("f", "flap", "flap", "watch rise/fall hysteresis"),
         Binding("r", "recover", "recover", tooltip="undo the fault (a crashed instance starts again)"),
         Binding("R", "restart", "restart", show=False, tooltip="restart it (a new OS process in process isolation)"),
         Binding("a", "add", "add", tooltip="start a new instance; traffic once checks pass"),
@@ -192,7 +200,8 @@ class SpofkitApp(App[None]):
         status = self.source.status()
         if status is not None:
             names = ", ".join(row.name for row in status.instances)
-            welcome = f"watching {len(status.instances)} instances ({names}), {status.strategy}; ? for keys"
+            count = len(status.instances)
+            welcome = f"watching {count} instance{'s' if count != 1 else ''} ({names}), {status.strategy}; ? for keys"
             self.model.new_log.append(LogLine(status.at, welcome, "info"))
         self._clocks = [
             self.set_interval(1 / self.frame_rate, self.draw_frame, name="frame"),
@@ -342,10 +351,13 @@ class SpofkitApp(App[None]):
             self.notify("no instance selected", severity="warning")
         return self.selected
 
-    def action_fault(self, kind: str) -> None:
+    def action_fault(self, preset_name: str) -> None:
+        """Inject the fault preset ``preset_name`` (a key of :data:`spofkit.faults.PRESETS`) on the selection."""
         name = self._target()
         if name is not None:
-            self._control(f"{kind} {name}", self.source.inject(name, kind, **FAULT_PRESETS[kind]))
+            preset = PRESETS[preset_name]
+            what = f"{preset.name.replace('_', ' ')} {name}"
+            self._control(what, self.source.inject(name, preset.kind, **preset.params))
 
     def action_recover(self) -> None:
         name = self._target()
@@ -413,14 +425,17 @@ class SpofkitApp(App[None]):
         status = self.source.status()
         if status is None:
             return
-        current = status.load_rate or DEFAULT_LOAD_RATE
-        rate = next_rate(current, direction)
+        # Step from the rate asked for last, not from a snapshot that may not show it yet: + + + goes
+        # 30 → 50 → 100 → 200, instead of asking for 50 three times.
+        current = self._setting("load_rate", status.load_rate or DEFAULT_LOAD_RATE)
+        rate = self._ask("load_rate", next_rate(current, direction))
         self._control(f"rate {rate:g}/s", self.source.set_load_rate(rate))
 
     def action_pause(self) -> None:
         status = self.source.status()
         if status is not None:
-            self._control("pause", self.source.set_load_paused(not status.load_paused))
+            wanted = self._ask("load_paused", not self._setting("load_paused", status.load_paused))
+            self._control("pause" if wanted else "resume", self.source.set_load_paused(wanted))
 
     def action_reset(self) -> None:
         status = self.source.status()

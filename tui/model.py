@@ -6,6 +6,11 @@ module folds events into small rolling counters (one bucket per second of lab ti
 the widgets ask: how available was the service to its clients over the last ten seconds? what share of the
 traffic went to instance ``b``? which lanes did request #812 try before it was served?
 
+Two kinds of figure, two time spans. A *rate* ("12/s") or a *share* ("33 %") says what is happening now: it
+counts the last second only (``RATE_WINDOW``), so when traffic stops (a crashed instance marked DOWN, the load
+paused) it falls to 0 within a second. A *ratio* over what happened (availability, error rate, p50/p99) says
+how the last ten seconds went (``WINDOW_SECONDS``), so a short outage stays readable for a while.
+
 It is pure: no Textual, no clock of its own. Every method that depends on time takes ``now`` (lab seconds),
 so the tests and the snapshot screenshots can freeze time and get the same picture every run.
 """
@@ -36,8 +41,10 @@ from spofkit.events import (
     StrategyChanged,
 )
 
-# The rolling window behind "availability", "error rate", "share" and the percentiles.
+# The rolling window behind "availability", "error rate" and the percentiles: how the last seconds went.
 WINDOW_SECONDS = 10
+# The window behind every "/s" rate and every share: what is happening now.
+RATE_WINDOW = 1.0
 # How many seconds of per-second history a sparkline may show.
 HISTORY_SECONDS = 60
 
@@ -70,6 +77,33 @@ class SecondBuckets:
 
     def clear(self) -> None:
         self._buckets.clear()
+
+
+class RecentTimes:
+    """When recent events happened, for "how many per second, right now".
+
+    :meth:`per_second` counts the events of the last ``window`` seconds, so it drops to 0 exactly ``window``
+    seconds after the last event (a bucket per whole second would lag by up to another second).
+    """
+
+    def __init__(self, window: float = RATE_WINDOW, max_times: int = 100_000) -> None:
+        self.window = window
+        self._times: collections.deque[float] = collections.deque(maxlen=max_times)
+
+    def add(self, at: float) -> None:
+        self._times.append(at)
+
+    def count(self, now: float) -> int:
+        """Events in the ``window`` seconds up to ``now``."""
+        while self._times and self._times[0] <= now - self.window:
+            self._times.popleft()
+        return len(self._times)
+
+    def per_second(self, now: float) -> float:
+        return self.count(now) / self.window
+
+    def clear(self) -> None:
+        self._times.clear()
 
 
 class RecentValues:
@@ -122,8 +156,10 @@ class LogLine:
 
 @dataclass
 class InstanceCounters:
-    """Attempts one instance handled, per second: the basis of its error rate, share and latency line."""
+    """Attempts one instance handled: ``recent`` for its rate and share, per-second buckets for its error
+    rate and latency line."""
 
+    recent: RecentTimes = field(default_factory=RecentTimes)
     attempts: SecondBuckets = field(default_factory=SecondBuckets)
     errors: SecondBuckets = field(default_factory=SecondBuckets)
     latency_sum: SecondBuckets = field(default_factory=SecondBuckets)
@@ -132,19 +168,19 @@ class InstanceCounters:
 
 @dataclass(frozen=True)
 class InstanceFigures:
-    attempts_per_second: float
-    error_rate: float | None  # failed attempts / attempts in the window; None without traffic
-    share: float | None  # this instance's attempts / all attempts in the window
+    attempts_per_second: float  # attempts in the last RATE_WINDOW seconds, per second
+    error_rate: float | None  # failed attempts / attempts in the (longer) window; None without traffic
+    share: float | None  # this instance's attempts / all attempts, in the last RATE_WINDOW seconds
     latency_series: list[float]  # mean latency (seconds) of each recent second, oldest first
 
 
 @dataclass(frozen=True)
 class ClientFigures:
-    """What a user of the service would feel over the last ``window`` seconds."""
+    """What a user of the service would feel: rates now, availability and latency over ``window`` seconds."""
 
     source: str  # "clients" (the load generator's view) or "balancer" (its answers, if no client is seen)
     availability: float | None
-    ok_per_second: float
+    ok_per_second: float  # over the last RATE_WINDOW seconds
     failed_per_second: float
     ok_series: list[float]
     failed_series: list[float]
@@ -185,9 +221,13 @@ class LabModel:
         self.instances: dict[str, InstanceCounters] = {}
         self.client_ok = SecondBuckets()
         self.client_failed = SecondBuckets()
+        self.client_ok_recent = RecentTimes()
+        self.client_failed_recent = RecentTimes()
         self.client_latency = RecentValues(window)
         self.balancer_ok = SecondBuckets()
         self.balancer_failed = SecondBuckets()
+        self.balancer_ok_recent = RecentTimes()
+        self.balancer_failed_recent = RecentTimes()
         self.balancer_latency = RecentValues(window)
         self.clients_seen = False
         self.new_trips: list[Trip] = []
@@ -197,20 +237,10 @@ class LabModel:
         self._retries_pending: collections.Counter[str] = collections.Counter()
         self._client_errors_pending: collections.Counter[str] = collections.Counter()
         self._last_summary = -math.inf
-        self._counting_since: float | None = None  # first request seen since start or reset
-
-    def _seconds_counted(self, until: float) -> int:
-        """Whole seconds in the window up to ``until``; fewer if counting began more recently (so that rates
-        are right from the first seconds, not a tenth of the truth)."""
-        if self._counting_since is None:
-            return self.window
-        return min(self.window, max(1, math.floor(until) - math.floor(self._counting_since) + 1))
 
     # --- feeding -------------------------------------------------------------------------------------
 
     def ingest(self, event: Event) -> None:
-        if self._counting_since is None and isinstance(event, (RequestCompleted, ClientRequest)):
-            self._counting_since = math.floor(event.at)
         if isinstance(event, RequestCompleted):
             self._completed(event)
         elif isinstance(event, RequestRetried):
@@ -232,6 +262,7 @@ class LabModel:
 
     def _retried(self, event: RequestRetried) -> None:
         counters = self._counters(event.instance)
+        counters.recent.add(event.at)
         counters.attempts.add(event.at)
         counters.errors.add(event.at)
         self._tries.setdefault(event.request_id, []).append(event.instance)
@@ -245,6 +276,7 @@ class LabModel:
         last = event.instance or event.last_tried
         if last is not None and (not tried or tried[-1] != last or event.instance is not None):
             counters = self._counters(last)
+            counters.recent.add(event.at)
             counters.attempts.add(event.at)
             if failed:
                 counters.errors.add(event.at)
@@ -253,6 +285,7 @@ class LabModel:
                 counters.latency_count.add(event.at)
             tried.append(last)
         (self.balancer_failed if failed else self.balancer_ok).add(event.at)
+        (self.balancer_failed_recent if failed else self.balancer_ok_recent).add(event.at)
         self.balancer_latency.add(event.at, event.latency)
         outcome = "failed" if failed else event.outcome
         self._maybe_trip(Trip(event.request_id, tuple(tried), outcome, event.at))
@@ -269,8 +302,10 @@ class LabModel:
         self.clients_seen = True
         if event.ok:
             self.client_ok.add(event.at)
+            self.client_ok_recent.add(event.at)
         else:
             self.client_failed.add(event.at)
+            self.client_failed_recent.add(event.at)
             self._client_errors_pending[event.error or "error"] += 1
         self.client_latency.add(event.at, event.latency)
 
@@ -307,13 +342,14 @@ class LabModel:
         done = now - 1.0  # whole seconds only: the current one is still filling up
         attempts = counters.attempts.total(done, self.window)
         errors = counters.errors.total(done, self.window)
-        everyone = sum(c.attempts.total(done, self.window) for c in self.instances.values())
+        recent = counters.recent.count(now)
+        everyone = sum(c.recent.count(now) for c in self.instances.values())
         sums = counters.latency_sum.series(done, history)
         counts = counters.latency_count.series(done, history)
         return InstanceFigures(
-            attempts_per_second=attempts / self._seconds_counted(done),
+            attempts_per_second=recent / counters.recent.window,
             error_rate=errors / attempts if attempts else None,
-            share=attempts / everyone if everyone else None,
+            share=recent / everyone if everyone else None,
             latency_series=[s / c if c else 0.0 for s, c in zip(sums, counts, strict=True)],
         )
 
@@ -322,10 +358,12 @@ class LabModel:
         events), the balancer's answers stand in for it."""
         if self.clients_seen:
             source, ok, failed, latency = "clients", self.client_ok, self.client_failed, self.client_latency
+            ok_recent, failed_recent = self.client_ok_recent, self.client_failed_recent
         else:
             source, ok, failed = "balancer", self.balancer_ok, self.balancer_failed
             latency = self.balancer_latency
-        # The current second is still filling up: rates and availability use whole seconds only.
+            ok_recent, failed_recent = self.balancer_ok_recent, self.balancer_failed_recent
+        # The current second is still filling up: availability and the chart use whole seconds only.
         done = now - 1.0
         ok_total = ok.total(done, self.window)
         failed_total = failed.total(done, self.window)
@@ -334,8 +372,8 @@ class LabModel:
         return ClientFigures(
             source=source,
             availability=ok_total / requests if requests else None,
-            ok_per_second=ok_total / self._seconds_counted(done),
-            failed_per_second=failed_total / self._seconds_counted(done),
+            ok_per_second=ok_recent.per_second(now),
+            failed_per_second=failed_recent.per_second(now),
             ok_series=ok.series(done, history),
             failed_series=failed.series(done, history),
             p50=p50,
@@ -350,11 +388,17 @@ class LabModel:
                 buckets.clear()
         for buckets in (self.client_ok, self.client_failed, self.balancer_ok, self.balancer_failed):
             buckets.clear()
+        for recent in (
+            self.client_ok_recent,
+            self.client_failed_recent,
+            self.balancer_ok_recent,
+            self.balancer_failed_recent,
+        ):
+            recent.clear()
         self.client_latency.clear()
         self.balancer_latency.clear()
         self._retries_pending.clear()
         self._client_errors_pending.clear()
-        self._counting_since = None
 
     def forget(self, name: str) -> None:
         """An instance left the pool: drop its counters."""
@@ -405,10 +449,18 @@ def describe(event: Event) -> str:
     if isinstance(event, StrategyChanged):
         return f"strategy → {event.strategy}"
     if isinstance(event, SettingChanged):
-        value = event.value
-        shown = ("ON" if value else "OFF") if isinstance(value, bool) else _number(value)
-        return f"{event.setting.replace('_', ' ')} → {shown}"
+        return describe_setting(event.setting, event.value)
     return event.describe()
+
+
+def describe_setting(setting: str, value: object) -> str:
+    """``retries → OFF``, ``load rate → 50/s``, ``load paused`` / ``load resumed``."""
+    if setting == "load_paused":
+        return "load paused" if value else "load resumed"
+    if setting == "load_rate":
+        return f"load rate → {_number(value)}/s"
+    shown = ("ON" if value else "OFF") if isinstance(value, bool) else _number(value)
+    return f"{setting.replace('_', ' ')} → {shown}"
 
 
 def _number(value: object) -> str:

@@ -17,9 +17,11 @@ randomness), so the lanes, sparklines and percentiles come out identical on ever
 from __future__ import annotations
 
 import asyncio
+import io
 import sys
 import time
 
+from rich.console import Console
 from textual.pilot import Pilot
 
 from spofkit.events import (
@@ -141,6 +143,15 @@ def save_screenshot(path: str, size: tuple[int, int] = (100, 32)) -> None:
             app.save_screenshot(path)
 
     asyncio.run(shoot())
+
+
+def screen_text(app: SpofkitApp) -> str:
+    """The app's screen as plain text, as a person would read it (what the terminal would show)."""
+    width, height = app.size
+    # The same full-screen render Textual's own screenshots (App.export_screenshot) are made from.
+    console = Console(width=width, height=height, file=io.StringIO(), record=True, legacy_windows=False)
+    console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens))
+    return console.export_text()
 
 
 async def wait_until_drawn(app: SpofkitApp, pilot: Pilot[None], timeout: float = 10.0) -> None:

@@ -499,6 +499,13 @@ class FrozenSource(DataSource):
     def status(self) -> LabStatus | None:
         return self._status
 
+    def move_to(self, now: float, status: LabStatus | None = None) -> None:
+        """Move the frozen clock to ``now`` and, if given, show ``status`` instead: a scene a test can step
+        through (no events are added; the lab "went quiet")."""
+        self._now = now
+        if status is not None:
+            self._status = status
+
     def _record(self, name: str, *args: Any) -> None:
         self.calls.append((name, args))
 

@@ -21,6 +21,11 @@ class EventLog(RichLog):
         self.border_title = "events (lab time)"
         self.can_focus = False
 
+    def on_mount(self) -> None:
+        # Stay on the newest line when the log gets shorter (a lane added above it), not only when a line
+        # is written; otherwise the newest lines hide below the edge until the next one arrives.
+        self.anchor()
+
     def add(self, lines: Iterable[LogLine]) -> None:
         for line in lines:
             text = Text(no_wrap=True)

@@ -1,4 +1,8 @@
-"""The ``?`` screen: every key, what it does, and what to look for when you press it."""
+"""The ``?`` screen: every key, what it does, and what to look for when you press it.
+
+On a small terminal (80×24) the list is longer than the screen: it scrolls (↑ ↓, PgUp PgDn, space, Home End,
+the mouse wheel), and its bottom border says so while there is more below.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ class HelpScreen(ModalScreen[None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,question_mark,q", "close", "close", show=False),
+        Binding("space", "page_down", "page down", show=False),
     ]
 
     def compose(self) -> ComposeResult:
@@ -28,33 +33,40 @@ class HelpScreen(ModalScreen[None]):
         table.add_column(style=f"bold {CYAN}", no_wrap=True)
         table.add_column(style=f"bold {WHITE}", no_wrap=True)
         table.add_column(style=WHITE)
-        # One row per binding, or per group of bindings (1-9 select); keys of a row listed together.
+        # One row per binding, or per group of bindings that do one thing (1-9 select, + - rate); keys of a
+        # row listed together. Bindings of a group that differ in what they do (s slow, S too slow) get a row each.
         keys_of: dict[str, list[str]] = {}
         explanation_of: dict[str, str] = {}
+        tooltips_of_group: dict[str, set[str]] = {}
+        for binding in self.app.BINDINGS:
+            if isinstance(binding, Binding) and binding.group:
+                tooltips_of_group.setdefault(binding.group.description, set()).add(binding.tooltip)
         for binding in self.app.BINDINGS:
             if not isinstance(binding, Binding):
                 continue
-            title = binding.group.description if binding.group else binding.description
+            one_thing = binding.group and len(tooltips_of_group[binding.group.description]) == 1
+            title = binding.group.description if binding.group and one_thing else binding.description
             keys = [display_key(self.app, binding.with_key(key)) for key in binding.key.split(",")]
             keys_of.setdefault(title, []).extend(keys)
             explanation_of.setdefault(title, binding.tooltip)
         for title, keys in keys_of.items():
             shown = f"{keys[0]}-{keys[-1]}" if len(keys) > 3 else " ".join(keys)
             table.add_row(shown, title, explanation_of[title])
+        # Each line fits 80 columns (the smallest terminal the app is made for), so none wraps there.
         intro = Text.assemble(
-            ("Fault keys act on the selected instance", f"bold {WHITE}"),
-            (" (heavy border; 1-9, arrows or a click).\n", DIM),
-            ("On the lanes: ", DIM),
+            ("Fault keys hit the selected instance", f"bold {WHITE}"),
+            (" (heavy border; 1-9, arrows, click).\n", DIM),
+            ("Lanes: ", DIM),
             ("● served  ", f"bold {GREEN}"),
             ("◆ served after a retry  ", f"bold {YELLOW}"),
             ("■ failed  ", f"bold {RED}"),
-            ("✗ an attempt failed here", f"bold {RED}"),
+            ("✗ an attempt failed", f"bold {RED}"),
             ("\nStates: ", DIM),
-            ("● UP  ", f"bold {GREEN}"),
-            ("◑ FALLING n/fall  ", f"bold {YELLOW}"),
-            ("✖ DOWN  ", f"bold {RED}"),
-            ("◐ RISING n/rise  ", f"bold {CYAN}"),
-            ("⊘ EJECTED  ", f"bold {MAGENTA}"),
+            ("● UP ", f"bold {GREEN}"),
+            ("◑ FALLING n/fall ", f"bold {YELLOW}"),
+            ("✖ DOWN ", f"bold {RED}"),
+            ("◐ RISING n/rise ", f"bold {CYAN}"),
+            ("⊘ EJECTED ", f"bold {MAGENTA}"),
             ("◌ DRAINING", f"bold {GREY}"),
         )
         with VerticalScroll(id="help-body"):
@@ -66,6 +78,25 @@ class HelpScreen(ModalScreen[None]):
         body = self.query_one("#help-body", VerticalScroll)
         body.border_title = "spofkit keys"
         body.focus()  # so the arrow keys scroll this screen, not the selection behind it
+        self.watch(body, "scroll_y", self._show_scroll_hint)
+        self.watch(body, "virtual_size", self._show_scroll_hint)
+        self.call_after_refresh(self._show_scroll_hint)
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self._show_scroll_hint)
+
+    def _show_scroll_hint(self, *_: object) -> None:
+        """Say in the bottom border whether more keys are below (a cut-off list looks complete otherwise)."""
+        body = self.query_one("#help-body", VerticalScroll)
+        if body.scroll_y < body.max_scroll_y:
+            body.border_subtitle = "more below: ↓ PgDn space · esc close"
+        elif body.max_scroll_y > 0:
+            body.border_subtitle = "end · ↑ PgUp back · esc close"
+        else:
+            body.border_subtitle = "esc close"
+
+    def action_page_down(self) -> None:
+        self.query_one("#help-body", VerticalScroll).scroll_page_down()
 
     def action_close(self) -> None:
         self.dismiss(None)

@@ -2,7 +2,9 @@
 
 Textual's own ``Footer`` shows one line and cuts off what does not fit; on a projector in a classroom all the
 keys should be in sight, so this footer wraps. It reads the app's ``BINDINGS`` (one source of truth with the
-help screen); bindings sharing a ``Binding.Group`` are shown once, e.g. ``1-9 select`` or ``+- rate``.
+help screen); bindings sharing a ``Binding.Group`` are shown once, e.g. ``1-9 select`` or ``+- rate``. A group
+that is not ``compact`` (``s slow`` and ``S too slow``) is shown as one item (``sS slow``) only when showing
+its keys one by one would take another line.
 """
 
 from __future__ import annotations
@@ -24,15 +26,16 @@ def display_key(app: App[object], binding: Binding) -> str:
     return app.get_key_display(binding.with_key(first))
 
 
-def key_items(app: App[object], bindings: Sequence[Binding]) -> list[tuple[str, str]]:
-    """``(keys, description)`` for every binding shown in the footer, groups merged, in order."""
+def key_items(app: App[object], bindings: Sequence[Binding], *, merge_all: bool = True) -> list[tuple[str, str]]:
+    """``(keys, description)`` for every binding shown in the footer, in order. Groups are merged into one
+    item; with ``merge_all=False`` only the ``compact`` ones are."""
     items: list[tuple[str, str]] = []
     groups: dict[str, list[str]] = {}
     for binding in bindings:
         if not binding.show:
             continue
         key = display_key(app, binding)
-        if binding.group is None:
+        if binding.group is None or not (merge_all or binding.group.compact):
             items.append((key, binding.description))
             continue
         name = binding.group.description
@@ -59,8 +62,14 @@ class KeyBar(Widget):
         self._shown_bindings = list(bindings)
 
     def _lines(self, width: int) -> list[Text]:
+        every_key = self._wrap(key_items(self.app, self._shown_bindings, merge_all=False), width)
+        merged = self._wrap(key_items(self.app, self._shown_bindings), width)
+        return every_key if len(every_key) <= len(merged) else merged
+
+    @staticmethod
+    def _wrap(items: list[tuple[str, str]], width: int) -> list[Text]:
         lines: list[Text] = [Text(no_wrap=True)]
-        for keys, description in key_items(self.app, self._shown_bindings):
+        for keys, description in items:
             piece_length = len(keys) + 2 + len(description) + 1
             if lines[-1].cell_len and lines[-1].cell_len + piece_length - 1 > width:
                 lines.append(Text(no_wrap=True))

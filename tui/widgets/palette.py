@@ -20,6 +20,7 @@ GREY = "#a8a8a8"
 DIM = "#6c6c6c"
 WHITE = "#ffffff"
 BLACK = "#000000"
+PANEL = "#1c1c1c"  # a raised surface on black: scrollbar tracks, pop-ups
 
 # What each instance state looks like: (glyph, colour).
 STATE_LOOK: dict[str, tuple[str, str]] = {
