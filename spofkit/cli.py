@@ -3,7 +3,7 @@
 ::
 
     spofkit serve [--instances 3] [--port 8080] [--admin-port 8081] [--isolation process] ...
-    spofkit demo  [--rate 200] [--duration 8] [--isolation inprocess]
+    spofkit demo  [--scenario crash|hang|gray|slow] [--pause] [--rate 200] [--duration 8] [--fault-at 2]
     spofkit lab                  # JupyterLab on the lessons
     spofkit tui [--connect URL]  # the terminal dashboard, on its own lab or attached to a served one
     spofkit bench                # the benchmark scripts in bench/
@@ -19,8 +19,11 @@
 Break it from another terminal through the admin API (:mod:`spofkit.admin`), e.g.
 ``curl -X POST localhost:8081/instances/b/fault -d '{"kind": "crash"}'``.
 
-``demo`` is the lesson in one command: the same crash, twice — once with a balancer that neither checks
-nor retries, once with health checks, retries and ejection — and the two reports side by side.
+``demo`` is the lesson in one command, in three acts: the same fault twice — once with a balancer that neither
+checks nor retries, once with health checks, retries and ejection — then the two reports side by side and what
+each protection did. Every instance is its own process (``--isolation inprocess`` to keep them in this one), so
+the crash is a real ``kill -9`` of the PID it prints. ``--pause`` waits for Enter before each act, so a teacher
+can ask the class what will happen first.
 """
 
 from __future__ import annotations
@@ -530,11 +533,12 @@ def play_demo(args: argparse.Namespace) -> list[ActResult]:
     isolation = (
         "each instance its own process" if args.isolation == "process" else "instances inside this Python process"
     )
-    say(
+    headline = (
         f"spofkit demo ({scenario.name}): {DEMO_INSTANCES} instances behind a load balancer ({isolation}), "
         f"{args.rate:g} requests/s for {args.duration:g} s; at {args.fault_at:g} s instance {DEMO_VICTIM} "
         f"gets the {scenario.name} fault: {scenario.preset.description}."
     )
+    say(textwrap.fill(headline, width=100))
     say("The same fault happens twice. Watch what the clients feel.\n")
     acts_in_all = len(ACTS) + 1
     results = []
@@ -626,10 +630,15 @@ async def _demo_run(args: argparse.Namespace, scenario: Scenario, act: Act) -> A
 
 
 def _exit_meaning(exit_code: int) -> str:
-    if exit_code < 0:
-        name = signal.Signals(-exit_code).name
-        return f"killed by {name}: no warning, no cleanup" if name == "SIGKILL" else f"killed by {name}"
-    return "exited by itself"
+    """A process's exit status in words: negative is the signal that killed it (asyncio's convention)."""
+    if exit_code >= 0:
+        return "exited by itself"
+    if -exit_code == signal.SIGKILL:
+        return "killed by SIGKILL: no warning, no cleanup"
+    try:
+        return f"killed by {signal.Signals(-exit_code).name}"
+    except ValueError:
+        return f"killed by signal {-exit_code}"
 
 
 def explain(scenario: Scenario, unprotected: ActResult, protected: ActResult) -> list[str]:
@@ -698,6 +707,8 @@ def _what_ejection_did(result: ActResult) -> str:
             f"passive ejection took {DEMO_VICTIM} out of the pool {result.ejections} times, each after "
             f"{in_a_row} failed requests in a row"
         )
+    if not result.retries_by_cause and not result.report.failed:
+        return "passive ejection never fired: it counts failed requests, and none failed (slow is not failed)"
     return f"passive ejection never fired: it counts failures, and {in_a_row} never came in a row"
 
 

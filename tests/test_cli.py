@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 import re
 import signal
@@ -19,7 +20,7 @@ import aiohttp
 import pytest
 from conftest import child_pids
 
-from spofkit.cli import ActResult, build_parser, main, play_demo
+from spofkit.cli import ActResult, Pauser, build_parser, main, play_demo
 from spofkit.failover import RetrySettings
 
 pytestmark = pytest.mark.timeout(120)
@@ -352,6 +353,7 @@ def test_demo_scenarios_tell_the_truth(scenario: str, capsys: pytest.CaptureFixt
         for report in (without, with_):
             assert report.latency_p99 is not None and report.latency_p99 >= 0.2
         assert "retries never fired: a slow answer is still an answer" in second
+        assert "passive ejection never fired: it counts failed requests, and none failed" in second
         p99s = [f"{report.latency_p99 * 1000:.1f}" for report in (without, with_) if report.latency_p99 is not None]
         assert table["latency p99"] == [p99s[0], "ms", p99s[1], "ms"]
         assert f"p99 was {p99s[1]} ms with failover and {p99s[0]} ms without" in second
@@ -446,3 +448,24 @@ async def test_demo_pause_at_end_of_input_runs_through() -> None:
     assert text.count("Press Enter") == 1  # asked once, then it knows no answer will come
     assert PROMPT.format(1) + " \n  (end of input: no more pauses)" in text
     assert "client errors" in text
+
+
+def test_pause_on_a_terminal_has_no_time_limit(capsys: pytest.CaptureFixture[str]) -> None:
+    """A teacher may talk for ten minutes: on a terminal the limit for pipes does not apply, and Enter echoes."""
+    controller, terminal_fd = os.openpty()
+    try:
+        with os.fdopen(terminal_fd, "r") as terminal:
+            pauser = Pauser(terminal, limit=0.5)
+            assert pauser.on_terminal and pauser.limit is None
+            os.write(controller, b"\n")  # the teacher presses Enter
+            pauser.wait(PROMPT.format(1))
+            assert not pauser.ended
+    finally:
+        os.close(controller)
+    assert capsys.readouterr().out == PROMPT.format(1) + " "  # the terminal echoes Enter; the demo adds nothing
+
+
+def test_pause_without_any_input_does_not_pause(capsys: pytest.CaptureFixture[str]) -> None:
+    pauser = Pauser(io.StringIO(), limit=30)  # no file descriptor at all (stdin replaced, as under pytest)
+    pauser.wait(PROMPT.format(1))
+    assert pauser.ended and capsys.readouterr().out == ""
