@@ -161,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--fault-at",
         "--crash-at",
         dest="fault_at",
+        metavar="T",
         type=_number_in(0, 120),
         default=2.0,
         help="when b gets the fault (s into the run, default 2)",
