@@ -3,7 +3,7 @@
 ::
 
     spofkit serve [--instances 3] [--port 8080] [--admin-port 8081] [--isolation process] ...
-    spofkit demo  [--rate 200] [--duration 8] [--isolation inprocess]
+    spofkit demo  [--scenario crash|hang|gray|slow] [--pause] [--rate 200] [--duration 8] [--fault-at 2]
     spofkit lab                  # JupyterLab on the lessons
     spofkit tui [--connect URL]  # the terminal dashboard, on its own lab or attached to a served one
     spofkit bench                # the benchmark scripts in bench/
@@ -19,25 +19,32 @@
 Break it from another terminal through the admin API (:mod:`spofkit.admin`), e.g.
 ``curl -X POST localhost:8081/instances/b/fault -d '{"kind": "crash"}'``.
 
-``demo`` is the lesson in one command: the same crash, twice — once with a balancer that neither checks
-nor retries, once with health checks, retries and ejection — and the two reports side by side.
+``demo`` is the lesson in one command, in three acts: the same fault twice — once with a balancer that neither
+checks nor retries, once with health checks, retries and ejection — then the two reports side by side and what
+each protection did. Every instance is its own process (``--isolation inprocess`` to keep them in this one), so
+the crash is a real ``kill -9`` of the PID it prints. ``--pause`` waits for Enter before each act, so a teacher
+can ask the class what will happen first.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import importlib
 import importlib.util
 import os
+import select
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urlsplit
 
 from spofkit import __version__
@@ -45,17 +52,27 @@ from spofkit.events import (
     ClientRequest,
     Event,
     FaultInjected,
+    HealthProbe,
     InstanceDown,
     InstanceEjected,
     InstanceReturned,
     InstanceUp,
+    RequestRetried,
 )
+from spofkit.failover import EjectionSettings, RetrySettings
+from spofkit.faults import PRESETS, Preset
+from spofkit.health import HealthSettings
+from spofkit.instance import Instance
+from spofkit.report import Report, compare, percentile
 from spofkit.strategies import strategy_names
 
 # Events too frequent to print in a terminal log (one per request or per probe).
 QUIET_KINDS = frozenset({"HealthProbe", "RequestCompleted", "ClientRequest", "RequestRetried"})
 DEMO_INSTANCES = 3
 DEMO_VICTIM = "b"
+# Seconds a demo client waits for an answer before it gives up. Under 5 s on purpose: aiohttp rounds timeouts of
+# 5 s and more up to a whole second of the loop's clock, and the narration should say how long clients waited.
+DEMO_CLIENT_TIMEOUT = 4.0
 
 
 # --- argument types: each error names the value, argparse adds the flag -----------------------------
@@ -137,11 +154,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="token for changing calls to the admin API (default: $SPOFKIT_ADMIN_TOKEN, else a new random one)",
     )
 
-    demo = commands.add_parser("demo", help="the same crash without and with failover, compared")
+    demo = commands.add_parser("demo", help="the same fault without and with failover, compared")
+    demo.add_argument(
+        "--scenario",
+        choices=tuple(SCENARIOS),
+        default="crash",
+        help="the fault b gets (default crash): crash, hang, gray (health checks pass), slow (+200 ms)",
+    )
     demo.add_argument("--rate", type=_number_in(0, 2000, low_open=True), default=200.0, help="requests/s")
     demo.add_argument("--duration", type=_number_in(0, 120, low_open=True), default=8.0, help="seconds per run")
-    demo.add_argument("--crash-at", type=_number_in(0, 120), default=2.0, help="when b crashes (s into the run)")
-    _isolation_option(demo)
+    demo.add_argument(
+        "--fault-at",
+        "--crash-at",
+        dest="fault_at",
+        metavar="T",
+        type=_number_in(0, 120),
+        default=2.0,
+        help="when b gets the fault (s into the run, default 2)",
+    )
+    demo.add_argument("--pause", action="store_true", help="wait for Enter before each act (time for predictions)")
+    demo.add_argument(
+        "--pause-timeout",
+        type=_number_in(0, 3600, low_open=True),
+        default=30.0,
+        metavar="S",
+        help="with --pause, when input is not a terminal: wait at most S seconds for Enter (default 30)",
+    )
+    _isolation_option(demo, default="process")
     demo.add_argument("--seed", type=int, default=0, help="seed for every random choice")
     demo.set_defaults(command_parser=demo)  # for errors about combinations, with the demo's own usage line
 
@@ -155,12 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _isolation_option(parser: argparse.ArgumentParser) -> None:
+def _isolation_option(parser: argparse.ArgumentParser, default: str = "inprocess") -> None:
     parser.add_argument(
         "--isolation",
         choices=("inprocess", "process"),
-        default="inprocess",
-        help="process: every instance its own OS process, so a crash is a real kill -9",
+        default=default,
+        help=f"process: every instance its own OS process, so a crash is a real kill -9 (default {default})",
     )
 
 
@@ -169,16 +208,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        if args.command == "demo" and args.crash_at >= args.duration:
+        if args.command == "demo" and args.fault_at >= args.duration:
             args.command_parser.error(
-                f"argument --crash-at: must be before the end of the run "
-                f"(--duration {args.duration:g}), got {args.crash_at:g}"
+                f"argument --fault-at/--crash-at: must be before the end of the run "
+                f"(--duration {args.duration:g}), got {args.fault_at:g}"
             )
     except SystemExit as exit_:  # argparse has printed the error (or the help)
         return exit_.code if isinstance(exit_.code, int) else 2
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "serve": lambda a: asyncio.run(serve(a)),
-        "demo": lambda a: asyncio.run(demo(a)),
+        "demo": demo,
         "lab": open_lab,
         "tui": open_tui,
         "bench": run_bench,
@@ -202,8 +241,6 @@ def say(*parts: Any) -> None:
 
 async def serve(args: argparse.Namespace) -> int:
     from spofkit.admin import TOKEN_ENV, AdminServer, token_file, write_token_file
-    from spofkit.failover import EjectionSettings, RetrySettings
-    from spofkit.health import HealthSettings
     from spofkit.lab import Lab
 
     # Signal handlers first, so a SIGTERM during startup still stops every child process cleanly.
@@ -269,6 +306,100 @@ def _print_event(event: Event) -> None:
 # --- demo ----------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Scenario:
+    """One fault the demo can stage: its preset (:data:`spofkit.faults.PRESETS`) and what to ask the class."""
+
+    name: str
+    headline: str  # what the victim does, in capitals, for the moment it happens
+    predict_without: str
+    predict_with: str
+    lesson: str
+
+    @property
+    def preset(self) -> Preset:
+        return PRESETS[self.name]
+
+
+SCENARIOS: dict[str, Scenario] = {
+    scenario.name: scenario
+    for scenario in (
+        Scenario(
+            "crash",
+            "CRASHES",
+            "b is killed and nothing is watching it. What share of the requests fails from then on?",
+            "The same kill, now with health checks, retries and passive ejection. How many requests fail?",
+            "Redundancy alone is not enough: something must notice the failure and route around it.",
+        ),
+        Scenario(
+            "hang",
+            "HANGS",
+            "b keeps accepting connections but never answers. What do its clients see, and when?",
+            "Now every attempt has a time limit and may be retried. How many errors? How long is the worst wait?",
+            "A hang is worse than a crash: a refusal takes a millisecond, a hang costs a timeout. Only a time limit "
+            "on each attempt turns a hang into a failure that can be retried.",
+        ),
+        Scenario(
+            "gray",
+            "GOES GRAY",
+            "b fails half of its real requests, but its health check still says OK. What share fails?",
+            "Will the health checks catch b? If not, what will?",
+            "A gray failure: the health check and the users disagree. What helps is what watches real requests "
+            "(retries, passive ejection), not the probe.",
+        ),
+        Scenario(
+            "slow",
+            "SLOWS DOWN",
+            "b answers everything, 200 ms late. How many errors? What happens to p50 and to p99?",
+            "Will retries, health checks or passive ejection make p99 better?",
+            "Failover protects against failure, not against slowness. What helps is a strategy that notices a slow "
+            "instance and sends it less (least_connections, peak_ewma: lesson 06).",
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Act:
+    """One of the two runs: a title, what the balancer does, and its protections (None: switched off)."""
+
+    title: str
+    blurb: str
+    health: HealthSettings | None
+    retries: RetrySettings | None
+    ejection: EjectionSettings | None
+
+
+ACTS = (
+    Act("no failover", "no health checks, no retries, no ejection", None, None, None),
+    Act(
+        "failover",
+        "health checks + retries (with a per-try timeout) + passive ejection",
+        HealthSettings(),
+        RetrySettings(),
+        EjectionSettings(),
+    ),
+)
+
+
+@dataclass(frozen=True)
+class ActResult:
+    """What one run measured: the report, and what the narrator counted on the event stream.
+
+    ``victim_pid`` is the victim's process when the fault struck (process isolation only) and
+    ``victim_exit_code`` how that process ended (-9: killed by SIGKILL), or None if it did not end.
+    """
+
+    act: Act
+    report: Report
+    victim_pid: int | None
+    victim_exit_code: int | None
+    ejections: int
+    retries_by_cause: dict[str, int]  # failed attempts the balancer tried again, by what went wrong
+    longest_wait: float  # the longest a client waited, failures (timeouts) included
+    victim_probes: tuple[int, int]  # health probes of the victim after the fault: (passed, failed)
+
+
 class Narrator:
     """Prints what happens during a demo run: the notable events, and every second the client's tally."""
 
@@ -277,24 +408,41 @@ class Narrator:
         self.ok = 0
         self.failed = 0
         self.ejections = 0
+        self.retries_by_cause: collections.Counter[str] = collections.Counter()
+        self.longest_wait = 0.0
         self.down: set[str] = set()  # marked down by the health checker
+        self.faulted = False  # the victim has had its fault
+        self.victim_probes: collections.Counter[bool] = collections.Counter()  # after the fault, by outcome
+        self._answered_this_second: list[float] = []  # latencies of requests that got an HTTP answer
+
+    def elapsed(self, at: float) -> float:
+        return at - self.started
 
     def on_event(self, event: Event) -> None:
-        at = event.at - self.started
+        at = self.elapsed(event.at)
         if isinstance(event, ClientRequest):
-            if event.ok:
-                self.ok += 1
-            else:
-                self.failed += 1
+            self.ok += event.ok
+            self.failed += not event.ok
+            self.longest_wait = max(self.longest_wait, event.latency)
+            if event.status is not None:
+                self._answered_this_second.append(event.latency)
+        elif isinstance(event, RequestRetried):
+            self.retries_by_cause[_retry_cause(event.reason)] += 1
+        elif isinstance(event, HealthProbe):
+            if self.faulted and event.instance == DEMO_VICTIM:
+                self.victim_probes[event.ok] += 1
         elif isinstance(event, FaultInjected):
-            what = "CRASHES" if event.fault == "crash" else f"gets a fault: {event.fault}"
-            say(f"  [{at:5.2f}s] {event.instance} {what}")
+            self.faulted = self.faulted or event.instance == DEMO_VICTIM
+            scenario = SCENARIOS.get(event.fault)
+            headline = scenario.headline if scenario else f"gets a fault: {event.fault}"
+            description = PRESETS[event.fault].description if event.fault in PRESETS else ""
+            say(f"  [{at:5.2f}s] {event.instance} {headline}" + (f" — {description}" if description else ""))
         elif isinstance(event, InstanceEjected):
             self.ejections += 1
             if self.ejections <= 2:  # each return and re-ejection would repeat the same line
                 say(
                     f"  [{at:5.2f}s] balancer ejects {event.instance} after "
-                    f"{event.consecutive_failures} failed requests (for {event.duration:.1f}s)"
+                    f"{event.consecutive_failures} failed requests in a row (for {event.duration:.1f}s)"
                 )
         elif isinstance(event, InstanceReturned) and self.ejections <= 2:
             if event.instance in self.down:
@@ -308,91 +456,310 @@ class Narrator:
             self.down.discard(event.instance)
             say(f"  [{at:5.2f}s] health checker marks {event.instance} UP")
 
-    def tally(self, second: int) -> None:
-        say(f"  [{second:5.2f}s] clients so far: {self.ok} ok, {self.failed} failed")
+    def tally(self, second: int, in_flight: int) -> None:
+        """Once a second: the clients' running totals, and the p99 of the answers that came in that second."""
+        p99 = percentile(self._answered_this_second, 99)
+        self._answered_this_second = []
+        last = "no answers in the last second" if p99 is None else f"p99 of the last second {p99 * 1000:.0f} ms"
+        say(f"  [{second:5.2f}s] clients so far: {self.ok} ok, {self.failed} failed, {in_flight} in flight; {last}")
 
 
-async def demo(args: argparse.Namespace) -> int:
-    from spofkit.failover import EjectionSettings, RetrySettings
-    from spofkit.health import HealthSettings
-    from spofkit.report import compare
+def _retry_cause(reason: str) -> str:
+    """``no answer within 1.00s`` -> ``timed out``: the balancer's retry reason, as a short cause."""
+    causes = {"no answer": "timed out", "connect failed": "refused", "connection lost": "cut off"}
+    for start, cause in causes.items():
+        if reason.startswith(start):
+            return cause
+    if reason.startswith("answered "):
+        return reason  # with the status, e.g. "answered 503"
+    return "other"
 
-    say(
-        f"spofkit demo: {DEMO_INSTANCES} instances behind a load balancer, {args.rate:g} requests/s "
-        f"for {args.duration:g} s; instance {DEMO_VICTIM} crashes at {args.crash_at:g} s."
-    )
-    say("The same crash happens twice. Watch what the clients feel.\n")
-    runs: dict[str, dict[str, Any]] = {
-        "no failover": {"health": None, "retries": None, "ejection": None},
-        "failover": {
-            "health": HealthSettings(),
-            "retries": RetrySettings(),
-            "ejection": EjectionSettings(),
-        },
-    }
-    blurbs = {
-        "no failover": "no health checks, no retries, no ejection: the balancer cannot tell b is gone",
-        "failover": "health checks + retries + passive ejection",
-    }
-    reports = {}
-    for number, (title, protections) in enumerate(runs.items(), start=1):
-        say(f"Run {number} of {len(runs)} — {title}: {blurbs[title]}")
-        reports[title] = await _demo_run(args, protections)
-        report = reports[title]
-        say(f"  done: {report.requests} requests, {report.failed} failed\n")
-    say(compare(reports))
-    say("")
-    for line in explain(reports["no failover"], reports["failover"]):
-        say(line)
+
+class Pauser:
+    """Waits for Enter before each act, so a teacher can ask the class for predictions first.
+
+    On a terminal it waits as long as the teacher talks. When input is not a terminal (a pipe, a file) it
+    reads one line per pause but waits at most ``limit`` seconds for it; at the end of input it stops pausing.
+    So ``spofkit demo --pause < /dev/null`` and a silent pipe both run to the end instead of hanging.
+    Input is read straight from the file descriptor: a buffered reader could swallow several lines at once.
+    """
+
+    def __init__(self, stream: IO[str] | None = None, *, limit: float = 30.0) -> None:
+        stream = sys.stdin if stream is None else stream
+        try:
+            self._fd: int | None = stream.fileno()
+        except (AttributeError, OSError, ValueError):  # closed, or replaced by something without a descriptor
+            self._fd = None
+        self.on_terminal = self._fd is not None and os.isatty(self._fd)
+        self.limit = None if self.on_terminal else limit
+        self._pending = b""
+        self.ended = self._fd is None  # no more input: do not pause again
+
+    def wait(self, prompt: str) -> None:
+        if self.ended:
+            return
+        print(f"{prompt} ", end="", flush=True)
+        outcome = self._read_line()
+        if not self.on_terminal:
+            print(flush=True)  # nobody typed Enter, so nothing echoed the line break
+        if outcome == "eof":
+            self.ended = True
+            say("  (end of input: no more pauses)")
+        elif outcome == "timeout":
+            say(f"  (no Enter within {self.limit:g} s: going on)")
+
+    def _read_line(self) -> str:
+        """``line``, ``eof`` or ``timeout``."""
+        assert self._fd is not None
+        deadline = None if self.limit is None else time.monotonic() + self.limit
+        while b"\n" not in self._pending:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select([self._fd], [], [], remaining)
+            if not ready:
+                return "timeout"
+            chunk = os.read(self._fd, 1024)
+            if not chunk:
+                return "eof"
+            self._pending += chunk
+        _line, self._pending = self._pending.split(b"\n", 1)
+        return "line"
+
+
+def demo(args: argparse.Namespace) -> int:
+    try:
+        play_demo(args)
+    except OSError as error:
+        if args.isolation == "process":
+            raise OSError(f"{error} (if child processes are a problem here, try --isolation inprocess)") from error
+        raise
     return 0
 
 
-async def _demo_run(args: argparse.Namespace, protections: dict[str, Any]) -> Any:
+def play_demo(args: argparse.Namespace) -> list[ActResult]:
+    """The demo in three acts: the fault without failover, the same fault with it, the comparison.
+
+    Each run is a fresh lab (its own event loop, its own processes), so the second run inherits nothing from the
+    first. With ``args.pause`` it waits for Enter before each act. Returns the two runs' results.
+    """
+    scenario = SCENARIOS[args.scenario]
+    pauser = Pauser(limit=args.pause_timeout) if args.pause else None
+    isolation = (
+        "each instance its own process" if args.isolation == "process" else "instances inside this Python process"
+    )
+    headline = (
+        f"spofkit demo ({scenario.name}): {DEMO_INSTANCES} instances behind a load balancer ({isolation}), "
+        f"{args.rate:g} requests/s for {args.duration:g} s; at {args.fault_at:g} s instance {DEMO_VICTIM} "
+        f"gets the {scenario.name} fault: {scenario.preset.description}."
+    )
+    say(textwrap.fill(headline, width=100))
+    say("The same fault happens twice. Watch what the clients feel.\n")
+    acts_in_all = len(ACTS) + 1
+    results = []
+    for number, act in enumerate(ACTS, start=1):
+        say(f"Act {number} of {acts_in_all} — {act.title}: {act.blurb}")
+        say(f"  Predict: {scenario.predict_without if act.health is None else scenario.predict_with}")
+        if pauser:
+            pauser.wait(f"  Press Enter to start act {number}...")
+        results.append(asyncio.run(_demo_run(args, scenario, act)))
+        say("")
+    say(f"Act {acts_in_all} of {acts_in_all} — the comparison")
+    say("  Predict: which column is better, and which protection did the work?")
+    if pauser:
+        pauser.wait(f"  Press Enter to start act {acts_in_all}...")
+    say("")
+    say(compare({result.act.title: result.report for result in results}))
+    say("")
+    for paragraph in explain(scenario, results[0], results[1]):
+        say(textwrap.fill(paragraph, width=100))
+    return results
+
+
+async def _demo_run(args: argparse.Namespace, scenario: Scenario, act: Act) -> ActResult:
     from spofkit.lab import Lab
 
-    async with await Lab.start(DEMO_INSTANCES, isolation=args.isolation, seed=args.seed, **protections) as lab:
+    lab = await Lab.start(
+        DEMO_INSTANCES,
+        isolation=args.isolation,
+        seed=args.seed,
+        health=act.health,
+        retries=act.retries,
+        ejection=act.ejection,
+    )
+    async with lab:
+        victim: Instance = lab.instances[DEMO_VICTIM]
+        pids = {name: instance.pid for name, instance in lab.instances.items()}
+        if pids[DEMO_VICTIM] is not None:
+            others = ", ".join(f"{name} {pid}" for name, pid in pids.items() if name != DEMO_VICTIM)
+            say(f"  {DEMO_VICTIM} is process {pids[DEMO_VICTIM]} (the others: {others})")
         narrator = Narrator(lab.now())
         unsubscribe = lab.events.subscribe(narrator.on_event)
+
+        def stamp() -> str:
+            return f"  [{narrator.elapsed(lab.now()):5.2f}s]"
+
+        async def strike() -> int | None:
+            """At ``fault_at``, give the victim the scenario's fault. Returns the victim's PID at that moment."""
+            await asyncio.sleep(max(0.0, narrator.started + args.fault_at - lab.now()))
+            preset = scenario.preset
+            pid: int | None = victim.pid
+            if preset.kind == "crash" and pid is not None:
+                say(f"{stamp()} kill -9 {pid}   <- {DEMO_VICTIM}'s process")
+            elif preset.kind == "crash":
+                say(f"{stamp()} closing {DEMO_VICTIM}'s sockets (in-process isolation: there is no process to kill)")
+            await lab.inject(DEMO_VICTIM, preset.kind, **preset.params)
+            exit_code: int | None = getattr(victim, "last_exit_code", None)  # ProcessInstance only
+            if preset.kind == "crash" and pid is not None and exit_code is not None:
+                say(f"{stamp()} process {pid} has exited: status {exit_code} ({_exit_meaning(exit_code)})")
+            return pid
 
         async def tick() -> None:
             second = 0
             while True:
                 second += 1
                 await asyncio.sleep(max(0.0, narrator.started + second - lab.now()))
-                narrator.tally(second)
+                narrator.tally(second, sum(row.in_flight for row in lab.status().instances))
 
-        ticker = asyncio.create_task(tick())
+        striker, ticker = asyncio.create_task(strike()), asyncio.create_task(tick())
         try:
-            return await lab.run_load(
-                rate=args.rate,
-                duration=args.duration,
-                faults=[(args.crash_at, DEMO_VICTIM, "crash", {})],
-            )
+            report = await lab.run_load(rate=args.rate, duration=args.duration, timeout=DEMO_CLIENT_TIMEOUT)
+            victim_pid = await striker  # long done: the fault comes before the end of the run
+            say(f"  done: {report.requests} requests, {report.failed} failed")  # before the lab's clean-up
         finally:
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
+            for helper in (striker, ticker):
+                helper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await helper
             unsubscribe()
+        return ActResult(
+            act=act,
+            report=report,
+            victim_pid=victim_pid,
+            victim_exit_code=getattr(victim, "last_exit_code", None),  # read before the lab stops it
+            ejections=narrator.ejections,
+            retries_by_cause=dict(narrator.retries_by_cause.most_common()),
+            longest_wait=narrator.longest_wait,
+            victim_probes=(narrator.victim_probes[True], narrator.victim_probes[False]),
+        )
 
 
-def explain(unprotected: Any, protected: Any) -> list[str]:
-    """Two or three sentences on why the columns differ, with this run's figures."""
-    share = 100 // DEMO_INSTANCES
-    detected = protected.detection_window
-    caught = (
-        f"the health checker marked {DEMO_VICTIM} down {detected:.2f} s after the crash"
-        if detected is not None
-        else f"the health checker never marked {DEMO_VICTIM} down in this run"
+def _exit_meaning(exit_code: int) -> str:
+    """A process's exit status in words: negative is the signal that killed it (asyncio's convention)."""
+    if exit_code >= 0:
+        return "exited by itself"
+    if -exit_code == signal.SIGKILL:
+        return "killed by SIGKILL: no warning, no cleanup"
+    try:
+        return f"killed by {signal.Signals(-exit_code).name}"
+    except ValueError:
+        return f"killed by signal {-exit_code}"
+
+
+def explain(scenario: Scenario, unprotected: ActResult, protected: ActResult) -> list[str]:
+    """Three paragraphs with this run's figures: what went wrong without failover, what each protection did
+    (and did not do) against this fault, and the lesson."""
+    did = "; ".join(
+        (_what_retries_did(scenario, protected), _what_ejection_did(protected), _what_health_checks_did(protected))
     )
-    paragraphs = [
-        f"Without failover nothing noticed the crash: the balancer kept sending {DEMO_VICTIM} its "
-        f"~{share}% share, and {unprotected.failed} requests failed until the run ended.",
-        f"With failover, the {protected.retried} requests that reached {DEMO_VICTIM} first were "
-        f"retried on a healthy instance, passive ejection stopped sending {DEMO_VICTIM} traffic, and "
-        f"{caught}: clients saw {protected.failed} errors.",
-        "Redundancy alone is not enough: something must notice the failure and route around it.",
+    return [
+        _without_failover(scenario, unprotected),
+        f"With failover, {did}. {_outcome(unprotected, protected)}",
+        scenario.lesson,
     ]
-    return [textwrap.fill(paragraph, width=96) for paragraph in paragraphs]
+
+
+def _without_failover(scenario: Scenario, result: ActResult) -> str:
+    report = result.report
+    share = f"~{100 // DEMO_INSTANCES}%"
+    if scenario.name == "crash":
+        killed = f" (process {result.victim_pid}, kill -9)" if result.victim_exit_code == -signal.SIGKILL else ""
+        return (
+            f"Without failover nothing noticed that {DEMO_VICTIM} died{killed}: the balancer kept sending it its "
+            f"{share} share, and {report.failed} requests failed until the run ended."
+        )
+    if scenario.name == "hang":
+        return (
+            f"Without failover {DEMO_VICTIM}'s {share} share waited for answers that never came: with no per-try "
+            f"timeout the balancer just kept waiting, so the clients' own {DEMO_CLIENT_TIMEOUT:g} s timeout ended "
+            f"them ({report.failed} errors, the longest wait {result.longest_wait:.1f} s; the table's latencies "
+            f"count only requests that got an answer)."
+        )
+    if scenario.name == "gray":
+        status = scenario.preset.params.get("status", "error")
+        return (
+            f"Without failover {report.failed} requests got {DEMO_VICTIM}'s {status} answers, and nothing looked "
+            f"at {DEMO_VICTIM}."
+        )
+    return (
+        f"Without failover no request failed ({report.failed} errors), but {DEMO_VICTIM} answered its {share} "
+        f"share late: p50 {_ms(report.latency_p50)}, p99 {_ms(report.latency_p99)}."
+    )
+
+
+def _what_retries_did(scenario: Scenario, result: ActResult) -> str:
+    retries = result.act.retries or RetrySettings()
+    if not result.report.retried:
+        if scenario.name == "slow":
+            return (
+                f"retries never fired: a slow answer is still an answer, and it came within the "
+                f"{retries.per_try_timeout:g} s per-try timeout"
+            )
+        return "no request needed a retry"
+    causes = ", ".join(f"{count} {cause}" for cause, count in result.retries_by_cause.items())
+    retried = f"{result.report.retried} requests were retried on another instance ({causes})"
+    if scenario.name == "hang":
+        return f"the per-try timeout ({retries.per_try_timeout:g} s) did the first rescue: {retried}"
+    return f"retries did the first rescue: {retried}"
+
+
+def _what_ejection_did(result: ActResult) -> str:
+    in_a_row = (result.act.ejection or EjectionSettings()).consecutive_failures
+    if result.ejections == 1:
+        return f"passive ejection took {DEMO_VICTIM} out of the pool after {in_a_row} failed requests in a row"
+    if result.ejections:
+        return (
+            f"passive ejection took {DEMO_VICTIM} out of the pool {result.ejections} times, each after "
+            f"{in_a_row} failed requests in a row"
+        )
+    if not result.retries_by_cause and not result.report.failed:
+        return "passive ejection never fired: it counts failed requests, and none failed (slow is not failed)"
+    return f"passive ejection never fired: it counts failures, and {in_a_row} never came in a row"
+
+
+def _what_health_checks_did(result: ActResult) -> str:
+    health = result.act.health or HealthSettings()
+    window = result.report.detection_window
+    if window is not None:
+        return (
+            f"the health checker (a probe every {health.interval:g} s, DOWN after {health.fall} failures in a "
+            f"row) marked {DEMO_VICTIM} DOWN {window:.2f} s after the fault"
+        )
+    passed, failed = result.victim_probes
+    if failed:
+        return (
+            f"the health checker saw {failed} of {passed + failed} probes of {DEMO_VICTIM} fail, but never the "
+            f"{health.fall} in a row it needs: {DEMO_VICTIM} was never marked DOWN"
+        )
+    return (
+        f"the health checks did nothing: all {passed} probes of {DEMO_VICTIM} passed (within their "
+        f"{health.timeout:g} s timeout), so {DEMO_VICTIM} stayed UP"
+    )
+
+
+def _outcome(unprotected: ActResult, protected: ActResult) -> str:
+    without, with_ = unprotected.report, protected.report
+    if not without.failed and not with_.failed:  # nothing failed either way: latency is the story
+        return (
+            f"No client saw an error either way; p99 was {_ms(with_.latency_p99)} with failover and "
+            f"{_ms(without.latency_p99)} without."
+        )
+    outcome = f"Clients saw {with_.failed} errors (without failover: {without.failed})"
+    if "timed out" in protected.retries_by_cause:  # the price of a timeout: the client waited for it
+        outcome += f", but some waited up to {protected.longest_wait:.2f} s"
+    return outcome + "."
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.1f} ms"  # as in the comparison table
 
 
 # --- lab, tui, bench -----------------------------------------------------------------------------------

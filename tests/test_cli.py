@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 import re
 import signal
@@ -17,8 +18,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+from conftest import child_pids
 
-from spofkit.cli import main
+from spofkit.cli import ActResult, Pauser, build_parser, main, play_demo
+from spofkit.failover import RetrySettings
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -60,6 +63,10 @@ def alive(pid: int) -> bool:
         (["demo", "--rate", "0"], "--rate"),
         (["demo", "--duration", "nan"], "--duration"),
         (["demo", "--duration", "4", "--crash-at", "5"], "--crash-at"),
+        (["demo", "--duration", "4", "--fault-at", "4"], "--fault-at"),
+        (["demo", "--scenario", "meteor"], "--scenario"),
+        (["demo", "--pause-timeout", "0"], "--pause-timeout"),
+        (["demo", "--isolation", "vm"], "--isolation"),
         (["tui", "--connect", "http://example.com:8081"], "--connect"),
         (["explode"], "explode"),
     ],
@@ -203,29 +210,274 @@ async def test_serve_in_process_isolation_end_to_end() -> None:
             await reader
 
 
-async def test_demo_runs_and_compares() -> None:
+# --- the classroom demo ------------------------------------------------------------------------------
+
+# Short runs: every demo here is bounded by its --duration (plus the demo clients' 4 s timeout for a hang).
+# The fault comes between two per-second tallies, so no tally line falls between the kill and the crash.
+SHORT_DEMO = ["--duration", "3", "--rate", "60", "--fault-at", "1.5"]
+
+
+def test_demo_defaults_to_a_real_crash_in_process_isolation() -> None:
+    args = build_parser().parse_args(["demo"])
+    assert (args.scenario, args.isolation, args.pause) == ("crash", "process", False)
+
+
+class LiveOutput:
+    """Collects a subprocess's stdout as it comes (prompts end without a newline, so not line by line)."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.text = ""
+        self._task = asyncio.create_task(self._read(process))
+
+    async def _read(self, process: asyncio.subprocess.Process) -> None:
+        assert process.stdout is not None
+        while chunk := await process.stdout.read(4096):
+            self.text += chunk.decode()
+
+    async def close(self) -> None:
+        await asyncio.wait_for(self._task, 30)
+
+
+def cmdline(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+
+
+@pytest.mark.usefixtures("no_child_processes")
+async def test_demo_crash_is_a_real_kill_9_of_the_pid_it_prints() -> None:
+    """The default demo, as a learner runs it: b's PID is a real child process, and it dies when the narration says."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "spofkit", "demo", "--duration", "4", "--rate", "100",
+        sys.executable, "-m", "spofkit", "demo", *SHORT_DEMO,
+        stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
+    output = LiveOutput(process)
+    announced: list[int] = []
     try:
-        stdout, _ = await asyncio.wait_for(process.communicate(), 90)
+        for act in (1, 2):
+            # "b is process N (the others: a N1, c N2)": N must be a child of the demo, serving as b.
+            await wait_for(lambda act=act: len(re.findall(r"b is process (\d+)", output.text)) >= act, timeout=60)
+            pid = int(re.findall(r"b is process (\d+)", output.text)[act - 1])
+            announced.append(pid)
+            assert pid in child_pids(process.pid)
+            assert cmdline(pid)[1:5] == ["-m", "spofkit._instance_child", "--name", "b"]
+            await wait_for(lambda act=act: output.text.count("kill -9 ") >= act, timeout=30)
+            kill_line = [line for line in output.text.splitlines() if "kill -9 " in line][act - 1]
+            assert re.fullmatch(rf"  \[ 1\.[56]\ds\] kill -9 {pid}   <- b's process", kill_line)
+            await wait_for(lambda pid=pid: not alive(pid), timeout=10)  # really gone, and reaped by the demo
+        assert await asyncio.wait_for(process.wait(), 60) == 0
+        await output.close()
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
-    text = stdout.decode()
-    assert process.returncode == 0, text
-    assert "b CRASHES" in text
-    header = next(line for line in text.splitlines() if "no failover" in line and "  " in line)
+    text = output.text
+    lines = text.splitlines()
+    for pid in announced:
+        # Said as it happens: "kill -9 <pid>", then the crash event, then the exit status the OS reported.
+        kill = lines.index(next(line for line in lines if line.endswith(f"kill -9 {pid}   <- b's process")))
+        crash = next(i for i, line in enumerate(lines) if i > kill and "b CRASHES" in line)
+        exited = next(i for i, line in enumerate(lines) if f"process {pid} has exited" in line)
+        assert kill < crash < exited <= kill + 3
+        assert lines[exited].endswith(
+            f"process {pid} has exited: status -9 (killed by SIGKILL: no warning, no cleanup)"
+        )
+    header = next(line for line in lines if "no failover" in line and "  " in line and "—" not in line)
     assert header.split() == ["no", "failover", "failover"]
-    rows = {}
-    for label in ("client errors", "availability", "detection window", "latency p50", "latency p99"):
-        line = next(line for line in text.splitlines() if line.startswith(label))
-        rows[label] = line[len(label) :].split()
-    without, with_failover = (int(n) for n in rows["client errors"])
-    assert without > 0  # b's share failed after the crash
-    assert without > with_failover
-    assert rows["detection window"][0] == "never"
-    assert "Without failover" in text and "With failover" in text
+    errors = next(line for line in lines if line.startswith("client errors")).split()[2:]
+    without, with_failover = (int(n) for n in errors)
+    done = [tuple(map(int, m)) for m in re.findall(r"done: (\d+) requests, (\d+) failed", text)]
+    assert [failed for _requests, failed in done] == [without, with_failover]
+    assert without > 0 and with_failover < without
+    assert f"nothing noticed that b died (process {announced[0]}, kill -9)" in " ".join(lines)
+
+
+def run_demo_in_this_process(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[list[ActResult], str]:
+    results = play_demo(build_parser().parse_args(["demo", *argv]))
+    return results, capsys.readouterr().out
+
+
+def explanation(text: str) -> str:
+    """The paragraphs after the comparison table, their lines joined again."""
+    return " ".join(text.rstrip("\n").split("\n\n")[-1].split("\n"))
+
+
+@pytest.mark.parametrize("scenario", ["crash", "hang", "gray", "slow"])
+@pytest.mark.usefixtures("no_child_processes")
+def test_demo_scenarios_tell_the_truth(scenario: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every figure the narration prints is the measured one, and each scenario shows what its protections did."""
+    results, text = run_demo_in_this_process(["--scenario", scenario, *SHORT_DEMO], capsys)
+    unprotected, protected = results
+    assert (unprotected.act.title, protected.act.title) == ("no failover", "failover")
+    lines = text.splitlines()
+
+    # The PIDs printed are the victims', and the processes stayed up except where the scenario kills them.
+    printed_pids = [int(pid) for pid in re.findall(r"b is process (\d+)", text)]
+    assert printed_pids == [unprotected.victim_pid, protected.victim_pid]
+    for result in results:
+        assert result.victim_pid is not None and not alive(result.victim_pid)  # the lab stopped every process
+        assert result.victim_exit_code == (-signal.SIGKILL if scenario == "crash" else None)
+    assert (text.count("kill -9 ") == 2) == (scenario == "crash")
+
+    # The tallies, the table and the explanation repeat the reports' figures.
+    done = [tuple(map(int, m)) for m in re.findall(r"done: (\d+) requests, (\d+) failed", text)]
+    assert done == [(r.report.requests, r.report.failed) for r in results]
+    table = {line[:22].strip(): line[22:].split() for line in lines if line[:22].strip() in TABLE_ROWS}
+    assert table["client errors"] == [str(r.report.failed) for r in results]
+    assert table["retried"] == [str(r.report.retried) for r in results]
+    without, with_ = unprotected.report, protected.report
+    second = explanation(text)
+    if with_.failed or without.failed:
+        assert f"Clients saw {with_.failed} errors (without failover: {without.failed})" in second
+    if with_.retried:
+        assert f"{with_.retried} requests were retried on another instance" in second
+        assert sum(protected.retries_by_cause.values()) >= with_.retried
+    if with_.detection_window is not None:
+        assert f"marked b DOWN {with_.detection_window:.2f} s after the fault" in second
+    if protected.ejections:
+        assert "passive ejection took b out of the pool" in second
+    else:
+        assert "passive ejection never fired" in second
+
+    # What each fault teaches, as measured.
+    if scenario == "crash":
+        assert without.failed > 0 and with_.failed < without.failed
+        assert f"and {without.failed} requests failed until the run ended" in second
+    elif scenario == "hang":
+        assert without.errors_by_kind == {"timeout": without.failed} and without.failed > 0
+        assert "timed out" in protected.retries_by_cause  # the per-try timeout cut attempts on b short
+        assert with_.failed < without.failed
+        assert f"the per-try timeout ({RetrySettings().per_try_timeout:g} s) did the first rescue" in second
+        assert f"some waited up to {protected.longest_wait:.2f} s" in second
+        assert 3.9 < unprotected.longest_wait < 5.0  # the clients' own 4 s timeout ended b's requests
+        assert f"({without.failed} errors, the longest wait {unprotected.longest_wait:.1f} s;" in second
+    elif scenario == "gray":
+        assert with_.detection_window is None  # the health checks pass: that is what makes it gray
+        passed, failed = protected.victim_probes
+        assert passed > 0 and failed == 0
+        assert f"the health checks did nothing: all {passed} probes of b passed" in second
+        assert without.failed > 0 and with_.failed < without.failed
+        assert "answered 503" in protected.retries_by_cause
+        assert f"Without failover {without.failed} requests got b's 503 answers" in second
+    else:  # slow: nothing fails, nothing fires, p99 suffers either way
+        assert without.failed == with_.failed == 0
+        assert with_.retried == 0 and protected.ejections == 0 and with_.detection_window is None
+        for report in (without, with_):
+            assert report.latency_p99 is not None and report.latency_p99 >= 0.2
+        assert "retries never fired: a slow answer is still an answer" in second
+        assert "passive ejection never fired: it counts failed requests, and none failed" in second
+        p99s = [f"{report.latency_p99 * 1000:.1f}" for report in (without, with_) if report.latency_p99 is not None]
+        assert table["latency p99"] == [p99s[0], "ms", p99s[1], "ms"]
+        assert f"p99 was {p99s[1]} ms with failover and {p99s[0]} ms without" in second
+        assert without.latency_p50 is not None
+        assert f"share late: p50 {without.latency_p50 * 1000:.1f} ms, p99 {p99s[0]} ms." in second
+        passed, failed = protected.victim_probes
+        assert passed > 0 and failed == 0  # +200 ms is inside the health check's timeout: b stays UP
+        assert f"the health checks did nothing: all {passed} probes of b passed" in second
+
+
+TABLE_ROWS = ("requests", "client errors", "retried", "detection window", "latency p99")
+
+
+# --- --pause: time for predictions -----------------------------------------------------------------
+
+# In-process instances here: these tests are about the pauses, and starting fewer processes spares the machine.
+PAUSE_DEMO = ["demo", "--pause", "--duration", "1.5", "--rate", "30", "--fault-at", "0.5", "--isolation", "inprocess"]
+PROMPT = "Press Enter to start act {}..."
+
+
+async def start_demo(*argv: str, stdin: int) -> tuple[asyncio.subprocess.Process, LiveOutput]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "spofkit", *argv,
+        stdin=stdin,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    return process, LiveOutput(process)
+
+
+async def finish(process: asyncio.subprocess.Process, output: LiveOutput) -> str:
+    try:
+        assert await asyncio.wait_for(process.wait(), 90) == 0, output.text
+        await output.close()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    return output.text
+
+
+def assert_acts_in_order(text: str) -> None:
+    """Each act: its heading, then its prompt, then what it does; act 1 before act 2 before act 3."""
+    marks = []
+    for act in (1, 2, 3):
+        heading = text.index(f"Act {act} of 3")
+        prompt = text.index(PROMPT.format(act))
+        started = text.index("done:" if act < 3 else "client errors", prompt)
+        assert heading < prompt < started
+        marks += [heading, prompt, started]
+    assert marks == sorted(marks)
+
+
+@pytest.mark.usefixtures("no_child_processes")
+async def test_demo_pause_waits_for_each_enter_from_a_pipe() -> None:
+    process, output = await start_demo(*PAUSE_DEMO, "--pause-timeout", "2", stdin=asyncio.subprocess.PIPE)
+    assert process.stdin is not None
+    # Act 1: nobody presses Enter. The demo must wait (no act yet) and, input not being a terminal, go on after 2 s.
+    await wait_for(lambda: PROMPT.format(1) in output.text, timeout=30)
+    prompted = time.monotonic()
+    assert output.text.rstrip().endswith(PROMPT.format(1))  # nothing of act 1 yet
+    await wait_for(lambda: "no Enter within 2 s: going on" in output.text, timeout=30)
+    assert time.monotonic() - prompted >= 1.9  # it did wait its limit
+    # Acts 2 and 3: Enter, each time only once the prompt is there.
+    for act in (2, 3):
+        await wait_for(lambda act=act: PROMPT.format(act) in output.text, timeout=30)
+        assert output.text.rstrip().endswith(PROMPT.format(act))  # waiting: nothing of the act yet
+        process.stdin.write(b"\n")
+        await process.stdin.drain()
+    text = await finish(process, output)
+    assert_acts_in_order(text)
+    assert text.count("going on") == 1 and "end of input" not in text  # each Enter answered its own prompt
+    waited = text[text.index(PROMPT.format(1)) + len(PROMPT.format(1)) : text.index("  (no Enter within")]
+    assert not waited.strip()  # nothing happened while it waited
+
+
+@pytest.mark.usefixtures("no_child_processes")
+async def test_demo_pause_takes_one_line_per_act_even_when_they_come_at_once() -> None:
+    process, output = await start_demo(*PAUSE_DEMO, "--pause-timeout", "20", stdin=asyncio.subprocess.PIPE)
+    assert process.stdin is not None
+    process.stdin.write(b"\n\n\n")  # typed ahead, in one write; the pipe stays open (no end of input)
+    await process.stdin.drain()
+    text = await finish(process, output)
+    assert_acts_in_order(text)
+    assert "going on" not in text and "end of input" not in text
+
+
+@pytest.mark.usefixtures("no_child_processes")
+async def test_demo_pause_at_end_of_input_runs_through() -> None:
+    process, output = await start_demo(*PAUSE_DEMO, stdin=asyncio.subprocess.DEVNULL)
+    text = await finish(process, output)
+    assert text.count("Press Enter") == 1  # asked once, then it knows no answer will come
+    assert PROMPT.format(1) + " \n  (end of input: no more pauses)" in text
+    assert "client errors" in text
+
+
+def test_pause_on_a_terminal_has_no_time_limit(capsys: pytest.CaptureFixture[str]) -> None:
+    """A teacher may talk for ten minutes: on a terminal the limit for pipes does not apply, and Enter echoes."""
+    controller, terminal_fd = os.openpty()
+    try:
+        with os.fdopen(terminal_fd, "r") as terminal:
+            pauser = Pauser(terminal, limit=0.5)
+            assert pauser.on_terminal and pauser.limit is None
+            os.write(controller, b"\n")  # the teacher presses Enter
+            pauser.wait(PROMPT.format(1))
+            assert not pauser.ended
+    finally:
+        os.close(controller)
+    assert capsys.readouterr().out == PROMPT.format(1) + " "  # the terminal echoes Enter; the demo adds nothing
+
+
+def test_pause_without_any_input_does_not_pause(capsys: pytest.CaptureFixture[str]) -> None:
+    pauser = Pauser(io.StringIO(), limit=30)  # no file descriptor at all (stdin replaced, as under pytest)
+    pauser.wait(PROMPT.format(1))
+    assert pauser.ended and capsys.readouterr().out == ""
