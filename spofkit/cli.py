@@ -49,6 +49,7 @@ from urllib.parse import urlsplit
 
 from spofkit import __version__
 from spofkit.events import (
+    PER_REQUEST_KINDS,
     ClientRequest,
     Event,
     FaultInjected,
@@ -66,8 +67,6 @@ from spofkit.instance import Instance
 from spofkit.report import Report, compare, percentile
 from spofkit.strategies import strategy_names
 
-# Events too frequent to print in a terminal log (one per request or per probe).
-QUIET_KINDS = frozenset({"HealthProbe", "RequestCompleted", "ClientRequest", "RequestRetried"})
 DEMO_INSTANCES = 3
 DEMO_VICTIM = "b"
 # Seconds a demo client waits for an answer before it gives up. Under 5 s on purpose: aiohttp rounds timeouts of
@@ -299,7 +298,7 @@ async def serve(args: argparse.Namespace) -> int:
 
 
 def _print_event(event: Event) -> None:
-    if event.kind not in QUIET_KINDS:
+    if event.kind not in PER_REQUEST_KINDS:  # one per request or probe: too many for a terminal
         say(f"# [{event.at:7.2f}s] {event.describe()}")
 
 

@@ -36,7 +36,10 @@ class Event:
         return type(self).__name__
 
     def describe(self) -> str:
-        """One line for a log, e.g. ``InstanceDown b: 3 failed checks``."""
+        """One line a learner can read at a glance, e.g. ``b marked DOWN: 3 failed checks, last: refused``.
+
+        Every view (the TUI's log, the widgets' log, ``spofkit serve``) prints this line, so they agree.
+        """
         fields = {k: v for k, v in vars(self).items() if k != "at"}
         return f"{self.kind} " + " ".join(f"{k}={v}" for k, v in fields.items())
 
@@ -50,10 +53,16 @@ class InstanceStarted(Event):
     url: str
     pid: int | None = None
 
+    def describe(self) -> str:
+        return f"{self.instance} started" + (f" (pid {self.pid})" if self.pid else "")
+
 
 @dataclass(frozen=True)
 class InstanceStopped(Event):
     instance: str
+
+    def describe(self) -> str:
+        return f"{self.instance} stopped"
 
 
 @dataclass(frozen=True)
@@ -63,8 +72,8 @@ class FaultInjected(Event):
     params: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> str:
-        args = ", ".join(f"{k}={v}" for k, v in self.params.items())
-        return f"FaultInjected {self.instance}: {self.fault}({args})"
+        args = ", ".join(f"{k}={_number(v)}" for k, v in self.params.items())
+        return f"fault on {self.instance}: {self.fault}" + (f" ({args})" if args else "")
 
 
 @dataclass(frozen=True)
@@ -72,11 +81,17 @@ class FaultCleared(Event):
     instance: str
     fault: str
 
+    def describe(self) -> str:
+        return f"{self.instance} recovered from {self.fault}"
+
 
 @dataclass(frozen=True)
 class InstanceRestarted(Event):
     instance: str
     pid: int | None = None
+
+    def describe(self) -> str:
+        return f"{self.instance} restarted" + (f" (pid {self.pid})" if self.pid else "")
 
 
 # --- health checks ---------------------------------------------------------------------------------------
@@ -92,6 +107,10 @@ class HealthProbe(Event):
     duration: float
     balancer: str = DEFAULT_BALANCER
 
+    def describe(self) -> str:
+        verdict = "passed" if self.ok else "failed"
+        return f"check of {self.instance} {verdict}: {self.detail} in {self.duration * 1000:.0f} ms"
+
 
 @dataclass(frozen=True)
 class InstanceUp(Event):
@@ -100,7 +119,7 @@ class InstanceUp(Event):
     balancer: str = DEFAULT_BALANCER
 
     def describe(self) -> str:
-        return f"InstanceUp {self.instance}: {self.reason}"
+        return f"{self.instance} marked UP: {self.reason}" if self.reason else f"{self.instance} UP"
 
 
 @dataclass(frozen=True)
@@ -110,7 +129,7 @@ class InstanceDown(Event):
     balancer: str = DEFAULT_BALANCER
 
     def describe(self) -> str:
-        return f"InstanceDown {self.instance}: {self.reason}"
+        return f"{self.instance} marked DOWN: {self.reason}" if self.reason else f"{self.instance} DOWN"
 
 
 # --- balancer --------------------------------------------------------------------------------------------
@@ -126,7 +145,8 @@ class InstanceEjected(Event):
     balancer: str = DEFAULT_BALANCER
 
     def describe(self) -> str:
-        return f"InstanceEjected {self.instance} for {self.duration:.1f}s after {self.consecutive_failures} failures"
+        failures = f"{self.consecutive_failures} failures in a row"
+        return f"{self.instance} ejected for {self.duration:.1f}s ({failures})"
 
 
 @dataclass(frozen=True)
@@ -136,6 +156,9 @@ class InstanceReturned(Event):
     instance: str
     balancer: str = DEFAULT_BALANCER
 
+    def describe(self) -> str:
+        return f"{self.instance} back from ejection"
+
 
 @dataclass(frozen=True)
 class InstanceAdded(Event):
@@ -144,6 +167,9 @@ class InstanceAdded(Event):
     backup: bool = False
     balancer: str = DEFAULT_BALANCER
 
+    def describe(self) -> str:
+        return f"{self.instance} added" + (" as backup" if self.backup else "")
+
 
 @dataclass(frozen=True)
 class InstanceDraining(Event):
@@ -151,17 +177,26 @@ class InstanceDraining(Event):
     in_flight: int
     balancer: str = DEFAULT_BALANCER
 
+    def describe(self) -> str:
+        return f"{self.instance} draining ({self.in_flight} in flight)"
+
 
 @dataclass(frozen=True)
 class InstanceRemoved(Event):
     instance: str
     balancer: str = DEFAULT_BALANCER
 
+    def describe(self) -> str:
+        return f"{self.instance} removed"
+
 
 @dataclass(frozen=True)
 class StrategyChanged(Event):
     strategy: str
     balancer: str = DEFAULT_BALANCER
+
+    def describe(self) -> str:
+        return f"strategy → {self.strategy}"
 
 
 @dataclass(frozen=True)
@@ -171,6 +206,14 @@ class SettingChanged(Event):
     setting: str
     value: Any
     balancer: str = DEFAULT_BALANCER
+
+    def describe(self) -> str:
+        if self.setting == "load_paused":
+            return "load paused" if self.value else "load resumed"
+        if self.setting == "load_rate":
+            return f"load rate → {_number(self.value)}/s"
+        shown = ("ON" if self.value else "OFF") if isinstance(self.value, bool) else _number(self.value)
+        return f"{self.setting.replace('_', ' ')} → {shown}"
 
 
 @dataclass(frozen=True)
@@ -184,7 +227,7 @@ class RequestRetried(Event):
     balancer: str = DEFAULT_BALANCER
 
     def describe(self) -> str:
-        return f"RequestRetried #{self.request_id} attempt {self.attempt} on {self.instance}: {self.reason}"
+        return f"request #{self.request_id}: attempt {self.attempt} on {self.instance} failed ({self.reason}), retrying"
 
 
 @dataclass(frozen=True)
@@ -207,6 +250,12 @@ class RequestCompleted(Event):
     last_tried: str | None = None
     balancer: str = DEFAULT_BALANCER
 
+    def describe(self) -> str:
+        who = f"by {self.instance}" if self.instance else "by the balancer"
+        extra = f" after {self.attempts} attempts" if self.attempts > 1 else ""
+        reason = f": {self.reason}" if self.reason else ""
+        return f"request #{self.request_id} {self.outcome} {self.status} {who}{extra}{reason}"
+
 
 @dataclass(frozen=True)
 class ClientRequest(Event):
@@ -223,11 +272,23 @@ class ClientRequest(Event):
     def ok(self) -> bool:
         return self.error is None
 
+    def describe(self) -> str:
+        if self.error:
+            return f"client request #{self.request_id} failed: {self.error}"
+        return f"client request #{self.request_id} got {self.status} in {self.latency * 1000:.0f} ms"
+
 
 # Events that come once per request or per probe: many a second under load. Logs, narrations and event streams
 # leave them out unless asked; views that count requests read them.
 PER_REQUEST_EVENTS: tuple[type[Event], ...] = (HealthProbe, RequestRetried, RequestCompleted, ClientRequest)
 PER_REQUEST_KINDS = frozenset(cls.__name__ for cls in PER_REQUEST_EVENTS)
+
+
+def _number(value: object) -> str:
+    """``50.0`` as ``50``: whole numbers read better without the ``.0``."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 # --- the bus ---------------------------------------------------------------------------------------------

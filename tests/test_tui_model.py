@@ -16,7 +16,7 @@ from spofkit.events import (
     SettingChanged,
 )
 from tui.app import RATE_STEPS, next_rate
-from tui.model import LabModel, RecentTimes, SecondBuckets, Trip, describe_setting
+from tui.model import LabModel, RecentTimes, SecondBuckets, Trip
 from tui.source import event_from_dict, status_from_dict
 from tui.widgets.flow import make_layout, trip_path
 from tui.widgets.sparkline import sparkline, stacked_columns
@@ -170,10 +170,10 @@ def test_log_lines_for_transitions_and_a_summary_for_retries() -> None:
 
 
 def test_load_settings_read_as_sentences() -> None:
-    assert describe_setting("load_paused", True) == "load paused"
-    assert describe_setting("load_paused", False) == "load resumed"
-    assert describe_setting("load_rate", 50.0) == "load rate → 50/s"
-    assert describe_setting("retries", True) == "retries → ON"
+    assert SettingChanged(1.0, "load_paused", True).describe() == "load paused"
+    assert SettingChanged(1.0, "load_paused", False).describe() == "load resumed"
+    assert SettingChanged(1.0, "load_rate", 50.0).describe() == "load rate → 50/s"
+    assert SettingChanged(1.0, "retries", True).describe() == "retries → ON"
 
 
 def test_reset_forgets_counts() -> None:

@@ -424,46 +424,5 @@ def tone_of(event: Event) -> str:
 
 
 def describe(event: Event) -> str:
-    """A short log line a learner can read at a glance."""
-    if isinstance(event, InstanceDown):
-        return f"{event.instance} marked DOWN: {event.reason}" if event.reason else f"{event.instance} DOWN"
-    if isinstance(event, InstanceUp):
-        return f"{event.instance} marked UP: {event.reason}" if event.reason else f"{event.instance} UP"
-    if isinstance(event, FaultInjected):
-        args = ", ".join(f"{k}={_number(v)}" for k, v in event.params.items())
-        return f"fault on {event.instance}: {event.fault}" + (f" ({args})" if args else "")
-    if isinstance(event, FaultCleared):
-        return f"{event.instance} recovered from {event.fault}"
-    if isinstance(event, InstanceRestarted):
-        return f"{event.instance} restarted" + (f" (pid {event.pid})" if event.pid else "")
-    if isinstance(event, InstanceEjected):
-        return f"{event.instance} ejected for {event.duration:.1f}s ({event.consecutive_failures} failures in a row)"
-    if isinstance(event, InstanceReturned):
-        return f"{event.instance} back from ejection"
-    if isinstance(event, InstanceAdded):
-        return f"{event.instance} added" + (" as backup" if event.backup else "")
-    if isinstance(event, InstanceDraining):
-        return f"{event.instance} draining ({event.in_flight} in flight)"
-    if isinstance(event, InstanceRemoved):
-        return f"{event.instance} removed"
-    if isinstance(event, StrategyChanged):
-        return f"strategy → {event.strategy}"
-    if isinstance(event, SettingChanged):
-        return describe_setting(event.setting, event.value)
+    """A short log line a learner can read at a glance: the event's own words (the same in every view)."""
     return event.describe()
-
-
-def describe_setting(setting: str, value: object) -> str:
-    """``retries → OFF``, ``load rate → 50/s``, ``load paused`` / ``load resumed``."""
-    if setting == "load_paused":
-        return "load paused" if value else "load resumed"
-    if setting == "load_rate":
-        return f"load rate → {_number(value)}/s"
-    shown = ("ON" if value else "OFF") if isinstance(value, bool) else _number(value)
-    return f"{setting.replace('_', ' ')} → {shown}"
-
-
-def _number(value: object) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
