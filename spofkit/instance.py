@@ -437,14 +437,3 @@ class ServiceInstance(Instance):
         # Count phases rather than read the clock at each flip: a timer that fires a hair early cannot repeat one.
         when = self._fault_began + (phase + 1) * flap.period
         self._flap_timer = asyncio.get_running_loop().call_at(when, self._flip, flap, phase + 1)
-
-
-def make_instance(name: str, isolation: str = "inprocess", **kwargs: Any) -> Instance:
-    """A :class:`ServiceInstance` (``"inprocess"``) or a :class:`ProcessInstance` (``"process"``)."""
-    if isolation == "inprocess":
-        return ServiceInstance(name, **kwargs)
-    if isolation == "process":
-        from spofkit.process_instance import ProcessInstance  # imported here: it builds on this module
-
-        return ProcessInstance(name, **kwargs)
-    raise ValueError(f"isolation must be 'inprocess' or 'process', got {isolation!r}")

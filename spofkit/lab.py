@@ -41,7 +41,7 @@ from spofkit.events import Clock, Event, EventBus, SettingChanged
 from spofkit.failover import EjectionSettings, RetrySettings
 from spofkit.faults import make_fault
 from spofkit.health import HealthSettings
-from spofkit.instance import make_instance
+from spofkit.isolation import ISOLATIONS, make_instance
 from spofkit.loadgen import LoadGenerator
 from spofkit.report import Report, build_report
 from spofkit.status import InstanceFacts, InstanceStatus, LabStatus
@@ -52,7 +52,6 @@ __all__ = ["InstanceStatus", "Lab", "LabStatus", "ScheduledFault"]
 # (seconds after the run starts, instance name, fault kind, fault parameters)
 ScheduledFault = tuple[float, str, str, dict[str, Any]]
 
-ISOLATIONS = ("inprocess", "process")
 # Each process instance costs ~37 MiB: a lab holds at most this many (the machine, not the names, is the limit).
 MAX_INSTANCES = 32
 # A background load runs at most this long (every load loop here is bounded in time and count).

@@ -37,7 +37,8 @@ from spofkit.faults import (
     Warmup,
     make_fault,
 )
-from spofkit.instance import ServiceInstance, make_instance
+from spofkit.instance import ServiceInstance
+from spofkit.isolation import make_instance
 from spofkit.process_instance import ProcessInstance
 
 SHORT = aiohttp.ClientTimeout(total=0.3)
