@@ -9,8 +9,8 @@ the page, the kernel's comm channel, the lab's servers. The test
    browser download is not available here) and runs all cells from the Run menu;
 3. waits for the ClusterPanel to render and for the last cell's output, at 1280x800;
 4. measures the lesson's panel and its ``predict`` as a learner sees them (``browser.MEASURE``: nothing cut,
-   overlapping, squeezed or past the output's edge), clicks the second answer's circle, checks the second is
-   selected, locks it in and reads the kernel's echo of that answer;
+   overlapping, squeezed or past the output's edge), clicks the third answer's circle and then the second's,
+   checks each time that the one clicked is selected, locks it in and reads the kernel's echo of that answer;
 5. clicks **crash** on ``b`` and waits for the panel's row for ``b`` to show the fault and then DOWN;
 6. shuts JupyterLab down through its API and then by PID, and checks the server and its kernels are gone.
 
@@ -86,6 +86,7 @@ def run_lesson_and_click_crash(page: Page, jupyterlab: JupyterLab) -> None:
     problems = [f"panel: {problem}" for problem in measure(panel)]
     problems += [f"prediction: {problem}" for problem in measure(guess)]
     assert not problems, "what a learner would see wrong in lesson 00:\n" + "\n".join(problems)
+    choose(page, guess, 2, "circle")  # the circle beside the third answer is the third answer's
     choose(page, guess, 1, "circle")
     second = guess.locator(".widget-radio-box label").nth(1).inner_text()
     guess.locator("button", has_text="Lock in").click()
