@@ -6,8 +6,9 @@ shows is what the TUI and the reports show.
 
 - :class:`ClusterPanel` — one row per instance: its state (up / falling / down / rising / ejected / draining),
   its fault, served / in-flight / failed counters, and buttons to crash, hang, slow, gray, recover or restart
-  it; switches for health checks, retries and ejection; a strategy menu; a background load slider; the last
-  events. Counters refresh on a timer while the lab runs; states change the moment an event says so.
+  it (the faults are :data:`spofkit.faults.PRESETS`, the same the TUI's keys inject); switches for health
+  checks, retries and ejection; a strategy menu; a background load slider; the last events. Counters refresh
+  on a timer while the lab runs; states change the moment an event says so.
 - :class:`ExperimentRunner` — sliders for rate, duration and fault time, a fault menu, a **Run** button and a
   progress bar; it runs ``lab.run_load(...)`` and shows the report and its timeline plot.
 - :func:`predict` — a "predict first" prompt: the learner locks in a guess (a number or a choice) before the
@@ -86,7 +87,7 @@ SNUG = {"width": "auto", **FIXED}
 # A row's figures keep their columns; only in a notebook narrower than all of them do they wrap.
 FIGURES = {"flex": "0 1 auto", "flex_flow": "row wrap"}
 LOAD_SLIDER_MAX = 500  # req/s: plenty for three instances on a laptop
-BUTTON_PADDING = "0 8px"
+BUTTON_PADDING = "0 8px"  # ipywidgets' 10 px, less: a row's six buttons fit beside its figures at 1280 px
 # A radio option that is longer than the notebook is wide wraps onto a second line. ipywidgets gives every
 # option a fixed height and floats its circle after the text, so a wrapped option spills over the next one and
 # its circle lands beside the next option's text: a click picks the wrong answer. No layout setting reaches

@@ -39,6 +39,8 @@ from browser import (
 )
 from playwright.sync_api import Locator, Page, expect, sync_playwright
 
+from spofkit.widgets import LOAD_SLIDER_MAX
+
 SCREENSHOTS = Path("/tmp/spofkit-widgets")
 NOTEBOOK = "widgets.ipynb"
 WIDTHS = (1280, 900)
@@ -52,7 +54,6 @@ CHOICES = [
     "some: about a third of them, for a second or two",
     "most: every request b was given, until b is back",
 ]
-LOAD_MAX = 500  # the ClusterPanel's load slider goes from 0 to this many req/s
 
 CELLS = {
     "setup": (
@@ -151,8 +152,8 @@ def use_widgets_wide(page: Page, widgets: dict[str, Locator]) -> None:
     load = panel.locator(".widget-slider")
     header = panel.locator(".widget-html").first
     shown = drag_slider(page, load, 0.3)
-    assert shown.isdigit() and abs(int(shown) - 0.3 * LOAD_MAX) <= 20, (
-        f"dragged the load slider to 30% of its track ({0.3 * LOAD_MAX:g} req/s), it shows {shown!r}"
+    assert shown.isdigit() and abs(int(shown) - 0.3 * LOAD_SLIDER_MAX) <= 20, (
+        f"dragged the load slider to 30% of its track ({0.3 * LOAD_SLIDER_MAX:g} req/s), it shows {shown!r}"
     )
     expect(header).to_contain_text(f"load {shown} req/s", timeout=10_000)  # the lab itself took it
 
