@@ -6,8 +6,9 @@ shows is what the TUI and the reports show.
 
 - :class:`ClusterPanel` — one row per instance: its state (up / falling / down / rising / ejected / draining),
   its fault, served / in-flight / failed counters, and buttons to crash, hang, slow, gray, recover or restart
-  it; switches for health checks, retries and ejection; a strategy menu; a background load slider; the last
-  events. Counters refresh on a timer while the lab runs; states change the moment an event says so.
+  it (the faults are :data:`spofkit.faults.PRESETS`, the same the TUI's keys inject); switches for health
+  checks, retries and ejection; a strategy menu; a background load slider; the last events. Counters refresh
+  on a timer while the lab runs; states change the moment an event says so.
 - :class:`ExperimentRunner` — sliders for rate, duration and fault time, a fault menu, a **Run** button and a
   progress bar; it runs ``lab.run_load(...)`` and shows the report and its timeline plot.
 - :func:`predict` — a "predict first" prompt: the learner locks in a guess (a number or a choice) before the
@@ -32,17 +33,19 @@ import asyncio
 import base64
 import concurrent.futures
 import contextlib
+import dataclasses
 import html
 import io
 import random
 from collections import deque
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
 from spofkit.events import ClientRequest, Event, HealthProbe, InstanceDown, InstanceUp, RequestCompleted
 from spofkit.exercises import Feedback, recovery_window_bound
+from spofkit.faults import PRESETS, Preset, make_fault
 from spofkit.health import HealthSettings, HealthState
 from spofkit.strategies import strategy_names
 
@@ -50,13 +53,9 @@ if TYPE_CHECKING:
     from spofkit.lab import Lab, LabStatus
     from spofkit.report import Report
 
-# The faults a panel offers, with the parameters a click uses.
-FAULT_BUTTONS: dict[str, dict[str, Any]] = {
-    "crash": {},
-    "hang": {},
-    "slow": {"ms": 300},
-    "gray": {"rate": 0.5},
-}
+# The fault buttons a panel shows unless told otherwise: names of presets (spofkit.faults.PRESETS), whose
+# parameters are the ones the TUI's keys use too.
+PANEL_FAULTS = ("crash", "hang", "slow", "gray")
 STATE_COLORS = {
     "up": "#2e7d32",
     "falling": "#ef6c00",
@@ -67,6 +66,40 @@ STATE_COLORS = {
 }
 # Events too frequent to log one by one: they only move counters, which the timer refreshes.
 QUIET_EVENTS = (RequestCompleted, ClientRequest, HealthProbe)
+
+# The panel's columns: (heading, width). Fixed widths line the rows up under the headings like a table.
+# With the file browser open, a 900 px wide JupyterLab leaves about 470 px for a cell's output: they fit.
+COLUMNS = (
+    ("", "20px"),
+    ("state", "92px"),  # DRAINING
+    ("fault", "92px"),  # crash (dead)
+    ("health", "60px"),  # pass 0/2
+    ("served", "56px"),
+    ("in flight", "56px"),
+    ("failed", "48px"),
+)
+# ipywidgets gives every button, checkbox and slider a fixed width and lets a row squeeze them to fit: text
+# then ends in "..." and a slider's track can shrink to nothing. These layouts size them to their text instead,
+# never shrink them, and let a row that is too wide for the notebook wrap onto the next line.
+ROW = {"flex_flow": "row wrap", "align_items": "center"}
+FIXED = {"flex": "0 0 auto"}
+SNUG = {"width": "auto", **FIXED}
+# A row's figures keep their columns; only in a notebook narrower than all of them do they wrap.
+FIGURES = {"flex": "0 1 auto", "flex_flow": "row wrap"}
+LOAD_SLIDER_MAX = 500  # req/s: plenty for three instances on a laptop
+BUTTON_PADDING = "0 8px"  # ipywidgets' 10 px, less: a row's six buttons fit beside its figures at 1280 px
+# A radio option that is longer than the notebook is wide wraps onto a second line. ipywidgets gives every
+# option a fixed height and floats its circle after the text, so a wrapped option spills over the next one and
+# its circle lands beside the next option's text: a click picks the wrong answer. No layout setting reaches
+# these, so a small style sheet does, scoped to spofkit's predictions: each option grows with its text and
+# keeps its circle at the start of its first line.
+PREDICTION_STYLE = """<style>
+.spofkit-prediction .widget-radio-box label {
+  display: flex; align-items: flex-start; height: auto; min-height: var(--jp-widgets-radio-item-height);
+  line-height: 1.4; padding: 2px 0; white-space: normal; overflow-wrap: anywhere;
+}
+.spofkit-prediction .widget-radio-box input { order: -1; flex: none; height: 1.4em; margin-top: 0; }
+</style>"""
 
 
 # --- running lab coroutines from callbacks -----------------------------------------------------------
@@ -150,38 +183,31 @@ def _badge(state: str) -> str:
 class _InstanceRow:
     """The widgets of one instance's row."""
 
-    def __init__(self, name: str, actions: Sequence[str], on_click: Callable[[str, str], Any]) -> None:
+    def __init__(self, name: str, actions: dict[str, str], on_click: Callable[[str, str], Any]) -> None:
+        """``actions`` maps each button's action to its tooltip."""
         self.name = name
-        cell = widgets.Layout(width="90px")
-        self.label = widgets.HTML(f"<b>{html.escape(name)}</b>", layout=widgets.Layout(width="40px"))
-        self.state = widgets.HTML(layout=widgets.Layout(width="110px"))
-        self.fault = widgets.HTML(layout=widgets.Layout(width="130px"))
-        self.health = widgets.HTML(layout=cell)
-        self.served = widgets.HTML(layout=cell)
-        self.in_flight = widgets.HTML(layout=cell)
-        self.failed = widgets.HTML(layout=cell)
+        cells = [widgets.HTML(layout=widgets.Layout(width=width, **FIXED)) for _heading, width in COLUMNS]
+        self.label, self.state, self.fault, self.health, self.served, self.in_flight, self.failed = cells
+        self.label.value = f"<b>{html.escape(name)}</b>"
         self.buttons: dict[str, widgets.Button] = {}
-        for action in actions:
+        for action, tooltip in actions.items():
             button = widgets.Button(
-                description=action,
-                tooltip=f"{action} {name}",
-                button_style="danger" if action in FAULT_BUTTONS else "success",
-                layout=widgets.Layout(width="80px"),
+                description=action.replace("_", " "),
+                tooltip=f"{action} {name}: {tooltip}",
+                button_style="success" if action in ("recover", "restart") else "danger",
+                layout=widgets.Layout(padding=BUTTON_PADDING, **SNUG),
             )
             button.add_class(f"spofkit-{action}-{name}")
             button.on_click(lambda _button, action=action: on_click(name, action))
             self.buttons[action] = button
+        # The figures and the buttons are two groups: when the notebook is narrow the buttons go under the
+        # figures, and the figures stay lined up under the headings.
         self.box = widgets.HBox(
             [
-                self.label,
-                self.state,
-                self.fault,
-                self.health,
-                self.served,
-                self.in_flight,
-                self.failed,
-                *self.buttons.values(),
-            ]
+                widgets.HBox(cells, layout=widgets.Layout(**FIGURES)),
+                widgets.HBox(list(self.buttons.values()), layout=widgets.Layout(**ROW)),
+            ],
+            layout=widgets.Layout(**ROW),
         )
         self.box.add_class(f"spofkit-row-{name}")
 
@@ -196,9 +222,29 @@ class _InstanceRow:
         else:
             health = f"pass {status.health_successes}/{status.rise}"
         _set(self.health, health)
-        _set(self.served, f"served {status.served}")
-        _set(self.in_flight, f"in flight {status.in_flight}")
-        _set(self.failed, f"failed {status.failed}")
+        _set(self.served, str(status.served))
+        _set(self.in_flight, str(status.in_flight))
+        _set(self.failed, str(status.failed))
+
+
+def fault_buttons(faults: Sequence[str] | Mapping[str, Mapping[str, Any]]) -> dict[str, Preset]:
+    """The presets behind a panel's fault buttons: ``faults`` names presets, or maps them to other parameters.
+
+    Raises ``ValueError`` for a name that is not a preset, and :class:`~spofkit.faults.FaultError` (naming the
+    field) for parameters the fault does not take, before any button is drawn.
+    """
+    if isinstance(faults, str):  # a lone "crash" would otherwise be read as the names "c", "r", "a", ...
+        raise TypeError(f"faults must list preset names, e.g. [{faults!r}], got the string {faults!r}")
+    overrides = dict(faults) if isinstance(faults, Mapping) else dict.fromkeys(faults)
+    unknown = [name for name in overrides if name not in PRESETS]
+    if unknown:
+        raise ValueError(f"faults names no preset: {unknown}; the presets are {list(PRESETS)}")
+    chosen = {}
+    for name, params in overrides.items():
+        preset = PRESETS[name] if params is None else dataclasses.replace(PRESETS[name], params=dict(params))
+        preset.fault()  # check the parameters now, not at the first click
+        chosen[name] = preset
+    return chosen
 
 
 def _set(widget: widgets.HTML, value: str) -> None:
@@ -209,6 +255,8 @@ def _set(widget: widgets.HTML, value: str) -> None:
 class ClusterPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
     """A live control panel for a lab: per-instance state, counters and fault buttons.
 
+    ``faults`` picks the fault buttons: names of :data:`spofkit.faults.PRESETS` (``["crash", "too_slow"]``), or
+    a dict from such a name to the parameters its button should use instead (``{"slow": {"ms": 50}}``).
     ``panel.buttons[("b", "crash")].click()`` does what a click does; ``await panel.click_fault("b", "crash")``
     does it and waits. ``refresh_interval`` is how often counters are re-read while the lab runs.
     """
@@ -217,7 +265,7 @@ class ClusterPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self,
         lab: Lab,
         *,
-        faults: dict[str, dict[str, Any]] | None = None,
+        faults: Sequence[str] | Mapping[str, Mapping[str, Any]] | None = None,
         refresh_interval: float = 0.5,
         show_settings: bool = True,
         log_lines: int = 8,
@@ -225,13 +273,13 @@ class ClusterPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         if not refresh_interval > 0:
             raise ValueError(f"refresh_interval must be > 0 seconds, got {refresh_interval!r}")
         self.lab = lab
-        self.faults = dict(FAULT_BUTTONS if faults is None else faults)
-        unknown = set(self.faults) - set(FAULT_BUTTONS)
-        if unknown:
-            raise ValueError(
-                f"faults has buttons the panel cannot draw: {sorted(unknown)}; known: {list(FAULT_BUTTONS)}"
-            )
+        self.faults = fault_buttons(PANEL_FAULTS if faults is None else faults)
         self.actions = (*self.faults, "recover", "restart")
+        self._tooltips = {
+            **{name: preset.description for name, preset in self.faults.items()},
+            "recover": "undo the fault (a crashed server is started again)",
+            "restart": "stop its server and start it again on the same port",
+        }
         self.refresh_interval = refresh_interval
         self.output = widgets.Output()
         self._scheduler = _Scheduler(self.output)
@@ -243,7 +291,15 @@ class ClusterPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self._rows_box = widgets.VBox()
         self._syncing = False
         self.controls = self._make_controls() if show_settings else widgets.HBox()
-        super().__init__([self.header, self.controls, self._rows_box, self.event_log, self.output])
+        headings = [
+            widgets.HTML(
+                f"<span style='color:#616161'>{html.escape(heading)}</span>",
+                layout=widgets.Layout(width=width, **FIXED),
+            )
+            for heading, width in COLUMNS
+        ]
+        self.headings = widgets.HBox([widgets.HBox(headings, layout=widgets.Layout(**FIGURES))])
+        super().__init__([self.header, self.controls, self.headings, self._rows_box, self.event_log, self.output])
         self.add_class("spofkit-cluster-panel")
         self._closed = False
         self._timer: asyncio.Task[None] | None = None
@@ -265,7 +321,7 @@ class ClusterPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
     # --- acting --------------------------------------------------------------------------------------
 
     def click_fault(self, name: str, action: str) -> Scheduled:
-        """What the button ``action`` (crash, hang, slow, gray, recover, restart) of ``name`` does.
+        """What the button ``action`` (a fault preset's name, ``recover`` or ``restart``) of ``name`` does.
 
         Returns the scheduled task; ``await`` it to wait until the lab has acted.
         """
@@ -276,7 +332,8 @@ class ClusterPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         elif action == "restart":
             work = self.lab.restart(name)
         else:
-            work = self.lab.inject(name, action, **self.faults[action])
+            preset = self.faults[action]
+            work = self.lab.inject(name, preset.kind, **preset.params)
         return self._scheduler.schedule(self._then_refresh(work), f"{action} {name}")
 
     async def _then_refresh(self, work: Coroutine[Any, Any, Any]) -> None:
@@ -291,18 +348,23 @@ class ClusterPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             options=sorted({*strategy_names(), status.strategy}),
             value=status.strategy,
             description="strategy",
-            layout=widgets.Layout(width="260px"),
+            style={"description_width": "initial"},
+            layout=widgets.Layout(width="236px", **FIXED),  # room for the longest, weighted_round_robin
         )
-        self.health_checks = widgets.Checkbox(value=status.health_checks, description="health checks", indent=False)
-        self.retries = widgets.Checkbox(value=status.retries, description="retries", indent=False)
-        self.ejection = widgets.Checkbox(value=status.ejection, description="ejection", indent=False)
+        switch = {"indent": False, "layout": widgets.Layout(margin="2px 12px 2px 2px", **SNUG)}
+        self.health_checks = widgets.Checkbox(value=status.health_checks, description="health checks", **switch)
+        self.retries = widgets.Checkbox(value=status.retries, description="retries", **switch)
+        self.ejection = widgets.Checkbox(value=status.ejection, description="ejection", **switch)
         self.load = widgets.IntSlider(
             value=int(status.load_rate or 0),
             min=0,
-            max=500,
+            max=LOAD_SLIDER_MAX,
             step=10,
             description="load req/s",
             continuous_update=False,
+            style={"description_width": "initial"},
+            # About 170 px of track: 3 req/s a pixel, so a drag lands near where it is dropped.
+            layout=widgets.Layout(width="300px", **FIXED),
         )
         # While _sync_controls shows a change made in code, the observers must not call the lab back.
         self.strategy.observe(
@@ -325,7 +387,9 @@ class ClusterPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             lambda change: None if self._syncing else self.lab.set_ejection(change["new"]), names="value"
         )
         self.load.observe(lambda change: self.set_load(change["new"]), names="value")
-        return widgets.HBox([self.strategy, self.health_checks, self.retries, self.ejection, self.load])
+        return widgets.HBox(
+            [self.strategy, self.health_checks, self.retries, self.ejection, self.load], layout=widgets.Layout(**ROW)
+        )
 
     def set_load(self, rate: float) -> Scheduled | None:
         """Background load at ``rate`` req/s (0 stops it): what the load slider does."""
@@ -349,7 +413,7 @@ class ClusterPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         if names != list(self.rows):
             for name in names:
                 if name not in self.rows:
-                    self.rows[name] = _InstanceRow(name, self.actions, self.click_fault)
+                    self.rows[name] = _InstanceRow(name, self._tooltips, self.click_fault)
                     for action, button in self.rows[name].buttons.items():
                         self.buttons[(name, action)] = button
             for name in list(self.rows):
@@ -396,7 +460,9 @@ class ClusterPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         if isinstance(event, QUIET_EVENTS) or self._closed:
             return
         self._log_lines.append(f"{event.at:7.2f}s  {html.escape(event.describe())}")
-        _set(self.event_log, "<pre style='margin:0;font-size:85%'>" + "\n".join(self._log_lines) + "</pre>")
+        # pre-wrap: a long line wraps in a narrow notebook instead of running off its edge.
+        log = "\n".join(self._log_lines)
+        _set(self.event_log, f"<pre style='margin:0;font-size:85%;white-space:pre-wrap'>{log}</pre>")
         self.refresh()
         self._start_timer()  # an instance added after a lull: keep counting
 
@@ -419,17 +485,21 @@ class ClusterPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
     def close(self) -> None:
         """Stop listening to the lab and close the widgets."""
         self._closed = True
-        self._unsubscribe()
-        if self._timer is not None:
-            self._timer.cancel()
+        # A panel whose __init__ failed (bad ``faults``) is closed by ipywidgets when collected: it has neither.
+        unsubscribe = getattr(self, "_unsubscribe", None)
+        if unsubscribe is not None:
+            unsubscribe()
+        timer = getattr(self, "_timer", None)
+        if timer is not None:
+            timer.cancel()
         super().close()
 
 
 # --- the experiment runner ---------------------------------------------------------------------------
 
-FAULT_MENU = ("none", "crash", "hang", "slow", "error", "gray", "reset", "flap")
-# Parameters the runner uses for a fault picked from the menu (``fault_params=`` overrides them per kind).
-FAULT_PARAMS: dict[str, dict[str, Any]] = {"slow": {"ms": 300}, "gray": {"rate": 0.5}, "flap": {"period": 1.0}}
+# The runner's fault menu: the presets (the same faults, with the same parameters, as the panel's buttons and
+# the TUI's keys), then reset, which has no preset and runs with its defaults (every answer cut off).
+FAULT_MENU = ("none", *PRESETS, "reset")
 
 
 class ExperimentRunner(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
@@ -468,7 +538,13 @@ class ExperimentRunner(widgets.VBox):  # type: ignore[misc]  # ipywidgets is unt
             raise ValueError(f"instance must be one of {names}, got {instance!r}")
         self.lab = lab
         self.title = title
-        self.fault_params = {**FAULT_PARAMS, **(fault_params or {})}
+        # The parameters of each menu entry: the preset's, unless ``fault_params`` gives others.
+        self.fault_params: dict[str, dict[str, Any]] = {name: dict(p.params) for name, p in PRESETS.items()}
+        for entry, params in (fault_params or {}).items():
+            if entry not in FAULT_MENU[1:]:
+                raise ValueError(f"fault_params names no fault of the menu: {entry!r}; the menu has {FAULT_MENU[1:]}")
+            make_fault(_fault_kind(entry), **params)  # a wrong parameter fails here, naming it
+            self.fault_params[entry] = dict(params)
         self.recover_after = recover_after
         self.reports: list[Report] = []
         self.on_report: list[Callable[[Report], None]] = []
@@ -481,11 +557,23 @@ class ExperimentRunner(widgets.VBox):  # type: ignore[misc]  # ipywidgets is unt
         self.fault_at = widgets.FloatSlider(
             fault_at, min=0.0, max=max_duration, step=0.25, description="fault at (s)", style=style, layout=wide
         )
-        self.fault = widgets.Dropdown(options=FAULT_MENU, value=fault, description="fault", style=style)
-        self.instance = widgets.Dropdown(options=names, value=instance, description="instance", style=style)
-        self.run_button = widgets.Button(description="Run", button_style="primary", icon="play")
+        menu = widgets.Layout(width="240px", **FIXED)
+        self.fault = widgets.Dropdown(options=FAULT_MENU, value=fault, description="fault", style=style, layout=menu)
+        self.instance = widgets.Dropdown(
+            options=names, value=instance, description="instance", style=style, layout=menu
+        )
+        self.run_button = widgets.Button(
+            description="Run", button_style="primary", icon="play", layout=widgets.Layout(**SNUG)
+        )
         self.run_button.add_class("spofkit-run")
-        self.progress = widgets.FloatProgress(value=0.0, min=0.0, max=1.0, description="progress", style=style)
+        self.progress = widgets.FloatProgress(
+            value=0.0,
+            min=0.0,
+            max=1.0,
+            description="progress",
+            style=style,
+            layout=widgets.Layout(width="300px", **FIXED),
+        )
         self.status = widgets.HTML("ready")
         self.output = widgets.Output()
         self._scheduler = _Scheduler(self.output)
@@ -496,9 +584,9 @@ class ExperimentRunner(widgets.VBox):  # type: ignore[misc]  # ipywidgets is unt
                 *header,
                 self.rate,
                 self.duration,
-                widgets.HBox([self.fault, self.instance]),
+                widgets.HBox([self.fault, self.instance], layout=widgets.Layout(**ROW)),
                 self.fault_at,
-                widgets.HBox([self.run_button, self.progress, self.status]),
+                widgets.HBox([self.run_button, self.progress, self.status], layout=widgets.Layout(**ROW)),
                 self.output,
             ]
         )
@@ -521,8 +609,8 @@ class ExperimentRunner(widgets.VBox):  # type: ignore[misc]  # ipywidgets is unt
         if self.fault.value == "none":
             return []
         at = min(float(self.fault_at.value), float(self.duration.value))
-        kind = str(self.fault.value)
-        return [(at, str(self.instance.value), kind, dict(self.fault_params.get(kind, {})))]
+        entry = str(self.fault.value)
+        return [(at, str(self.instance.value), _fault_kind(entry), dict(self.fault_params.get(entry, {})))]
 
     async def run(self) -> Report:
         """Run one experiment with the sliders' values; show and return its report."""
@@ -566,6 +654,11 @@ class ExperimentRunner(widgets.VBox):  # type: ignore[misc]  # ipywidgets is unt
         self.output.outputs = (_html_output(report._repr_html_(), report.to_text()), _figure_output(figure))
 
 
+def _fault_kind(entry: str) -> str:
+    """The fault kind a menu entry injects: a preset's kind (``too_slow`` is a ``slow``), else the entry."""
+    return PRESETS[entry].kind if entry in PRESETS else entry
+
+
 # --- predict first -----------------------------------------------------------------------------------
 
 
@@ -582,16 +675,30 @@ class Prediction(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         if self.choices is not None:
             if len(self.choices) < 2:
                 raise ValueError(f"choices must list at least two answers, got {choices!r}")
-            self.input: widgets.Widget = widgets.RadioButtons(options=self.choices, value=None)
+            # As wide as the notebook (not ipywidgets' 300 px), so an answer wraps only when it has to.
+            self.input: widgets.Widget = widgets.RadioButtons(
+                options=self.choices, value=None, layout=widgets.Layout(width="auto", max_width="100%")
+            )
         else:
             self.input = widgets.FloatText(value=0.0, description=unit or "guess")
-        self.lock_button = widgets.Button(description="Lock in my prediction", button_style="info")
+        self.lock_button = widgets.Button(
+            description="Lock in my prediction",
+            button_style="info",
+            layout=widgets.Layout(align_self="flex-start", **SNUG),  # as wide as its text, not the notebook
+        )
         self.lock_button.add_class("spofkit-predict")
         self.lock_button.on_click(lambda _button: self.lock())
         self.status = widgets.HTML("<i>Make a guess, then lock it in before running the experiment.</i>")
         self.value: str | float | None = None
+        style_sheet = widgets.HTML(PREDICTION_STYLE, layout=widgets.Layout(display="none"))
         super().__init__(
-            [widgets.HTML(f"<b>Predict first:</b> {html.escape(question)}"), self.input, self.lock_button, self.status]
+            [
+                style_sheet,
+                widgets.HTML(f"<b>Predict first:</b> {html.escape(question)}"),
+                self.input,
+                self.lock_button,
+                self.status,
+            ]
         )
         self.add_class("spofkit-prediction")
 
@@ -669,7 +776,15 @@ def progress_bar(description: str = "running") -> ProgressBar:
     """Show a progress bar in the notebook and return it, to hand to ``run_load(on_progress=...)``."""
     from IPython.display import display
 
-    bar = ProgressBar(value=0.0, min=0.0, max=1.0, description=description)
+    # "initial": the label is as wide as its text ("with health checks"), not cut at ipywidgets' 80 px.
+    bar = ProgressBar(
+        value=0.0,
+        min=0.0,
+        max=1.0,
+        description=description,
+        style={"description_width": "initial"},
+        layout=widgets.Layout(width="420px", max_width="100%"),
+    )
     display(bar)  # type: ignore[no-untyped-call]
     return bar
 

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Sequence
 import pytest
 from conftest import wait_for
 
+from spofkit.faults import PRESETS, FaultError
 from spofkit.health import HealthSettings
 from spofkit.lab import Lab
 from spofkit.strategies import Backend, RequestInfo, Strategy
@@ -67,10 +68,49 @@ async def test_slow_button_uses_the_panel_parameters(lab: Lab) -> None:
         assert ("b", "crash") not in panel.buttons
         await panel.click_fault("b", "slow")
         assert lab.status().instance("b").fault == "slow"
+        assert lab.instances["b"].stats()["fault_params"] == {"ms": 50.0, "jitter_ms": 0.0}
         with pytest.raises(ValueError, match="action must be one of"):
             panel.click_fault("b", "crash")
     finally:
         panel.close()
+
+
+async def test_fault_buttons_inject_the_presets(lab: Lab) -> None:
+    panel = ClusterPanel(lab)
+    try:
+        assert [action for (name, action) in panel.buttons if name == "a"] == [
+            "crash",
+            "hang",
+            "slow",
+            "gray",
+            "recover",
+            "restart",
+        ]
+        await panel.click_fault("b", "slow")
+        assert lab.instances["b"].stats()["fault_params"] == PRESETS["slow"].params  # +200 ms: stays UP
+        assert "+200 ms" in panel.buttons[("b", "slow")].tooltip
+    finally:
+        panel.close()
+    panel = ClusterPanel(lab, faults=["crash", "too_slow"])
+    try:
+        assert panel.buttons[("c", "too_slow")].description == "too slow"
+        await panel.click_fault("c", "too_slow")
+        assert lab.status().instance("c").fault == "slow"
+        assert lab.instances["c"].stats()["fault_params"] == PRESETS["too_slow"].params
+    finally:
+        panel.close()
+
+
+# A panel refused half-way through __init__ is still closed by ipywidgets when collected: quietly.
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
+async def test_fault_buttons_that_cannot_work_are_refused_when_the_panel_is_made(lab: Lab) -> None:
+    with pytest.raises(ValueError, match=r"faults names no preset: \['meteor'\]; the presets are \['crash'"):
+        ClusterPanel(lab, faults=["crash", "meteor"])
+    with pytest.raises(FaultError, match=r"slow\.ms must be <= 60000") as wrong:
+        ClusterPanel(lab, faults={"slow": {"ms": 10**6}})
+    assert wrong.value.field == "ms"
+    with pytest.raises(TypeError, match=r"faults must list preset names, e.g. \['crash'\]"):
+        ClusterPanel(lab, faults="crash")
 
 
 async def test_a_failing_click_is_reported_in_the_panel_not_lost(lab: Lab) -> None:
@@ -142,10 +182,26 @@ async def test_experiment_runner_rejects_bad_settings(lab: Lab) -> None:
         ExperimentRunner(lab, instance="zz")
     with pytest.raises(ValueError, match="fault_at must be within the run"):
         ExperimentRunner(lab, duration=2, fault_at=3)
-    runner = ExperimentRunner(lab, fault="slow")
-    assert runner.faults() == [(1.0, "b", "slow", {"ms": 300})]
-    runner.fault.value = "none"
+    with pytest.raises(ValueError, match="fault_params names no fault of the menu: 'meteor'"):
+        ExperimentRunner(lab, fault_params={"meteor": {}})
+    with pytest.raises(FaultError, match="slow has no parameter 'rate'") as wrong:
+        ExperimentRunner(lab, fault_params={"slow": {"rate": 0.5}})
+    assert wrong.value.field == "rate"
+    runner = ExperimentRunner(lab, fault="none")
     assert runner.faults() == []
+
+
+async def test_experiment_runner_injects_the_presets_the_buttons_and_keys_use(lab: Lab) -> None:
+    runner = ExperimentRunner(lab, fault="slow")
+    assert runner.faults() == [(1.0, "b", "slow", {"ms": 200.0, "jitter_ms": 30.0})]
+    assert runner.faults()[0][3] == PRESETS["slow"].params
+    runner.fault.value = "too_slow"  # a preset whose name is not a fault kind: it injects a slow fault
+    assert runner.faults() == [(1.0, "b", "slow", PRESETS["too_slow"].params)]
+    runner.fault.value = "reset"  # no preset: the fault's own defaults
+    assert runner.faults() == [(1.0, "b", "reset", {})]
+    assert set(PRESETS) <= set(runner.fault.options)
+    mine = ExperimentRunner(lab, fault="slow", fault_params={"slow": {"ms": 50}})
+    assert mine.faults() == [(1.0, "b", "slow", {"ms": 50})]
 
 
 async def test_panel_switches_follow_changes_made_in_code(lab: Lab) -> None:

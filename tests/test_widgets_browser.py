@@ -1,0 +1,195 @@
+"""Every spofkit widget, measured as a learner sees it: JupyterLab in headless Chromium, at two widths.
+
+A small notebook made in a temporary folder shows each kind of widget on a real lab (three live instances on
+127.0.0.1): the ClusterPanel, a ``predict`` with choices (lesson 00's answers after one that wraps) and one
+with a number, an ExperimentRunner, a HealthExplorer and a ``progress_bar``. The test runs it from JupyterLab's
+Run menu and then, at 1280x800 and again at 900x800 (the file browser left open, as a learner has it):
+
+- **measures** each widget in the page (``browser.MEASURE``): no text of a button, label, checkbox, radio
+  option, readout or dropdown option is cut (``scrollWidth <= clientWidth``; a dropdown's options against its
+  box), no two boxes side by side overlap, no radio option's text spills out of its own box, no cell of the
+  panel's table wraps, every slider's track is wider than 100 px, nothing sticks out past the cell's output;
+- **uses** them with the mouse: clicks the second radio option's circle at 1280 px, and at 900 px the fourth's
+  text, the third's circle and the second's circle, each time checking that the one clicked is the one
+  selected; locks the guess in and reads what the kernel echoes; types a number guess; crashes and recovers
+  ``b`` with the panel's buttons; drags the panel's load slider to 30 % and checks the value lands there (and
+  that the lab's header shows that load), later back to 0 (load off); presses Run on the ExperimentRunner and
+  waits for its report and plot.
+
+Screenshots of each widget at each width are saved in ``/tmp/spofkit-widgets/`` (``<width>-<widget>.png``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import nbformat
+import pytest
+from browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    JupyterLab,
+    choose,
+    drag_slider,
+    jupyterlab_serving,
+    measure,
+    open_notebook,
+    run_all_cells,
+)
+from playwright.sync_api import Locator, Page, expect, sync_playwright
+
+from spofkit.widgets import LOAD_SLIDER_MAX
+
+SCREENSHOTS = Path("/tmp/spofkit-widgets")
+NOTEBOOK = "widgets.ipynb"
+WIDTHS = (1280, 900)
+HEIGHT = 800
+# Lesson 00's answers, after one long enough to wrap onto a second line at both widths: a wrapped answer is
+# what used to spill over the next one.
+CHOICES = [
+    "all of them, and more: every request fails while b is down, because the balancer keeps sending requests "
+    "to b until its health checks fail three times in a row and the checker marks it down",
+    "none: the balancer hides the crash",
+    "some: about a third of them, for a second or two",
+    "most: every request b was given, until b is back",
+]
+
+CELLS = {
+    "setup": (
+        "from spofkit.health import HealthSettings\n"
+        "from spofkit.lab import Lab\n"
+        "from spofkit.widgets import ClusterPanel, ExperimentRunner, HealthExplorer, predict, progress_bar\n\n"
+        "lab = await Lab.start(instances=3)"
+    ),
+    "panel": "panel = ClusterPanel(lab)\npanel",
+    "choices": f"guess = predict('How many requests will the client see fail?', {CHOICES!r})\nguess",
+    "number": "number = predict('How many seconds after b crashes will it be marked DOWN?', unit='s')\nnumber",
+    "runner": (
+        "runner = ExperimentRunner(lab, rate=50, duration=2, fault='crash', instance='c', fault_at=0.5,\n"
+        "                          title='c crashes under load')\nrunner"
+    ),
+    "explorer": "HealthExplorer(interval=0.5, timeout=0.3, rise=2, fall=3, probe_failure_probability=0.05)",
+    "progress": "bar = progress_bar('with health checks')\nbar(0.5)",
+}
+# Each widget's element, found in its own cell's output (the widgets add these classes; the progress bar is
+# ipywidgets' own).
+WIDGETS = {
+    "panel": ".spofkit-cluster-panel",
+    "choices": ".spofkit-prediction",
+    "number": ".spofkit-prediction",
+    "runner": ".spofkit-experiment",
+    "explorer": ".spofkit-health-explorer",
+    "progress": ".widget-hprogress",
+}
+
+
+def make_notebook(folder: Path) -> Path:
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    notebook.cells = [nbformat.v4.new_code_cell(source) for source in CELLS.values()]
+    path = folder / NOTEBOOK
+    nbformat.write(notebook, path)
+    return path
+
+
+@pytest.fixture
+def jupyterlab(tmp_path: Path) -> Iterator[JupyterLab]:
+    root = tmp_path / "lab"
+    root.mkdir()
+    make_notebook(root)
+    with jupyterlab_serving(root) as server:
+        yield server
+
+
+def test_every_widget_fits_and_responds_in_chromium(jupyterlab: JupyterLab) -> None:
+    assert Path(CHROMIUM).exists(), "install Debian's chromium package (apt-get install chromium)"
+    SCREENSHOTS.mkdir(exist_ok=True)
+    for old in SCREENSHOTS.glob("*.png"):
+        old.unlink()
+    problems: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": WIDTHS[0], "height": HEIGHT})
+            try:
+                notebook = open_notebook(page, jupyterlab, NOTEBOOK)
+                run_all_cells(page)
+                cells = notebook.locator(".jp-CodeCell")
+                cell_of = {name: cells.nth(index) for index, name in enumerate(CELLS)}
+                widgets = {name: cell_of[name].locator(selector).first for name, selector in WIDGETS.items()}
+                for widget in widgets.values():
+                    expect(widget).to_be_visible(timeout=90_000)
+                expect(widgets["panel"].locator(".spofkit-row-c")).to_contain_text("UP", timeout=30_000)
+
+                problems += measure_all(widgets, WIDTHS[0])
+                use_widgets_wide(page, widgets)
+                page.set_viewport_size({"width": WIDTHS[1], "height": HEIGHT})
+                problems += measure_all(widgets, WIDTHS[1])
+                use_widgets_narrow(page, widgets)
+            except BaseException:
+                print("measured so far:", *problems, sep="\n")
+                raise
+            finally:
+                page.screenshot(path=str(SCREENSHOTS / "page.png"))
+        finally:
+            browser.close()
+    assert not problems, "what a learner would see wrong:\n" + "\n".join(problems)
+
+
+def use_widgets_wide(page: Page, widgets: dict[str, Locator]) -> None:
+    choices = widgets["choices"]
+    choose(page, choices, 1, "circle")
+
+    panel = widgets["panel"]
+    row_b = panel.locator(".spofkit-row-b")
+    row_b.locator(".spofkit-crash-b").click()  # fills the event log with long lines, shows DOWN
+    expect(row_b).to_contain_text("DOWN", timeout=30_000)
+    row_b.locator(".spofkit-recover-b").click()
+    expect(row_b).to_contain_text("UP", timeout=30_000)
+    expect(panel).to_contain_text("InstanceUp b", timeout=15_000)
+
+    load = panel.locator(".widget-slider")
+    header = panel.locator(".widget-html").first
+    shown = drag_slider(page, load, 0.3)
+    assert shown.isdigit() and abs(int(shown) - 0.3 * LOAD_SLIDER_MAX) <= 20, (
+        f"dragged the load slider to 30% of its track ({0.3 * LOAD_SLIDER_MAX:g} req/s), it shows {shown!r}"
+    )
+    expect(header).to_contain_text(f"load {shown} req/s", timeout=10_000)  # the lab itself took it
+
+    number = widgets["number"]
+    field = number.locator("input")
+    field.fill("1.5")
+    field.press("Enter")
+    number.locator("button").click()
+    expect(number).to_contain_text("Locked in: 1.5 s", timeout=10_000)
+
+    runner = widgets["runner"]
+    runner.locator("button", has_text="Run").click()
+    expect(runner).to_contain_text("done: availability", timeout=60_000)
+    expect(runner.locator("img")).to_be_visible(timeout=10_000)
+
+
+def use_widgets_narrow(page: Page, widgets: dict[str, Locator]) -> None:
+    choices = widgets["choices"]
+    choose(page, choices, 3, "text")
+    choose(page, choices, 2, "circle")
+    choose(page, choices, 1, "circle")
+    choices.locator("button").click()
+    expect(choices).to_contain_text(f"Locked in: {CHOICES[1]}", timeout=10_000)  # what the kernel received
+
+    load = widgets["panel"].locator(".widget-slider")
+    header = widgets["panel"].locator(".widget-html").first
+    shown = drag_slider(page, load, 0.0)
+    assert shown == "0", f"dragged the load slider to its left end, it shows {shown!r}"
+    expect(header).to_contain_text("load off", timeout=10_000)
+
+
+def measure_all(widgets: dict[str, Locator], width: int) -> list[str]:
+    """Measure every widget at this width (and take its screenshot); return what is wrong, naming where."""
+    problems = []
+    for name, widget in widgets.items():
+        found = measure(widget)
+        widget.screenshot(path=str(SCREENSHOTS / f"{width}-{name}.png"))
+        problems += [f"{width}px {name}: {problem}" for problem in found]
+    return problems
