@@ -95,5 +95,5 @@ def run_lesson_and_click_crash(page: Page, jupyterlab: JupyterLab) -> None:
     row_b.locator(".spofkit-crash-b").click()
     expect(row_b).to_contain_text("crash", timeout=15_000)
     expect(row_b).to_contain_text("DOWN", timeout=30_000)
-    expect(panel).to_contain_text("InstanceDown b", timeout=15_000)
+    expect(panel).to_contain_text("b marked DOWN", timeout=15_000)
     panel.scroll_into_view_if_needed()

@@ -147,7 +147,7 @@ def use_widgets_wide(page: Page, widgets: dict[str, Locator]) -> None:
     expect(row_b).to_contain_text("DOWN", timeout=30_000)
     row_b.locator(".spofkit-recover-b").click()
     expect(row_b).to_contain_text("UP", timeout=30_000)
-    expect(panel).to_contain_text("InstanceUp b", timeout=15_000)
+    expect(panel).to_contain_text("b marked UP", timeout=15_000)
 
     load = panel.locator(".widget-slider")
     header = panel.locator(".widget-html").first
