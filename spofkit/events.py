@@ -278,6 +278,21 @@ class ClientRequest(Event):
         return f"client request #{self.request_id} got {self.status} in {self.latency * 1000:.0f} ms"
 
 
+# --- the balancers themselves ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BalancerRoleChanged(Event):
+    """A balancer of a pair became ``master`` (it holds the service address), ``backup`` or ``stopped``."""
+
+    balancer: str
+    role: str
+    reason: str = ""
+
+    def describe(self) -> str:
+        return f"{self.balancer} is now {self.role.upper()}" + (f": {self.reason}" if self.reason else "")
+
+
 # Events that come once per request or per probe: many a second under load. Logs, narrations and event streams
 # leave them out unless asked; views that count requests read them.
 PER_REQUEST_EVENTS: tuple[type[Event], ...] = (HealthProbe, RequestRetried, RequestCompleted, ClientRequest)
