@@ -358,8 +358,8 @@ def plot_timeline(report: Report, ax: Any = None, title: str = "") -> Any:
 
     The stretches the report counts as client-visible outage (most requests failing) are shaded. In a stack
     of plots that share the time axis, only the bottom one is labelled "lab time (s)", so the label does not
-    run into the title of the plot below. matplotlib is imported here, not at the top, so spofkit works
-    without it. Returns the Axes.
+    run into the title of the plot below; side by side with a shared count axis, only the left one is labelled.
+    matplotlib is imported here, not at the top, so spofkit works without it. Returns the Axes.
     """
     import matplotlib.patheffects as path_effects
     import matplotlib.pyplot as plt
@@ -384,21 +384,26 @@ def plot_timeline(report: Report, ax: Any = None, title: str = "") -> Any:
         ax.axvline(
             report.detected_at, color=DETECTED_COLOUR, ls=":", lw=3, zorder=3, label="detected", path_effects=halo
         )
-    if _labels_time_axis(ax):
+    if _labels_shared_axis(ax, "x"):
         ax.set_xlabel("lab time (s)")
-    ax.set_ylabel("requests sent / s")
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # whole requests
+    if _labels_shared_axis(ax, "y"):
+        ax.set_ylabel("requests sent / s")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 2.5, 5, 10]))  # whole requests, round steps
     if title:
         ax.set_title(title)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")  # beside, not over
     return ax
 
 
-def _labels_time_axis(ax: Any) -> bool:
-    """False for an Axes that shares its x axis with one below it: that one carries the label."""
-    shared = [other for other in ax.get_shared_x_axes().get_siblings(ax) if other is not ax]
+def _labels_shared_axis(ax: Any, which: str) -> bool:
+    """Should ``ax`` label its ``which`` axis? Not when it shares that axis with a neighbour that carries the label:
+    the plot below it for time (x), the plot to its left for the counts (y)."""
+    shared = ax.get_shared_x_axes() if which == "x" else ax.get_shared_y_axes()
+    has_neighbours = any(other is not ax for other in shared.get_siblings(ax))
     spec = ax.get_subplotspec() if hasattr(ax, "get_subplotspec") else None
-    return not (shared and spec is not None and not spec.is_last_row())
+    if not has_neighbours or spec is None:
+        return True
+    return bool(spec.is_last_row()) if which == "x" else bool(spec.is_first_col())
 
 
 # --- formatting -----------------------------------------------------------------------------------

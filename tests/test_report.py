@@ -6,9 +6,9 @@ import json
 import math
 import re
 from collections.abc import Callable
-from typing import Any
 
 import pytest
+from figure_checks import overlapping_texts
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -371,38 +371,6 @@ def test_the_detected_marker_stands_out_on_green_bars_red_bars_and_white() -> No
         plt.close(ax.figure)
 
 
-def text_boxes(figure: Any) -> list[tuple[str, Any]]:
-    """(what, window extent) of every piece of text a reader reads in ``figure``, once drawn."""
-    figure.canvas.draw()
-    renderer = figure.canvas.get_renderer()
-    boxes = []
-    for ax in figure.axes:
-        for what, text in (("title", ax.title), ("xlabel", ax.xaxis.label), ("ylabel", ax.yaxis.label)):
-            if text.get_visible() and text.get_text():
-                boxes.append((f"{what} of {ax.get_title()!r}", text.get_window_extent(renderer)))
-        ticks = []
-        for axis, (low, high) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
-            for location, label in zip(axis.get_majorticklocs(), axis.get_majorticklabels(), strict=False):
-                if min(low, high) <= location <= max(low, high) and label.get_visible() and label.get_text():
-                    ticks.append(label)  # drawn: a tick outside the view limits is not
-        for tick in ticks:
-            boxes.append((f"tick {tick.get_text()!r} of {ax.get_title()!r}", tick.get_window_extent(renderer)))
-        legend = ax.get_legend()
-        if legend is not None:
-            boxes.append((f"legend of {ax.get_title()!r}", legend.get_window_extent(renderer)))
-    return boxes
-
-
-def overlapping_texts(figure: Any) -> list[tuple[str, str]]:
-    boxes = text_boxes(figure)
-    return [
-        (one, other)
-        for index, (one, box) in enumerate(boxes)
-        for other, other_box in boxes[index + 1 :]
-        if box.overlaps(other_box) and box.width > 0 and other_box.width > 0
-    ]
-
-
 def test_stacked_timelines_label_time_once_and_no_text_overlaps() -> None:
     matplotlib = pytest.importorskip("matplotlib")
     matplotlib.use("Agg")
@@ -426,6 +394,16 @@ def test_stacked_timelines_label_time_once_and_no_text_overlaps() -> None:
         plot_timeline(report, ax=top, title="top")
         bottom.set_title("who answered")
         assert [pair for pair in overlapping_texts(figure) if "xlabel" in pair[0] or "xlabel" in pair[1]] == []
+    finally:
+        plt.close(figure)
+    # Side by side with a shared y axis (lesson 04): the count is labelled once, on the left.
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 3), sharey=True, layout="constrained")
+    try:
+        plot_timeline(report, ax=left, title="retries off")
+        plot_timeline(report, ax=right, title="retries on")
+        assert left.get_ylabel() == "requests sent / s" and right.get_ylabel() == ""
+        assert left.get_xlabel() == right.get_xlabel() == "lab time (s)"
+        assert overlapping_texts(figure) == []
     finally:
         plt.close(figure)
     # A single plot keeps its label.
