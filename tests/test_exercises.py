@@ -436,6 +436,16 @@ def test_hints_recognise_the_common_mistakes() -> None:
     assert "multiplies" in hint_for(exercises.littles_law, 250, **little)
 
 
+@pytest.mark.parametrize("seed", range(20))
+def test_the_parallel_note_names_the_part_that_limits_the_service(seed: int) -> None:
+    problem = exercises.parallel_availability.new_problem(seed=seed)
+    params = problem.params
+    balancer_limits = 1 - params["balancer"] > (1 - params["each"]) ** params["copies"]
+    why = exercises.reveal(problem).note
+    assert ("the one balancer is down more often" in why) == balancer_limits, (params, why)
+    assert ("another copy would help" in why) == (not balancer_limits), (params, why)
+
+
 def test_choice_hints_ask_about_the_option_they_name() -> None:
     options = [("crash", {}), ("gray", {"rate": 0.5}), ("slow", {"ms": 50.0})]
     problem = Problem(exercises.health_check_misses.id, 0, "by hand", {"timeout": 0.3, "options": options})

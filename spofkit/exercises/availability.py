@@ -231,4 +231,15 @@ class ParallelAvailability(AvailabilityExercise):
         )
 
     def _why_answer(self, problem: Problem) -> str:
-        return "past a couple of copies the balancer dominates: it has become the single point of failure"
+        params = problem.params
+        all_copies_down = (1 - params["each"]) ** params["copies"]
+        balancer_down = 1 - params["balancer"]
+        if balancer_down > all_copies_down:
+            return (
+                f"the one balancer is down more often than all {params['copies']} copies at once: it has become "
+                f"the single point of failure, and more copies would hardly help"
+            )
+        return (
+            f"all {params['copies']} copies down at once is still more likely than the balancer being down: "
+            f"another copy would help, until the balancer becomes the single point of failure"
+        )
