@@ -7,9 +7,9 @@ For each fault (``crash``, ``hang``) and each setting (retries on, retries off) 
 :class:`spofkit.lab.Lab` with 3 instances (health checks and passive ejection on in every run, so the only
 difference is the retries), sends open-loop load at ``--rate`` requests/s for ``--duration`` s, breaks
 instance ``b`` at ``--fault-at`` s, and prints one column per run: client errors, availability, requests
-retried, detection window (fault → health checker marks ``b`` down), client-visible outage (first → last failed
-request) and p50/p99 latency. Every run is bounded: the load stops after ``--duration`` s and each request after
-``--client-timeout`` s.
+retried, detection window (fault → health checker marks ``b`` down), client-visible outage (the time during
+which most requests sent failed), first → last failure and p50/p99 latency. Every run is bounded: the load stops
+after ``--duration`` s and each request after ``--client-timeout`` s.
 
 With ``--isolation process`` (the default) each instance is its own OS process and a crash is a real ``kill -9``.
 ``--spofkit-root DIR`` runs the same scenarios on another copy of the package (``DIR/spofkit``, e.g. with a

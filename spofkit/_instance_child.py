@@ -13,15 +13,25 @@ message (not meant to be run by hand):
 The server itself is the ordinary in-process :class:`~spofkit.instance.ServiceInstance`, so every fault but
 the crash behaves exactly as in-process. (A crash needs no command: the parent sends ``SIGKILL``.)
 
-The child must never outlive its parent: when stdin reaches end of file (the parent exited, even by
-``kill -9``) it stops. ``SIGTERM`` stops it too; ``SIGINT`` is ignored, so pressing Ctrl-C in a terminal leaves
-the clean-up to the parent.
+The child must never outlive its parent (a notebook kernel that is shut down, restarted or killed), so it
+watches for the parent's end three ways, each enough on its own:
+
+* stdin reaches end of file: the parent's end of the pipe closed (it exited, even by ``kill -9``);
+* on Linux, the kernel sends it ``SIGTERM`` when the parent dies (``prctl(PR_SET_PDEATHSIG)``): this also works
+  when another process still holds the pipe open, e.g. a worker the parent forked (``multiprocessing``);
+* it checks every ``PARENT_CHECK_INTERVAL`` seconds that its parent is still the process that started it
+  (``--parent-pid``): an orphan is adopted by another process.
+
+``SIGTERM`` stops it cleanly; ``SIGINT`` is ignored, so pressing Ctrl-C in a terminal leaves the clean-up to the
+parent.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
+import ctypes.util
 import json
 import os
 import signal
@@ -30,6 +40,31 @@ from typing import Any
 
 from spofkit.faults import make_fault
 from spofkit.instance import ServiceInstance
+
+PARENT_CHECK_INTERVAL = 0.5  # seconds between checks that the parent is still there
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _ask_for_a_signal_when_the_parent_dies() -> bool:
+    """Linux only: have the kernel send SIGTERM when the parent dies. False where that is not available.
+
+    The "parent" is the thread that started this process: for a lab, the thread running its event loop, which
+    lives as long as the lab does.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return bool(libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+async def _watch_parent(parent_pid: int, parent_gone: asyncio.Event) -> None:
+    """Set ``parent_gone`` once this process has been handed to another parent (its own has died)."""
+    while os.getppid() == parent_pid:
+        await asyncio.sleep(PARENT_CHECK_INTERVAL)
+    parent_gone.set()
 
 
 def _say(message: dict[str, Any]) -> None:
@@ -70,11 +105,16 @@ async def _obey(instance: ServiceInstance, commands: asyncio.StreamReader) -> No
         _say(dict(reply, id=request.get("id"), stats=instance.stats()))
 
 
-async def serve(name: str, port: int, work_time: float, seed: int | None) -> int:
+async def serve(name: str, port: int, work_time: float, seed: int | None, parent_pid: int | None = None) -> int:
     # Ready to be told to stop before saying hello: the parent may stop us right after it.
     loop = asyncio.get_running_loop()
     terminated = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, terminated.set)
+    parent_pid = os.getppid() if parent_pid is None else parent_pid
+    _ask_for_a_signal_when_the_parent_dies()
+    if os.getppid() != parent_pid:
+        return 1  # the parent died before we could ask to be told: nobody is left to serve
+    watching = asyncio.create_task(_watch_parent(parent_pid, terminated))
     commands = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(commands), sys.stdin)
 
@@ -82,6 +122,7 @@ async def serve(name: str, port: int, work_time: float, seed: int | None) -> int
     try:
         await instance.start()
     except OSError as exc:
+        watching.cancel()
         _say({"ok": False, "error": f"cannot listen on 127.0.0.1:{port}: {exc}"})
         return 1
     _say({"ok": True, "port": instance.port, "pid": os.getpid()})
@@ -89,7 +130,7 @@ async def serve(name: str, port: int, work_time: float, seed: int | None) -> int
     obeying = asyncio.create_task(_obey(instance, commands))
     waiting = asyncio.create_task(terminated.wait())
     await asyncio.wait({obeying, waiting}, return_when=asyncio.FIRST_COMPLETED)
-    for task in (obeying, waiting):
+    for task in (obeying, waiting, watching):
         task.cancel()
     await instance.stop()
     return 0
@@ -101,9 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--work-time", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--parent-pid", type=int, default=None, help="the process that started this one")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    return asyncio.run(serve(args.name, args.port, args.work_time, args.seed))
+    return asyncio.run(serve(args.name, args.port, args.work_time, args.seed, args.parent_pid))
 
 
 if __name__ == "__main__":

@@ -15,10 +15,12 @@ against. ``isolation="process"`` runs every instance as its own OS process, so a
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import dataclasses
 import random
 import string
+import weakref
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
@@ -59,6 +61,23 @@ BACKGROUND_LOAD_MAX_SECONDS = 3600.0
 # A background load keeps this many of its latest records in memory (an hour at 1,000 req/s would be millions);
 # views follow it through the ClientRequest events, which carry every request.
 BACKGROUND_LOAD_KEEP_LAST = 10_000
+
+
+# Labs started and not stopped yet. A lab left running (a notebook's lab when its kernel shuts down) must not
+# leave its instance processes behind: at interpreter exit, _stop_processes_at_exit stops them.
+_RUNNING_LABS: weakref.WeakSet[Lab] = weakref.WeakSet()
+
+
+def _stop_processes_at_exit() -> None:
+    for lab in list(_RUNNING_LABS):
+        for instance in list(lab.instances.values()):
+            stop_now = getattr(instance, "stop_now", None)  # process isolation only: in-process ones die with us
+            if stop_now is not None:
+                with contextlib.suppress(Exception):
+                    stop_now()
+
+
+atexit.register(_stop_processes_at_exit)
 
 
 class Lab:
@@ -148,6 +167,7 @@ class Lab:
         except BaseException:
             await lab.stop()
             raise
+        _RUNNING_LABS.add(lab)
         return lab
 
     async def __aenter__(self) -> Lab:
@@ -163,6 +183,7 @@ class Lab:
 
     async def stop(self) -> None:
         """Stop load, checks, balancer and every instance (and its process). Safe to call twice."""
+        _RUNNING_LABS.discard(self)
         await self.stop_background_load()
         await self.balancer.stop()
         instances, self.instances = list(self.instances.values()), {}

@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,8 @@ class ProcessInstance(Instance):
     The parent talks to the child over its stdin/stdout, one JSON line per message: the child first says
     ``{"ok": true, "port": ..., "pid": ...}``, then answers each command (``inject``, ``recover``, ``stats``)
     with one reply carrying the same ``id`` and its counters. A crash does not ask the child anything: it is
-    ``kill -9``. If the parent dies, the child sees its stdin close and exits too.
+    ``kill -9``. If the parent dies, however it dies, the child notices and exits too (see
+    :mod:`spofkit._instance_child`); when the interpreter exits without stopping the lab, :meth:`stop_now` stops it.
     """
 
     startup_timeout = 20.0  # seconds for a new process to import aiohttp and listen (slow on a busy machine)
@@ -68,6 +70,23 @@ class ProcessInstance(Instance):
     def running(self) -> bool:
         return self._alive() and self._child_running
 
+    def stop_now(self, timeout: float = 2.0) -> None:
+        """Stop the child without the event loop (at interpreter exit): SIGTERM, and SIGKILL if it lingers.
+
+        The child stops cleanly on SIGTERM; this waits up to ``timeout`` seconds for it to have exited.
+        """
+        process = self._process
+        if process is None or process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _still_running(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if _still_running(process.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGKILL)
+
     async def refresh_stats(self) -> dict[str, Any]:
         if self._alive():
             with contextlib.suppress(ChildGone):
@@ -81,7 +100,7 @@ class ProcessInstance(Instance):
 
     async def _boot(self) -> None:
         command = [sys.executable, "-m", "spofkit._instance_child", "--name", self.name]
-        command += ["--port", str(self.port), "--work-time", str(self.work_time)]
+        command += ["--port", str(self.port), "--work-time", str(self.work_time), "--parent-pid", str(os.getpid())]
         if self.seed is not None:
             command += ["--seed", str(self.seed)]
         # The child must import spofkit from wherever this copy lives, installed or not.
@@ -225,6 +244,21 @@ class ProcessInstance(Instance):
                 return
             except (asyncio.TimeoutError, RuntimeError):
                 continue  # a busy child: try again next time
+
+
+def _still_running(pid: int) -> bool:
+    """Is ``pid`` still running? A zombie (exited, not yet reaped by asyncio's watcher) is not."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc (not Linux): ask the system whether the process exists
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
 
 
 async def _kill_and_reap(process: asyncio.subprocess.Process) -> None:

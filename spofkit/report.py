@@ -3,7 +3,14 @@
 * **availability** — the share of requests that succeeded, as the *client* saw it;
 * **detection window** — from the fault's injection to the health checker marking that instance
   down (its first ``InstanceDown``). Until then the balancer keeps sending it traffic;
-* **client-visible outage** — from the start of the first failed request to the end of the last;
+* **client-visible outage** — how long the service was *down* for its clients: the time during which
+  *most* of the requests sent failed. The run is cut into slices of 0.1 s (wider at low rates, so each
+  holds a few requests); a slice counts as out when more than half of the requests sent in it failed.
+  Requests count where they were *sent*, so a hung request that times out after the run still counts
+  inside it, and the outage can never be longer than the run. Scattered errors (one here, one there)
+  are not an outage: they lower the availability, and show up in the next figure;
+* **first → last failure** — from the first failed request sent to the last one (``failure_span``):
+  how long *some* requests failed, however few. 8 errors spread over 2 s make a 2 s span and no outage;
 * **latency percentiles** — p50 is the typical request, p99 the one in a hundred users notice;
 * a per-second **timeline** of successes and failures, to draw around the fault.
 
@@ -26,6 +33,10 @@ from spofkit.loadgen import RequestRecord
 
 # Successful answers without an X-Served-By header are counted under this name.
 UNKNOWN_INSTANCE = "(unknown)"
+# The outage is measured in slices of the run this long (seconds)...
+OUTAGE_SLICE = 0.1
+# ...or longer at low rates, so that a slice holds about this many requests: one request is no majority.
+REQUESTS_PER_SLICE = 3
 
 
 def percentile(values: Sequence[float], p: float) -> float | None:
@@ -78,9 +89,14 @@ class Report:
     fault_at: float | None
     fault_instance: str | None
     detection_window: float | None  # fault_at -> first InstanceDown of fault_instance; None if never
-    client_visible_outage: float | None  # last failure's end - first failure's start; 0.0 if none failed
-    first_failure_at: float | None
-    last_failure_at: float | None
+    client_visible_outage: float  # seconds of the run in which most requests sent failed; 0.0 if never
+    outage_periods: list[tuple[float, float]]  # (from, to) lab times when most requests failed
+    outage_slice: float  # the slice length the outage was measured in (seconds)
+    first_failure_at: float | None  # lab time the first failed request was sent
+    last_failure_at: float | None  # lab time the last failed request was sent
+    failure_span: float  # last_failure_at - first_failure_at; 0.0 if fewer than two failed
+    run_start: float | None  # lab time the first request was sent
+    run_end: float | None  # lab time the sending ended (the last request's turn, not its answer)
     timeline: list[TimelineBucket]
 
     @property
@@ -110,10 +126,8 @@ class Report:
                 lines.append(f"detected      never (no InstanceDown for {self.fault_instance})")
             else:
                 lines.append(f"detected      {_detection(self)} after it (at {self.detected_at:.2f} s)")
-        outage = f"{_seconds(self.client_visible_outage)}"
-        if self.first_failure_at is not None and self.last_failure_at is not None:
-            outage += f"  ({self.first_failure_at:.2f} s -> {self.last_failure_at:.2f} s)"
-        lines.append(f"outage seen   {outage}")
+        lines.append(f"outage seen   {_outage(self)}")
+        lines.append(f"failures      {_failures(self)}")
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -133,7 +147,8 @@ class Report:
             ("served by", ", ".join(f"{k} {v}" for k, v in self.per_instance.items()) or "nobody"),
             ("latency p50 / p99", f"{_ms(self.latency_p50)} / {_ms(self.latency_p99)}"),
             ("detection window", _detection(self)),
-            ("client-visible outage", _seconds(self.client_visible_outage)),
+            ("client-visible outage", _outage(self)),
+            ("first → last failure", _failures(self)),
         ]
         body = "".join(
             f"<tr><th style='text-align:left'>{html.escape(name)}</th>"
@@ -175,10 +190,10 @@ def build_report(
             fault_instance = fault.instance if fault_instance is None else fault_instance
 
     first_failure_at = min((r.start for r in failures), default=None)
-    last_failure_at = max((r.end for r in failures), default=None)
-    outage = 0.0  # no failed request, no outage a client could see
-    if first_failure_at is not None and last_failure_at is not None:
-        outage = last_failure_at - first_failure_at
+    last_failure_at = max((r.start for r in failures), default=None)
+    run_start, run_end = _run_window(records)
+    outage_slice = _outage_slice(records)
+    outage_periods = _outage_periods(records, run_start, run_end, outage_slice)
 
     return Report(
         requests=len(records),
@@ -195,11 +210,68 @@ def build_report(
         fault_at=fault_at,
         fault_instance=fault_instance,
         detection_window=_detection_window(events, fault_at, fault_instance),
-        client_visible_outage=outage,
+        client_visible_outage=sum(until - since for since, until in outage_periods),
+        outage_periods=outage_periods,
+        outage_slice=outage_slice,
         first_failure_at=first_failure_at,
         last_failure_at=last_failure_at,
+        failure_span=0.0 if first_failure_at is None or last_failure_at is None else last_failure_at - first_failure_at,
+        run_start=run_start,
+        run_end=run_end,
         timeline=_timeline(records),
     )
+
+
+def _run_window(records: Sequence[RequestRecord]) -> tuple[float | None, float | None]:
+    """From the first request sent to the end of the sending: the last request's turn (one spacing after it).
+
+    The answers may come later (a hung request times out after the run); the run is when requests were sent.
+    """
+    if not records:
+        return None, None
+    starts = sorted(r.start for r in records)
+    if len(starts) == 1:
+        return starts[0], max(starts[0], records[0].end)
+    spacing = (starts[-1] - starts[0]) / (len(starts) - 1)
+    return starts[0], starts[-1] + spacing
+
+
+def _outage_slice(records: Sequence[RequestRecord]) -> float:
+    """OUTAGE_SLICE, widened at low rates so a slice holds about REQUESTS_PER_SLICE requests."""
+    starts = [r.start for r in records]
+    if len(starts) < 2 or max(starts) <= min(starts):
+        return OUTAGE_SLICE
+    rate = (len(starts) - 1) / (max(starts) - min(starts))
+    return max(OUTAGE_SLICE, REQUESTS_PER_SLICE / rate)
+
+
+def _outage_periods(
+    records: Sequence[RequestRecord], run_start: float | None, run_end: float | None, width: float
+) -> list[tuple[float, float]]:
+    """(from, to) stretches of the run in which more than half of the requests *sent* failed.
+
+    The run is cut into slices of ``width`` seconds from ``run_start``; the last one ends at ``run_end``.
+    Neighbouring slices that are out merge into one period.
+    """
+    if run_start is None or run_end is None or not any(not r.ok for r in records):
+        return []
+    slices = max(1, math.ceil((run_end - run_start) / width - 1e-9))
+    sent = [0] * slices
+    failed = [0] * slices
+    for record in records:
+        index = min(slices - 1, max(0, math.floor((record.start - run_start) / width + 1e-9)))
+        sent[index] += 1
+        failed[index] += 0 if record.ok else 1
+    periods: list[tuple[float, float]] = []
+    for index in range(slices):
+        if 2 * failed[index] <= sent[index]:
+            continue  # half or fewer failed (or nothing was sent): the service was there for most clients
+        since, until = run_start + index * width, min(run_end, run_start + (index + 1) * width)
+        if periods and math.isclose(periods[-1][1], since):
+            periods[-1] = (periods[-1][0], until)
+        else:
+            periods.append((since, until))
+    return periods
 
 
 def _detection_window(events: Sequence[Event], fault_at: float | None, fault_instance: str | None) -> float | None:
@@ -254,6 +326,7 @@ def compare(reports: Mapping[str, Report]) -> str:
         ("retried", [str(r.retried) for r in reports.values()]),
         ("detection window", [_detection(r) for r in reports.values()]),
         ("client-visible outage", [_seconds(r.client_visible_outage) for r in reports.values()]),
+        ("first → last failure", [_span(r) for r in reports.values()]),
         ("latency p50", [_ms(r.latency_p50) for r in reports.values()]),
         ("latency p99", [_ms(r.latency_p99) for r in reports.values()]),
     ]
@@ -271,32 +344,66 @@ def compare(reports: Mapping[str, Report]) -> str:
 # --- plotting -------------------------------------------------------------------------------------
 
 
+# Colours of the timeline, picked to be told apart: the detection marker is dark, with a white edge, so it
+# stands out on green bars, on red bars and on the white background alike.
+OK_COLOUR = "tab:green"
+FAILED_COLOUR = "tab:red"
+FAULT_COLOUR = "black"
+DETECTED_COLOUR = "#08306b"  # a dark navy blue
+OUTAGE_COLOUR = "tab:red"  # the shading behind the bars while most requests failed, pale
+
+
 def plot_timeline(report: Report, ax: Any = None, title: str = "") -> Any:
     """Bars of ok and failed requests per second, a line at the fault and one at its detection.
 
+    The stretches the report counts as client-visible outage (most requests failing) are shaded. In a stack
+    of plots that share the time axis, only the bottom one is labelled "lab time (s)", so the label does not
+    run into the title of the plot below; side by side with a shared count axis, only the left one is labelled.
     matplotlib is imported here, not at the top, so spofkit works without it. Returns the Axes.
     """
+    import matplotlib.patheffects as path_effects
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     if ax is None:
-        _figure, ax = plt.subplots(figsize=(8, 3))
+        _figure, ax = plt.subplots(figsize=(8, 3), layout="constrained")
     seconds = [bucket.second for bucket in report.timeline]
     ok = [bucket.ok for bucket in report.timeline]
     failed = [bucket.failed for bucket in report.timeline]
     # Bucket s covers [s, s + 1): draw it there, so the fault line falls where the fault happened.
-    ax.bar(seconds, ok, width=0.9, align="edge", color="tab:green", label="ok")
-    ax.bar(seconds, failed, width=0.9, align="edge", bottom=ok, color="tab:red", label="failed")
+    ax.bar(seconds, ok, width=0.9, align="edge", color=OK_COLOUR, label="ok")
+    ax.bar(seconds, failed, width=0.9, align="edge", bottom=ok, color=FAILED_COLOUR, label="failed")
+    for number, (since, until) in enumerate(report.outage_periods):
+        label = "outage: most failing" if number == 0 else None
+        ax.axvspan(since, until, color=OUTAGE_COLOUR, alpha=0.15, lw=0, zorder=0, label=label)
+    halo = [path_effects.Stroke(linewidth=5, foreground="white"), path_effects.Normal()]
     if report.fault_at is not None:
         who = f" ({report.fault_instance})" if report.fault_instance else ""
-        ax.axvline(report.fault_at, color="black", ls="--", lw=2, zorder=3, label=f"fault{who}")
+        ax.axvline(report.fault_at, color=FAULT_COLOUR, ls="--", lw=2, zorder=3, label=f"fault{who}", path_effects=halo)
     if report.detected_at is not None:
-        ax.axvline(report.detected_at, color="tab:blue", ls=":", lw=2, zorder=3, label="detected")
-    ax.set_xlabel("lab time (s)")
-    ax.set_ylabel("requests started / s")
+        ax.axvline(
+            report.detected_at, color=DETECTED_COLOUR, ls=":", lw=3, zorder=3, label="detected", path_effects=halo
+        )
+    if _labels_shared_axis(ax, "x"):
+        ax.set_xlabel("lab time (s)")
+    if _labels_shared_axis(ax, "y"):
+        ax.set_ylabel("requests sent / s")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 2.5, 5, 10]))  # whole requests, round steps
     if title:
         ax.set_title(title)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")  # beside, not over
     return ax
+
+
+def _labels_shared_axis(ax: Any, which: str) -> bool:
+    """Should ``ax`` label its ``which`` axis? Not when it shares that axis with a neighbour that carries the label:
+    the plot below it for time (x), the plot to its left for the counts (y)."""
+    shared = ax.get_shared_x_axes() if which == "x" else ax.get_shared_y_axes()
+    has_neighbours = any(other is not ax for other in shared.get_siblings(ax))
+    spec = ax.get_subplotspec() if hasattr(ax, "get_subplotspec") else None
+    if not has_neighbours or spec is None:
+        return True
+    return bool(spec.is_last_row()) if which == "x" else bool(spec.is_first_col())
 
 
 # --- formatting -----------------------------------------------------------------------------------
@@ -312,6 +419,31 @@ def _seconds(seconds: float | None) -> str:
 
 def _percent(fraction: float) -> str:
     return f"{fraction * 100:.2f} %"
+
+
+def _span(report: Report) -> str:
+    return "-" if report.first_failure_at is None else _seconds(report.failure_span)
+
+
+def _outage(report: Report) -> str:
+    """The outage, and in words what it means (the definition is the module docstring's)."""
+    if report.failed == 0:
+        return f"{_seconds(report.client_visible_outage)}  (no request failed)"
+    if not report.outage_periods:
+        return f"{_seconds(report.client_visible_outage)}  (at no time did most requests fail)"
+    periods = ", ".join(f"{since:.2f} s -> {until:.2f} s" for since, until in report.outage_periods[:3])
+    more = f" and {len(report.outage_periods) - 3} more" if len(report.outage_periods) > 3 else ""
+    return f"{_seconds(report.client_visible_outage)}  (most requests failed: {periods}{more})"
+
+
+def _failures(report: Report) -> str:
+    """How many failed, and from the first failed request sent to the last."""
+    if report.first_failure_at is None or report.last_failure_at is None:
+        return "none"
+    return (
+        f"{report.failed} failed, sent from {report.first_failure_at:.2f} s to {report.last_failure_at:.2f} s "
+        f"(first -> last failure {_seconds(report.failure_span)})"
+    )
 
 
 def _detection(report: Report) -> str:

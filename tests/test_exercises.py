@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import math
 import re
 import runpy
@@ -34,15 +35,6 @@ def right_answer(exercise: Exercise, problem: Problem) -> Any:
     return "".join(sorted(solution)) if isinstance(exercise, ChoiceExercise) else solution
 
 
-def wrong_answer(exercise: Exercise, problem: Problem) -> Any:
-    solution = exercise.solution(problem)
-    if isinstance(exercise, ChoiceExercise):
-        return set(solution) ^ {"A"}  # toggle one option
-    if isinstance(exercise, AvailabilityExercise):
-        return solution - 0.05
-    return solution * 1.5 + 1
-
-
 def test_every_lesson_has_an_exercise() -> None:
     assert sorted(EXERCISES) == ["00", "01", "02", "03", "04", "05", "06"]
     assert all(EXERCISES.values())
@@ -62,18 +54,160 @@ def test_right_answer_passes(exercise: Exercise, seed: int) -> None:
     assert "Correct" in str(feedback)
 
 
+def wrong_answers(exercise: Exercise, problem: Problem) -> list[Any]:
+    """Wrong answers of many shapes: off a little or a lot, both ways, in the wrong unit, the complement."""
+    solution = exercise.solution(problem)
+    if isinstance(exercise, ChoiceExercise):
+        labels = [label for label, _option in exercise._options(problem)]
+        return [set(solution) ^ {label} for label in labels] + [set(labels) - set(solution)]
+    if isinstance(exercise, AvailabilityExercise):
+        downtime = 1 - solution
+        return [1 - downtime * factor for factor in (0.5, 0.8, 1.5, 3.0, 20.0)] + [downtime, solution - 0.05]
+    answers = [solution * factor for factor in (0.5, 0.85, 1.2, 2.0, 60.0, 1 / 60, 1000.0)] + [solution * 1.5 + 1]
+    if 0 < solution < 1:
+        answers.append(1 - solution)
+    return [answer for answer in answers if not exercise.check(problem, answer).ok]
+
+
+def spellings(value: float, unit: str) -> dict[str, float]:
+    """The ways a number may be printed, each with the answer it stands for: rounded, as a fraction, and in the
+    other units it may be given in (a percentage, ms, seconds or hours)."""
+    scales = {"%": (1, 100), "s": (1, 1000), "minutes": (1, 60, 1 / 60)}.get(unit, (1,))
+    found = {}
+    for scale in scales:
+        number = value * scale
+        texts = [f"{number:.{digits}g}" for digits in range(2, 8)] + [f"{number:.{d}f}" for d in range(0, 5)]
+        for text in texts:
+            found[text] = float(text) / scale
+    for denominator in range(2, 27):
+        numerator = value * denominator
+        if 0 < value < 1 and math.isclose(numerator, round(numerator), abs_tol=1e-9):
+            found[f"{round(numerator)}/{denominator}"] = value
+    return found
+
+
+LABEL_LIST = re.compile(r"(?<![\w'])[A-Z](?:(?:, | and )[A-Z])*(?![\w':])")
+
+
+def readable_text(feedback: Feedback) -> str:
+    """Everything a learner can read in the feedback (as text and as HTML), except their own answer echoed."""
+    text = "\n".join([feedback.expected, feedback.hint, feedback.note, feedback.off, feedback.message])
+    text += "\n" + feedback._repr_html_()
+    text = re.sub(r"1 −|− 1\b", "", text)  # the formulas' constants ("fall − 1", "1 − availability")
+    return text.replace(f"given:    {feedback.given}", "").replace(f">{html.escape(feedback.given)}<", "><")
+
+
+def revealed_anywhere(exercise: Exercise, problem: Problem, feedback: Feedback) -> list[str]:
+    """Spellings of the right answer found in what the learner can read.
+
+    A number already printed in the question is not a leak: the learner has it on screen anyway. For a choice,
+    a list of labels that is exactly the right set is a leak ("look again at A, B, C, D and E" is not).
+    """
+    solution = exercise.solution(problem)
+    readable = readable_text(feedback)
+    if isinstance(exercise, ChoiceExercise):
+        lists = {match.group() for match in LABEL_LIST.finditer(readable)}
+        return sorted(found for found in lists if set(re.findall(r"[A-Z]", found)) == set(solution))
+    assert isinstance(exercise, NumericExercise)
+    fraction = isinstance(exercise, AvailabilityExercise) or "fraction" in exercise.answer_format
+    candidates = spellings(solution, "%" if fraction else exercise.unit)
+
+    def shows(candidate: str, where: str) -> bool:
+        return re.search(rf"(?<![\w.]){re.escape(candidate)}(?![\w]|\.\d)", where) is not None
+
+    # A spelling gives the answer away if the checker would accept the number it stands for.
+    return sorted(
+        text
+        for text, stands_for in candidates.items()
+        if exercise._close(solution, stands_for) and shows(text, readable) and not shows(text, problem.question)
+    )
+
+
 @pytest.mark.parametrize("exercise", ALL, ids=lambda e: e.id)
 @pytest.mark.parametrize("seed", SEEDS)
-def test_wrong_answer_fails_with_expected_given_and_hint(exercise: Exercise, seed: int) -> None:
+def test_a_wrong_answer_says_how_far_off_and_hints_but_never_gives_the_answer(exercise: Exercise, seed: int) -> None:
     problem = exercise.new_problem(seed=seed)
-    feedback = exercise.check(problem, wrong_answer(exercise, problem))
+    answers = wrong_answers(exercise, problem)
+    assert answers
+    for answer in answers:
+        feedback = exercise.check(problem, answer)
+        assert not feedback.ok and not bool(feedback)
+        assert feedback.kind == "wrong"
+        assert feedback.expected == "", f"the answer is in the feedback for {answer!r}: {feedback.expected}"
+        assert feedback.given and feedback.hint and feedback.off
+        assert str(feedback).startswith(f"Not quite: {feedback.off}.")
+        assert "expected" not in str(feedback) and "expected" not in feedback._repr_html_()
+        assert "#b71c1c" in feedback._repr_html_()  # a red box
+        assert not revealed_anywhere(exercise, problem, feedback), (answer, str(feedback))
+
+
+NUMERIC = [exercise for exercise in ALL if isinstance(exercise, NumericExercise)]
+CHOICES = [exercise for exercise in ALL if isinstance(exercise, ChoiceExercise)]
+
+
+@pytest.mark.parametrize("exercise", NUMERIC, ids=lambda e: e.id)
+@pytest.mark.parametrize("seed", SEEDS)
+def test_too_high_and_too_low_are_true(exercise: NumericExercise, seed: int) -> None:
+    problem = exercise.new_problem(seed=seed)
+    expected = exercise.solution(problem)
+    for answer in wrong_answers(exercise, problem):
+        feedback = exercise.check(problem, answer)
+        given = exercise._normalise(float(answer))
+        assert ("too high" in feedback.off) == (given > expected), (answer, feedback.off)
+        assert ("too low" in feedback.off) == (given < expected), (answer, feedback.off)
+        gap = abs(given - expected) / (abs(1 - expected) if isinstance(exercise, AvailabilityExercise) else expected)
+        assert ("a little" in feedback.off) == (gap <= 0.1), (answer, feedback.off)
+        assert ("far" in feedback.off) == (gap >= 1.0), (answer, feedback.off)
+
+
+@pytest.mark.parametrize("exercise", CHOICES, ids=lambda e: e.id)
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_wrong_choice_names_exactly_the_wrong_options(exercise: ChoiceExercise, seed: int) -> None:
+    problem = exercise.new_problem(seed=seed)
+    solution = exercise.solution(problem)
+    for answer in wrong_answers(exercise, problem):
+        feedback = exercise.check(problem, answer)
+        wrong = sorted(set(answer) ^ solution)
+        named = re.findall(r"\b([A-Z])\b", feedback.off.replace("look again at", ""))
+        if answer:
+            assert named == wrong, (answer, feedback.off)
+        else:  # "none of them": naming the options to look at again would name the answer
+            assert named == [] and feedback.off == "at least one of them applies"
+            wrong = [label for label, _option in exercise._options(problem)]
+        assert [part[0] for part in re.findall(r"\b[A-Z]: ", feedback.hint)] == wrong
+        # The hint asks about each option; it does not say which way it goes.
+        assert not re.search(r"\b(not )?(retried|noticed|missed)\b", feedback.hint), feedback.hint
+
+
+@pytest.mark.parametrize("exercise", ALL, ids=lambda e: e.id)
+def test_no_answer_yet_is_a_neutral_prompt_without_the_answer(exercise: Exercise) -> None:
+    problem = exercise.new_problem(seed=1)
+    feedback = exercise.check(problem, None)
     assert not feedback.ok
-    assert not bool(feedback)
-    assert feedback.expected and feedback.given and feedback.hint
-    assert feedback.expected != feedback.given
-    text = str(feedback)
-    assert "expected" in text and "given" in text and "hint" in text
-    assert feedback.expected in text and feedback.given in text
+    assert feedback.kind == "waiting"
+    assert feedback.expected == ""
+    assert "write your answer" in str(feedback).lower() and "my_answer" in str(feedback)
+    html = feedback._repr_html_()
+    assert "spofkit-feedback" in html and "#b71c1c" not in html  # a box, but not a red one
+    assert "Not quite" not in str(feedback) and "Not quite" not in html
+    assert not revealed_anywhere(exercise, problem, feedback)
+
+
+@pytest.mark.parametrize("exercise", ALL, ids=lambda e: e.id)
+@pytest.mark.parametrize("seed", SEEDS)
+def test_reveal_shows_the_answer_and_says_it_is_revealing(exercise: Exercise, seed: int) -> None:
+    problem = exercise.new_problem(seed=seed)
+    answer = exercise._show(exercise.solution(problem))
+    shown = exercises.reveal(problem)
+    assert shown.kind == "revealed" and shown.revealed and not shown.ok
+    assert str(shown).startswith("Revealing the answer")
+    assert answer in str(shown) and answer in shown._repr_html_()
+    assert "Revealing the answer" in shown._repr_html_()
+    # check(..., show_answer=True): the verdict, and the answer, marked as revealed on request.
+    for given in [right_answer(exercise, problem), wrong_answers(exercise, problem)[0], None]:
+        feedback = exercise.check(problem, given, show_answer=True)
+        assert answer in str(feedback), str(feedback)
+        assert "revealed, as you asked" in str(feedback) or feedback.ok
 
 
 @pytest.mark.parametrize("exercise", ALL, ids=lambda e: e.id)
@@ -93,12 +227,14 @@ def test_a_drawn_seed_is_shown_and_gives_the_same_problem_again(exercise: Exerci
 
 
 @pytest.mark.parametrize("exercise", ALL, ids=lambda e: e.id)
-@pytest.mark.parametrize("answer", [None, "not a number", object(), True, math.nan])
+@pytest.mark.parametrize("answer", ["not a number", object(), True, math.nan])
 def test_an_answer_of_the_wrong_kind_fails_and_says_what_to_give(exercise: Exercise, answer: Any) -> None:
     problem = exercise.new_problem(seed=1)
     feedback = exercise.check(problem, answer)
     assert not feedback.ok
+    assert feedback.kind == "unreadable"
     assert feedback.hint.startswith("answer with")
+    assert feedback.expected == "" and not revealed_anywhere(exercise, problem, feedback)
 
 
 @pytest.mark.parametrize("bad_seed", ["7", 1.5, True])
@@ -200,7 +336,9 @@ def test_safe_to_retry_follows_the_idempotency_rule() -> None:
     assert exercises.safe_to_retry.check(problem, ["B", "A"]).ok
     wrong = exercises.safe_to_retry.check(problem, "ABC")
     assert not wrong.ok
-    assert wrong.hint.startswith("C: not retried") and "POST" in wrong.hint
+    assert wrong.off == "look again at C"
+    assert wrong.hint.startswith("C: could this POST have reached a backend?")
+    assert "C: not retried" in exercises.reveal(problem).note and "POST" in exercises.reveal(problem).note
 
 
 def test_health_check_misses_gray_reset_and_short_delays() -> None:
@@ -220,11 +358,104 @@ def test_health_check_misses_gray_reset_and_short_delays() -> None:
 
 def test_feedback_renders_green_or_red() -> None:
     right = Feedback(True, "3 s", "3 s", note="because")
-    wrong = Feedback(False, "3 s", "5 s", "think again")
+    wrong = Feedback(False, "", "5 s", "think again", off="too high")
     assert "Correct!" in right._repr_html_() and "#e8f5e9" in right._repr_html_()
-    assert "Not quite." in wrong._repr_html_() and "#ffebee" in wrong._repr_html_()
+    assert "Not quite: too high." in wrong._repr_html_() and "#ffebee" in wrong._repr_html_()
     assert "think again" in wrong._repr_html_()
     assert "<script>" not in Feedback(False, "<script>", "x", "y")._repr_html_()
+    with pytest.raises(ValueError, match="status must be"):
+        Feedback(False, "", "", status="maybe")
+
+
+def test_a_prediction_still_shows_the_measurement_it_is_compared_with() -> None:
+    # spofkit.widgets' predict(): the measured value is the point of the comparison, so it stays visible.
+    feedback = Feedback(False, "33 %", "50 %", "your guess was high")
+    assert "expected: 33 %" in str(feedback) and "33 %" in feedback._repr_html_()
+    assert feedback.with_hint("the red bars are b's turns").hint == "the red bars are b's turns"
+
+
+# --- hints name the mistake they describe, and only when it is that mistake ------------------------
+
+
+def hint_for(exercise: NumericExercise, answer: float, **params: Any) -> str:
+    problem = Problem(exercise.id, 0, "by hand", params)
+    feedback = exercise.check(problem, answer)
+    assert not feedback.ok
+    return feedback.hint
+
+
+def test_hints_recognise_the_common_mistakes() -> None:
+    counts = {"requests": 600, "failed": 55}
+    assert "share that failed" in hint_for(exercises.availability_from_counts, 55 / 600, **counts)
+    assert "share that failed" not in hint_for(exercises.availability_from_counts, 0.8, **counts)
+
+    budget = {"availability_percent": 99.9, "period": "30-day month"}
+    assert "seconds" in hint_for(exercises.downtime_budget, 43.2 * 60, **budget)
+    assert "hours" in hint_for(exercises.downtime_budget, 43.2 / 60, **budget)
+    assert "*up*" in hint_for(exercises.downtime_budget, 0.999 * 43200, **budget)
+    assert "43200 minutes" in hint_for(exercises.downtime_budget, 50, **budget)
+
+    outage = {"rate": 100, "duration": 10, "crash_at": 2, "back_at": 5}
+    assert "was down" in hint_for(exercises.outage_availability, 0.3, **outage)
+    assert "t = 2 s to t = 5 s" in hint_for(exercises.outage_availability, 0.5, **outage)
+
+    chain = {"parts": ["a", "b"], "availabilities": [0.99, 0.999]}
+    assert "no lower than the weakest link (99%)" in hint_for(exercises.series_availability, 0.99, **chain)
+    assert "weakest link" not in hint_for(exercises.series_availability, 0.95, **chain)
+
+    crash = {"instances": 4, "crashed": 2}
+    assert "still succeeds" in hint_for(exercises.crash_error_fraction, 0.5 + 0.2, **{"instances": 10, "crashed": 3})
+    assert "one crashed instance; 2 of them" in hint_for(exercises.crash_error_fraction, 0.25, **crash)
+    assert "one crashed instance" not in hint_for(exercises.crash_error_fraction, 0.1, **{"instances": 4, "crashed": 1})
+
+    parallel = {"copies": 3, "each": 0.9, "balancer": 0.999}
+    assert "copies alone" in hint_for(exercises.parallel_availability, 0.999, **parallel)
+    assert "one copy behind" in hint_for(exercises.parallel_availability, 0.9 * 0.999, **parallel)
+    assert "*un*availabilities" in hint_for(exercises.parallel_availability, 0.9**3 * 0.999, **parallel)
+
+    fall = {"interval": 0.5, "consecutive_misses": 3}
+    assert "a pause that fails 3 probes in a row" in hint_for(exercises.false_alarm_fall, 3, **fall)
+    assert "slows the detection" in hint_for(exercises.false_alarm_fall, 6, **fall)
+    assert "whole number" in hint_for(exercises.false_alarm_fall, 4.5, **fall)
+
+    detection = {"interval": 0.5, "timeout": 0.3, "rise": 2, "fall": 3}
+    assert "full timeout has run out" in hint_for(exercises.detection_window, 1.5, **detection)
+    assert "max(interval, timeout)" in hint_for(exercises.detection_window, 3.0, **detection)
+    assert "max(fastinter, timeout)" in hint_for(exercises.detection_window, 3.0, **detection, fastinter=0.1)
+
+    retry = {"rate": 50, "ratio": 0.2, "min_per_second": 5.0, "window": 10.0}
+    assert "left out the floor" in hint_for(exercises.retry_budget, 100, **retry)
+    assert "one second's worth" in hint_for(exercises.retry_budget, 15, **retry)
+
+    ejection = {"consecutive_failures": 3, "base_time": 2.0, "max_time": 10.0, "ejection_number": 7}
+    assert "max_time" in hint_for(exercises.ejection_time, 14, **ejection)
+    assert "stays out longer" in hint_for(exercises.ejection_time, 2, **ejection)
+
+    little = {"rate": 50, "latency_ms": 200}
+    assert "into seconds" in hint_for(exercises.littles_law, 10_000, **little)
+    assert "multiplies" in hint_for(exercises.littles_law, 250, **little)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_parallel_note_names_the_part_that_limits_the_service(seed: int) -> None:
+    problem = exercises.parallel_availability.new_problem(seed=seed)
+    params = problem.params
+    balancer_limits = 1 - params["balancer"] > (1 - params["each"]) ** params["copies"]
+    why = exercises.reveal(problem).note
+    assert ("the one balancer is down more often" in why) == balancer_limits, (params, why)
+    assert ("another copy would help" in why) == (not balancer_limits), (params, why)
+
+
+def test_choice_hints_ask_about_the_option_they_name() -> None:
+    options = [("crash", {}), ("gray", {"rate": 0.5}), ("slow", {"ms": 50.0})]
+    problem = Problem(exercises.health_check_misses.id, 0, "by hand", {"timeout": 0.3, "options": options})
+    feedback = exercises.health_check_misses.check(problem, "A")  # right: B and C; A is wrong, B and C missing
+    assert feedback.off == "look again at A, B and C"
+    assert "A: what happens to the probe's connection?" in feedback.hint
+    assert "B: does GET /health fail too" in feedback.hint
+    assert "C: is the delay longer or shorter than the probe's 300 ms timeout?" in feedback.hint
+    why = exercises.reveal(problem).note
+    assert "C: missed: the 50 ms delay is shorter than the probe's 300 ms timeout." in why
 
 
 # --- lesson 06: a strategy checked against a real lab ----------------------------------------------

@@ -1,33 +1,94 @@
-"""Every lesson notebook runs top to bottom in a fresh kernel, cleanly, and leaves nothing running.
+"""Every lesson notebook runs top to bottom in a fresh kernel, cleanly, and leaves a working lab behind.
 
 The notebooks are found by globbing ``lessons/*.ipynb``, so a new lesson is tested as soon as it exists. Each
 runs in a real ``python3`` kernel (``make setup`` installs it into the venv) with nbclient, cell by cell, so the
 test can look at the kernel process between the last cell and the kernel's shutdown:
 
 - no cell raised (nbclient stops at the first error) and nothing was written to stderr that looks like trouble;
-- the kernel listens on no port it did not listen on before the first cell (the lab's servers are closed);
-- the kernel has no child processes left (instances run with ``isolation="process"`` are gone);
-- after shutdown, this test has no child process left (the kernel itself is gone).
+- after "Run All" the lesson's lab still serves: a request through its balancer is answered, the panel does not
+  say "stopped", and a click in the panel works (a learner who runs everything and then experiments finds a
+  live lab);
+- the only servers and processes the kernel has left are that lab's (the lesson's other, short-lived labs are
+  closed);
+- once the kernel is shut down, the lab's ports are closed and its instance processes are gone, and this test has
+  no child process left (the kernel itself is gone);
+- every figure a lesson shows (``plt.show()``) has no text over another, and nothing printed is a raw repr such
+  as ``EjectionSettings(consecutive_failures=3, ...)``.
 
 The same files are also checked for what the lessons promise (issue 4): objectives, a prediction, a widget, a
-plot, a seeded exercise, a recap, a teardown cell — and that they are committed without outputs.
+plot, a seeded exercise, a recap, a last cell saying how to stop the lab by hand (not running it) — and that they
+are committed without outputs; and that no seeded exercise is one of the lesson's own worked examples.
 """
 
 from __future__ import annotations
 
+import html
+import json
 import re
+import socket
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import psutil
 import pytest
 from nbclient import NotebookClient
 
+from spofkit import exercises
+
 LESSONS = Path(__file__).resolve().parent.parent / "lessons"
 NOTEBOOKS = sorted(LESSONS.glob("*.ipynb"))
 CELL_TIMEOUT = 120  # seconds; a lesson's experiments take a few seconds each
 # stderr text that means something went wrong (a warning about, say, a font cache would not match).
 TROUBLE = re.compile(r"Traceback|Error|Exception|never retrieved|was destroyed but it is pending|Unclosed")
+# A dataclass's repr printed for a learner to read: "EjectionSettings(consecutive_failures=3, ...".
+RAW_REPR = re.compile(r"\b[A-Z][A-Za-z]+\((?:[a-z_]+=)")
+TESTS = Path(__file__).resolve().parent
+
+# Run in the kernel before the lesson: every figure shown with plt.show() is checked for texts that overlap.
+CHECK_FIGURES = f"""
+import sys as _sys
+_sys.path.insert(0, {str(TESTS)!r})
+import matplotlib.pyplot as _plt
+from figure_checks import overlapping_texts as _overlapping_texts
+
+_spofkit_figure_problems = []
+_spofkit_show = _plt.show
+
+
+def _spofkit_checked_show(*args, **kwargs):
+    for number in _plt.get_fignums():
+        for one, other in _overlapping_texts(_plt.figure(number)):
+            _spofkit_figure_problems.append(f"{{one}} overlaps {{other}}")
+    return _spofkit_show(*args, **kwargs)
+
+
+_plt.show = _spofkit_checked_show
+"""
+
+# Run in the kernel after the lesson: is its lab still there, and what does it hold?
+PROBE_THE_LAB = """
+import json as _json
+import os as _os
+from urllib.parse import urlsplit as _urlsplit
+
+import aiohttp as _aiohttp
+
+async with _aiohttp.ClientSession() as _session:
+    async with _session.get(lab.balancer_url + "/after-run-all") as _response:
+        _status = _response.status
+_name = lab.instance_names[0]
+await panel.click_fault(_name, "recover")  # what a click on "recover" does
+_lab_status = lab.status()
+print("SPOFKIT-PROBE " + _json.dumps({
+    "status": _status,
+    "header": panel.header.value,
+    "click_errors": panel.errors,
+    "ports": [_urlsplit(lab.balancer_url).port] + [_urlsplit(i.url).port for i in _lab_status.instances],
+    "pids": [i.pid for i in _lab_status.instances if i.pid is not None and i.pid != _os.getpid()],
+    "figure_problems": _spofkit_figure_problems,
+}))
+"""
 
 
 def listening_ports(process: psutil.Process) -> set[int]:
@@ -81,14 +142,140 @@ def test_notebook_has_what_every_lesson_promises(path: Path) -> None:
     assert re.search(r"plot_timeline\(|plt\.", code), "a plot"
     assert re.search(r"new_problem\(seed=|check_strategy\(", code), "a seeded exercise"
     assert "progress_bar(" in code or "ExperimentRunner(" in code, "progress for long experiments"
+    # "Run All" must leave the lab running: the last cell says how to stop it by hand, and does not run it.
     last = notebook.cells[-1]
-    assert last.cell_type == "code" and "teardown" in last.metadata.get("tags", [])
+    assert last.cell_type == "markdown" and "how-to-stop" in last.metadata.get("tags", [])
     assert "await lab.stop()" in last.source
+    stops = [cell.source for cell in notebook.cells if cell.cell_type == "code" and MAIN_LAB_STOP.search(cell.source)]
+    assert not stops, f"a cell stops the lesson's lab, so Run All leaves a dead one: {stops}"
+
+
+MAIN_LAB_STOP = re.compile(r"^\s*await lab\.stop\(\)", re.MULTILINE)
+
+
+# --- the exercises are not the worked examples ---------------------------------------------------------
+
+# The worked examples each lesson computes for the learner, with the text that shows them in the notebook (so
+# this table cannot silently go stale). A seeded exercise whose answer equals a worked example's would be
+# answered on screen before the learner tries.
+WORKED_EXAMPLES: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
+    "01_single_point_of_failure": [
+        *[
+            (
+                "for percent in (99.0, 99.9, 99.99, 99.999)",
+                "01.downtime_budget",
+                {"availability_percent": percent, "period": period},
+            )
+            for percent in (99.0, 99.9, 99.99, 99.999)
+            for period in ("30-day month", "year (365 days)")
+        ],
+        (
+            'chain = {"DNS": 0.9999, "balancer": 0.9995, "server": 0.999, "database": 0.999}',
+            "01.series_availability",
+            {"parts": ["DNS", "balancer", "server", "database"], "availabilities": [0.9999, 0.9995, 0.999, 0.999]},
+        ),
+    ],
+    "02_redundancy": [
+        *[
+            ('"1/N (round robin, one crashed)"', "02.crash_error_fraction", {"instances": n, "crashed": 1})
+            for n in range(2, 9)
+        ],
+        *[
+            ("for copies in (1, 2, 3, 4):", "02.parallel_availability", {"copies": n, "each": 0.99, "balancer": 0.9995})
+            for n in (1, 2, 3, 4)
+        ],
+    ],
+    "03_health_checks": [
+        (
+            "settings = HealthSettings(interval=0.5, timeout=0.3, rise=2, fall=3)",
+            exercise_id,
+            {"interval": 0.5, "timeout": 0.3, "rise": 2, "fall": 3},
+        )
+        for exercise_id in ("03.detection_window", "03.recovery_window")
+    ],
+    "04_failover_and_retries": [
+        (
+            "budget = RetryBudget(ratio=0.2, min_per_second=0.0, window=10.0)",
+            "04.retry_budget",
+            {"rate": 100, "ratio": 0.2, "min_per_second": 0.0, "window": 10.0},
+        ),
+    ],
+    "05_gray_failures": [
+        # The live run's ejections: the defaults, ejected a first, second and third time.
+        (
+            "ejection = EjectionSettings()",
+            "05.ejection_time",
+            {"consecutive_failures": 3, "base_time": 2.0, "max_time": 30.0, "ejection_number": number},
+        )
+        for number in (1, 2, 3)
+    ],
+}
+SEEDED = re.compile(r"(\w+)\.new_problem\(seed=(\d+)\)")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
-def test_notebook_runs_clean_and_leaves_nothing_running(path: Path, no_child_processes: None) -> None:
+def test_seeded_exercises_are_not_the_worked_examples(path: Path) -> None:
     notebook = nbformat.read(path, as_version=4)
+    code, text = code_of(notebook), code_of(notebook) + markdown_of(notebook)
+    worked = WORKED_EXAMPLES.get(path.stem, [])
+    for shown_by, _exercise_id, _params in worked:
+        assert shown_by in text, f"{path.name} no longer shows this worked example; update WORKED_EXAMPLES"
+    for name, seed in SEEDED.findall(code):
+        exercise = getattr(exercises, name)
+        problem = exercise.new_problem(seed=int(seed))
+        answer = exercise.solution(problem)
+        for _shown_by, exercise_id, params in worked:
+            if exercise_id != exercise.id:
+                continue
+            example = exercise.solution(exercises.Problem(exercise_id, 0, "worked example", params))
+            same = exercise._close(example, answer) if isinstance(exercise, exercises.NumericExercise) else False
+            assert not same, (
+                f"{path.name}: {name} seed {seed} ({problem.params}) has the answer of the worked example "
+                f"{params} the lesson shows; pick another seed (and update lessons/solutions)"
+            )
+
+
+def probe_of(cell: nbformat.NotebookNode) -> dict[str, Any]:
+    printed = "".join(output.get("text", "") for output in cell.get("outputs", []) if output.output_type == "stream")
+    lines = [line for line in printed.splitlines() if line.startswith("SPOFKIT-PROBE ")]
+    assert lines, f"the probe printed nothing: {printed!r}"
+    return dict(json.loads(lines[-1].removeprefix("SPOFKIT-PROBE ")))
+
+
+def accepts_connections(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1.0)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def raw_reprs(notebook: nbformat.NotebookNode) -> list[str]:
+    """Printed text, or a value shown as text only, that is a raw repr a learner would have to decipher."""
+    found = []
+    for index, cell in enumerate(notebook.cells):
+        for output in cell.get("outputs", []):
+            if output.output_type == "stream" and output.name == "stdout":
+                texts = [output.text]
+            elif output.output_type in ("execute_result", "display_data") and set(output.data) == {"text/plain"}:
+                texts = [output.data["text/plain"]]
+            else:
+                texts = []
+            found += [f"cell {index}: {line}" for text in texts for line in text.splitlines() if RAW_REPR.search(line)]
+    return found
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
+def test_notebook_runs_clean_and_leaves_a_working_lab(path: Path, no_child_processes: None) -> None:
+    notebook = nbformat.read(path, as_version=4)
+    lesson_cells = len(notebook.cells)
+    notebook.cells.insert(0, nbformat.v4.new_code_cell(CHECK_FIGURES))
+    notebook.cells.append(nbformat.v4.new_code_cell(PROBE_THE_LAB))
     client = NotebookClient(
         notebook,
         kernel_name="python3",
@@ -102,12 +289,20 @@ def test_notebook_runs_clean_and_leaves_nothing_running(path: Path, no_child_pro
         before = listening_ports(kernel)  # the kernel's own ZeroMQ ports
         for index, cell in enumerate(notebook.cells):
             client.execute_cell(cell, index)
-        leaked_ports = listening_ports(kernel) - before
-        leaked_processes = [f"{child.pid} {child.name()}" for child in kernel.children(recursive=True)]
+        probe = probe_of(notebook.cells[-1])
+        lab_ports, lab_pids = set(probe["ports"]), set(probe["pids"])
+        leaked_ports = listening_ports(kernel) - before - lab_ports
+        leaked_processes = [
+            f"{child.pid} {child.name()}" for child in kernel.children(recursive=True) if child.pid not in lab_pids
+        ]
+        closed = [port for port in lab_ports if not accepts_connections(port)]
+        assert not closed, f"after Run All the lab should serve on every port; closed: {closed} of {probe['ports']}"
+        assert all(running(pid) for pid in lab_pids)
 
+    lesson = notebook.cells[1 : 1 + lesson_cells]
     trouble = [
         f"cell {index}: {output.text}"
-        for index, cell in enumerate(notebook.cells)
+        for index, cell in enumerate(lesson)
         for output in cell.get("outputs", [])
         if output.output_type == "stream" and output.name == "stderr" and TROUBLE.search(output.text)
     ]
@@ -119,5 +314,46 @@ def test_notebook_runs_clean_and_leaves_nothing_running(path: Path, no_child_pro
     ]
     assert not errors, errors
     assert not trouble, "\n".join(trouble)
-    assert not leaked_ports, f"{path.name} left servers listening on ports {sorted(leaked_ports)}"
+    # After Run All, the lesson's lab is alive: a learner can go on experimenting with it.
+    assert probe["status"] == 200, f"a request through the lab's balancer after Run All got {probe['status']}"
+    assert "stopped" not in probe["header"], f"the panel says {probe['header']!r}"
+    assert probe["click_errors"] == [], probe["click_errors"]
+    assert not leaked_ports, f"{path.name} left servers listening on ports {sorted(leaked_ports)} (not its lab's)"
     assert not leaked_processes, f"{path.name} left processes running: {leaked_processes}"
+    # Shutting the kernel down stopped the lab: no port still accepts, no instance process still runs.
+    assert not [port for port in lab_ports if accepts_connections(port)], "the lab's ports outlived the kernel"
+    assert not [pid for pid in lab_pids if running(pid)], "the lab's instance processes outlived the kernel"
+    assert probe["figure_problems"] == [], probe["figure_problems"]
+    assert raw_reprs(notebook) == []
+
+
+def test_lesson_00s_prediction_hint_says_what_the_run_showed(no_child_processes: None) -> None:
+    """A learner who locked in a wrong guess gets a hint true for this run, not "where do the red bars come from?"
+    when nothing failed. Runs lesson 00 up to its comparison, with "most" locked in as the guess."""
+    notebook = nbformat.read(LESSONS / "00_welcome.ipynb", as_version=4)
+    predict_at = next(i for i, cell in enumerate(notebook.cells) if "guess = predict(" in cell.source)
+    compare_at = next(i for i, cell in enumerate(notebook.cells) if "guess.compare(measured)" in cell.source)
+    cells = notebook.cells[: predict_at + 1]
+    cells.append(nbformat.v4.new_code_cell("guess.guess(choices[2])  # what a learner clicks: 'most'"))
+    cells += notebook.cells[predict_at + 1 : compare_at + 1]
+    cells.append(
+        nbformat.v4.new_code_cell(
+            'import json\nprint("SPOFKIT-PROBE " + json.dumps({"failed": report.failed, "requests": report.requests}))'
+        )
+    )
+    notebook.cells = cells
+    client = NotebookClient(
+        notebook, kernel_name="python3", timeout=CELL_TIMEOUT, resources={"metadata": {"path": str(LESSONS)}}
+    )
+    client.execute()
+    run = probe_of(notebook.cells[-1])
+    # What the learner sees: the comparison cell's feedback box.
+    shown = [output.data["text/html"] for output in notebook.cells[-2].outputs if "text/html" in output.get("data", {})]
+    assert len(shown) == 1
+    box = html.unescape(shown[0])
+    assert "Not quite" in box  # "most" of the requests never fail here
+    assert "red bars" not in box
+    if run["failed"] == 0:
+        assert "not one request failed: section 7 below shows what the balancer did instead" in box
+    else:
+        assert f"{run['failed']} of {run['requests']} failed" in box

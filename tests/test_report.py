@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from collections.abc import Callable
 
 import pytest
+from figure_checks import overlapping_texts
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -86,9 +89,18 @@ def test_fault_detection_and_outage(report: Report) -> None:
     assert report.fault_instance == "a"
     assert report.detection_window == pytest.approx(1.5)
     assert report.detected_at == pytest.approx(2.9)
+    # Failures are dated by when they were sent: the timed-out request 5 was sent at 2.4 s.
     assert report.first_failure_at == 1.5
-    assert report.last_failure_at == 3.4
-    assert report.client_visible_outage == pytest.approx(1.9)
+    assert report.last_failure_at == 2.4
+    assert report.failure_span == pytest.approx(0.9)
+    # 8 requests in 4.5 s: slices of 3 requests' worth (1.93 s); only the middle one is mostly failures.
+    assert report.run_start == 0.1
+    assert report.run_end == pytest.approx(4.6 + 4.5 / 7)
+    assert report.outage_slice == pytest.approx(3 / (7 / 4.5))
+    assert report.outage_periods == [
+        (pytest.approx(0.1 + report.outage_slice), pytest.approx(0.1 + 2 * report.outage_slice))
+    ]
+    assert report.client_visible_outage == pytest.approx(report.outage_slice)
 
 
 def test_fault_arguments_override_and_complete_the_events() -> None:
@@ -144,7 +156,10 @@ def test_no_requests_and_no_failures() -> None:
     assert healthy.availability == 1.0
     assert healthy.client_visible_outage == 0.0
     assert healthy.first_failure_at is None and healthy.last_failure_at is None
+    assert healthy.failure_span == 0.0 and healthy.outage_periods == []
     assert healthy.errors_by_kind == {}
+    assert "outage seen   0.00 s  (no request failed)" in healthy.to_text()
+    assert "failures      none" in healthy.to_text()
 
 
 def test_percentile_nearest_rank() -> None:
@@ -180,7 +195,8 @@ def test_text_dict_and_html(report: Report) -> None:
     assert "62.50 %" in text
     assert "p50 20.0 ms" in text
     assert "1.50 s" in text  # detection window
-    assert "1.90 s" in text  # client-visible outage
+    assert "outage seen   1.93 s  (most requests failed: 2.03 s -> 3.96 s)" in text
+    assert "failures      3 failed, sent from 1.50 s to 2.40 s (first -> last failure 0.90 s)" in text
 
     as_dict = report.as_dict()
     assert as_dict["failed"] == 3
@@ -205,6 +221,7 @@ def test_compare_puts_reports_side_by_side(report: Report) -> None:
         "retried",
         "detection window",
         "client-visible outage",
+        "first → last failure",
         "latency p50",
         "latency p99",
     ]
@@ -235,3 +252,181 @@ def test_plot_timeline_draws_bars_and_fault_lines(report: Report) -> None:
         assert len(given_ax.lines) == 0  # no fault, no lines
     finally:
         plt.close(figure)
+
+
+# --- the client-visible outage means what it says ----------------------------------------------------
+
+
+def steady_run(
+    rate: float, duration: float, fails: Callable[[float], bool], *, answer_after: Callable[[float], float]
+) -> list[RequestRecord]:
+    """Open-loop records: one request every 1/rate s for ``duration`` s; ``fails(start)`` picks the failures,
+    ``answer_after(start)`` how long each took."""
+    records = []
+    for i in range(round(rate * duration)):
+        start = i / rate
+        failed = fails(start)
+        status, error = (None, "timeout") if failed else (200, None)
+        records.append(record(i, start, start + answer_after(start), status, None if failed else "a", error))
+    return records
+
+
+def test_a_hang_whose_requests_end_after_the_run_is_an_outage_clipped_to_the_run() -> None:
+    # 5 s at 100 req/s to one instance; it hangs at 2.0 s: every request from then on times out after 5 s,
+    # so the last answers come at 9.99 s. The old "first failure's start to last failure's end" said 7.99 s.
+    records = steady_run(100, 5, lambda t: t >= 2.0, answer_after=lambda t: 5.0 if t >= 2.0 else 0.01)
+    report = build_report(records, [FaultInjected(at=2.0, instance="a", fault="hang")])
+    assert max(r.end for r in records) == pytest.approx(9.99)
+    assert report.run_start == 0.0 and report.run_end == pytest.approx(5.0)
+    assert report.client_visible_outage == pytest.approx(3.0)
+    assert report.outage_periods == [(pytest.approx(2.0), pytest.approx(5.0))]
+    assert report.client_visible_outage <= report.run_end - report.run_start
+    assert report.failure_span == pytest.approx(2.99)
+    assert "outage seen   3.00 s  (most requests failed: 2.00 s -> 5.00 s)" in report.to_text()
+
+
+def test_scattered_errors_are_not_an_outage_but_have_a_span() -> None:
+    # 4 s at 100 req/s, 8 single failures spread from 0.62 s to 2.84 s: 98 % availability, as in lesson 05.
+    scattered = {0.62, 0.9, 1.2, 1.5, 1.81, 2.1, 2.5, 2.84}
+    records = steady_run(100, 4, lambda t: round(t, 2) in scattered, answer_after=lambda t: 0.01)
+    report = build_report(records)
+    assert report.failed == 8
+    assert report.client_visible_outage == 0.0
+    assert report.outage_periods == []
+    assert report.failure_span == pytest.approx(2.22)
+    assert "(at no time did most requests fail)" in report.to_text()
+    assert "first -> last failure 2.22 s" in report.to_text()
+    table = compare({"scattered": report})
+    assert re.search(r"client-visible outage\s+0\.00 s", table)
+    assert re.search(r"first → last failure\s+2\.22 s", table)
+
+
+def test_a_real_outage_is_the_time_most_requests_failed() -> None:
+    # One server down from 1.0 s to 3.0 s of a 5 s run: every request sent then fails at once.
+    records = steady_run(100, 5, lambda t: 1.0 <= t < 3.0, answer_after=lambda t: 0.001)
+    report = build_report(records)
+    assert report.client_visible_outage == pytest.approx(2.0)
+    assert report.outage_periods == [(pytest.approx(1.0), pytest.approx(3.0))]
+    assert report.outage_slice == pytest.approx(0.1)
+
+
+def test_one_in_three_failing_is_no_outage_but_two_in_three_is() -> None:
+    # Round robin with one of three instances dead, then two of three: every third request, then two in three.
+    one_dead = build_report(steady_run(90, 3, lambda t: round(t * 90) % 3 == 1, answer_after=lambda t: 0.001))
+    assert one_dead.client_visible_outage == 0.0 and one_dead.failed == 90
+    two_dead = build_report(steady_run(90, 3, lambda t: round(t * 90) % 3 != 0, answer_after=lambda t: 0.001))
+    assert two_dead.client_visible_outage == pytest.approx(3.0)
+
+
+def test_at_a_low_rate_the_slices_widen_so_an_outage_is_not_cut_in_pieces() -> None:
+    # 5 req/s: 0.1 s slices would hold a request every other slice and measure half the outage.
+    records = steady_run(5, 10, lambda t: 2.0 <= t < 6.0, answer_after=lambda t: 0.001)
+    report = build_report(records)
+    assert report.outage_slice == pytest.approx(0.6)
+    assert report.client_visible_outage == pytest.approx(4.0, abs=report.outage_slice)
+    assert len(report.outage_periods) == 1
+
+
+# --- the timeline plot: every line visible, no text over another ------------------------------------
+
+
+def relative_luminance(colour: str) -> float:
+    from matplotlib.colors import to_rgb
+
+    def channel(c: float) -> float:
+        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (channel(c) for c in to_rgb(colour))
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def contrast(one: str, other: str) -> float:
+    """WCAG contrast ratio: 1 (the same) to 21 (black on white); 3 is the minimum for lines and shapes."""
+    high, low = sorted((relative_luminance(one), relative_luminance(other)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def test_the_detected_marker_stands_out_on_green_bars_red_bars_and_white() -> None:
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ax = plot_timeline(build_report(RECORDS, EVENTS))
+    try:
+        fault, detected = ax.lines
+        bar_colours = {matplotlib.colors.to_hex(patch.get_facecolor()) for bars in ax.containers for patch in bars}
+        assert len(bar_colours) == 2  # green and red
+        for line in (fault, detected):
+            # A white edge around the line keeps it visible where it crosses a bar of any colour...
+            edges = [getattr(effect, "_gc", {}).get("foreground") for effect in line.get_path_effects()]
+            assert "white" in edges
+            assert contrast(line.get_color(), "white") >= 4.5
+            for bar in bar_colours:
+                assert contrast("white", bar) >= 3.0, bar
+        # ...and the detected marker stands out on the green bars it was lost on, even without its edge.
+        assert contrast(detected.get_color(), "#2ca02c") >= 3.0
+        assert detected.get_linestyle() != fault.get_linestyle()
+        assert detected.get_linewidth() >= 2.5
+    finally:
+        plt.close(ax.figure)
+
+
+def test_stacked_timelines_label_time_once_and_no_text_overlaps() -> None:
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    report = build_report(RECORDS, EVENTS)
+    # Lesson 02's figure: two plots sharing time, the lower one with a title of its own.
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True, layout="constrained")
+    try:
+        plot_timeline(report, ax=top, title="round robin, no health checks")
+        bottom.bar([0, 1], [1, 2])
+        bottom.set_title("who answered")
+        bottom.set_xlabel("lab time (s)")
+        assert top.get_xlabel() == ""  # the lower plot carries the shared axis' label
+        assert overlapping_texts(figure) == []
+    finally:
+        plt.close(figure)
+    # Without constrained layout the top's label would still not run into the title below.
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    try:
+        plot_timeline(report, ax=top, title="top")
+        bottom.set_title("who answered")
+        assert [pair for pair in overlapping_texts(figure) if "xlabel" in pair[0] or "xlabel" in pair[1]] == []
+    finally:
+        plt.close(figure)
+    # Side by side with a shared y axis (lesson 04): the count is labelled once, on the left.
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 3), sharey=True, layout="constrained")
+    try:
+        plot_timeline(report, ax=left, title="retries off")
+        plot_timeline(report, ax=right, title="retries on")
+        assert left.get_ylabel() == "requests sent / s" and right.get_ylabel() == ""
+        assert left.get_xlabel() == right.get_xlabel() == "lab time (s)"
+        assert overlapping_texts(figure) == []
+    finally:
+        plt.close(figure)
+    # A single plot keeps its label.
+    ax = plot_timeline(report, title="alone")
+    try:
+        assert ax.get_xlabel() == "lab time (s)"
+        assert overlapping_texts(ax.figure) == []
+    finally:
+        plt.close(ax.figure)
+
+
+def test_the_outage_is_shaded_where_most_requests_failed() -> None:
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    report = build_report(steady_run(100, 5, lambda t: 1.0 <= t < 3.0, answer_after=lambda t: 0.001))
+    ax = plot_timeline(report)
+    try:
+        shaded = [patch for patch in ax.patches if patch.get_label() == "outage: most failing"]
+        assert len(shaded) == 1
+        since, width = shaded[0].get_x(), shaded[0].get_width()
+        assert (since, since + width) == (pytest.approx(1.0), pytest.approx(3.0))
+        assert "outage: most failing" in [text.get_text() for text in ax.get_legend().get_texts()]
+    finally:
+        plt.close(ax.figure)

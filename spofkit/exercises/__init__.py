@@ -6,7 +6,14 @@ gives the same problem (a class can share "seed 7"), and a new seed gives a new 
     from spofkit.exercises import downtime_budget
     problem = downtime_budget.new_problem(seed=7)   # seed=None draws one (shown with the problem)
     problem                                         # the question, in a box
-    downtime_budget.check(problem, 43.2)            # green box if right; red with expected/given/hint
+    downtime_budget.check(problem, 43.2)            # green if right; red with how far off and a hint
+    reveal(problem)                                 # the answer, only when you ask for it
+
+``check`` never shows the answer by itself: a wrong answer is told how far off it is, in words ("too high",
+"look again at B"), with a hint that fits the problem; ``None`` (the notebooks' ``my_answer = None``) gets a
+neutral "write your answer in ``my_answer``". The answer comes only on purpose: ``reveal(problem)``, or
+``check(problem, answer, show_answer=True)``, and the box says it is revealing it (as OSTEP's homework scripts
+show answers only with ``-c``).
 
 The right answers come from spofkit itself, never from a second copy of a formula: the detection window
 from :meth:`HealthSettings.detection_window_bound`, which failures are retried from
@@ -20,8 +27,9 @@ real lab with one slow instance and tells you whether it spared the slow one.
 tolerance; :class:`AvailabilityExercise` for an availability, given as 0.999 or 99.9) or
 :class:`ChoiceExercise` (pick the right labels), give it ``id``, ``lesson`` and ``title``, implement
 ``_make(rng)`` (question text and parameters, drawn only from ``rng``) and ``solution(problem)``, and
-optionally ``_hint(problem, given)``. Put it in the module for its topic, then create one instance below
-and list it in :data:`EXERCISES`.
+optionally ``_hint(problem, given)`` (true for *this* problem and this answer, and never the answer itself;
+``tests/test_exercises.py`` checks that) and ``_why_answer(problem)``. Put it in the module for its topic,
+then create one instance below and list it in :data:`EXERCISES`.
 
 Where things live: :mod:`~spofkit.exercises.base` (the kinds of exercise), :mod:`~spofkit.exercises.availability`
 (lessons 00–02), :mod:`~spofkit.exercises.health` (03, and 05's health checks),
@@ -88,6 +96,13 @@ EXERCISES: dict[str, list[Exercise]] = {
 }
 
 
+def reveal(problem: Problem) -> Feedback:
+    """The answer to ``problem`` (from any exercise), and why: for when you have tried, or want to check a peer."""
+    if not isinstance(problem, Problem):
+        raise TypeError(f"reveal() needs a Problem from new_problem(), got {problem!r}")
+    return exercise(problem.exercise).reveal(problem)
+
+
 def exercise(exercise_id: str) -> Exercise:
     """Look an exercise up by id, e.g. ``exercise("03.detection_window")``."""
     for exercises in EXERCISES.values():
@@ -127,4 +142,5 @@ __all__ = [
     "exercise",
     "health_check_notices",
     "recovery_window_bound",
+    "reveal",
 ]

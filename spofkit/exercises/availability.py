@@ -39,7 +39,13 @@ class AvailabilityFromCounts(AvailabilityExercise):
         return float(1 - params["failed"] / params["requests"])
 
     def _hint(self, problem: Problem, given: float) -> str:
-        return "availability = requests that succeeded / all requests sent"
+        params = problem.params
+        if self._is_near(given, params["failed"] / params["requests"]):
+            return "that is the share that failed; availability is the share that succeeded"
+        return (
+            f"availability = requests that succeeded / all requests sent: how many of the "
+            f"{params['requests']} requests succeeded?"
+        )
 
 
 # --- lesson 01: a single point of failure ------------------------------------------------------------
@@ -71,13 +77,16 @@ class DowntimeBudget(NumericExercise):
         return allowed_downtime_minutes(params["availability_percent"] / 100, MINUTES_PER[params["period"]])
 
     def _hint(self, problem: Problem, given: float) -> str:
-        minutes = MINUTES_PER[problem.params["period"]]
+        period = problem.params["period"]
+        minutes = MINUTES_PER[period]
         expected = self.solution(problem)
-        if math.isclose(given, expected * 60, rel_tol=0.01):
+        if self._is_near(given, expected * 60):
             return "that looks like seconds; the question asks for minutes"
-        return (
-            f"downtime = (1 − availability) × length of the period; a {problem.params['period']} is {minutes} minutes"
-        )
+        if self._is_near(given, expected / 60):
+            return "that looks like hours; the question asks for minutes"
+        if self._is_near(given, problem.params["availability_percent"] / 100 * minutes):
+            return "that is how long it must be *up*; the budget is the time it may be down: 1 − availability"
+        return f"downtime = (1 − availability) × length of the period; a {period} is {minutes} minutes"
 
 
 class OutageAvailability(AvailabilityExercise):
@@ -102,9 +111,13 @@ class OutageAvailability(AvailabilityExercise):
         return float(1 - (params["back_at"] - params["crash_at"]) / params["duration"])
 
     def _hint(self, problem: Problem, given: float) -> str:
+        params = problem.params
+        if self._is_near(given, (params["back_at"] - params["crash_at"]) / params["duration"]):
+            return "that is the share of the run the server was down; availability is the share it was up"
         return (
-            "availability = requests that succeeded / all requests; the rate cancels out, so it is "
-            "the share of the run the server was up"
+            f"availability = requests that succeeded / all requests; the rate cancels out, so it is the share "
+            f"of the {params['duration']} s run the server was up (it was down from t = {params['crash_at']} s "
+            f"to t = {params['back_at']} s)"
         )
 
 
@@ -132,10 +145,12 @@ class SeriesAvailability(AvailabilityExercise):
         lowest = min(problem.params["availabilities"])
         if given >= lowest - 1e-12:
             return (
-                "the chain is up only when *all* links are up at once, so it is worse than its "
-                "weakest link: multiply the availabilities"
+                f"your answer is no lower than the weakest link ({lowest * 100:g}%), but the chain is up only when "
+                f"*all* links are up at once, so it is worse than its weakest link: multiply the availabilities"
             )
-        return "multiply the availabilities (as fractions: 99.9% is 0.999)"
+        if given < self.solution(problem):
+            return "each link costs only a little: multiply the availabilities, as fractions, and nothing more"
+        return "multiply the availabilities, as fractions (a percentage divided by 100)"
 
 
 # --- lesson 02: redundancy ---------------------------------------------------------------------------
@@ -165,9 +180,14 @@ class CrashErrorFraction(NumericExercise):
         return given / 100 if 1 < given <= 100 else given
 
     def _hint(self, problem: Problem, given: float) -> str:
+        instances, crashed = problem.params["instances"], problem.params["crashed"]
+        if self._is_near(given, (instances - crashed) / instances):
+            return "that is the share that still succeeds; the question asks for the share that fails"
+        if crashed > 1 and self._is_near(given, 1 / instances):
+            return f"that is the share of one crashed instance; {crashed} of them crashed"
         return (
-            "round robin hands every instance its turn whether it is alive or not, so each "
-            "crashed instance still receives 1/N of the requests, and fails all of them"
+            f"round robin hands each of the {instances} instances its turn whether it is alive or not, and every "
+            f"request a crashed instance is handed fails: what share of the turns belong to crashed ones?"
         )
 
 
@@ -194,10 +214,32 @@ class ParallelAvailability(AvailabilityExercise):
         return float(params["balancer"] * (1 - all_copies_down))
 
     def _hint(self, problem: Problem, given: float) -> str:
+        params = problem.params
+        copies, each, balancer = params["copies"], params["each"], params["balancer"]
+        if self._is_near(given, 1 - (1 - each) ** copies):
+            return "that is the copies alone; every request also passes the one balancer in front of them"
+        if self._is_near(given, each * balancer):
+            return f"that is one copy behind the balancer; with {copies} copies, all must be down at once to fail"
+        if self._is_near(given, each**copies * balancer):
+            return (
+                "multiplying availabilities is for parts that are all needed (a chain); for copies of which "
+                "any one will do, multiply the *un*availabilities: all down together = (1 − a)^N"
+            )
         return (
             "the copies fail together with probability (1 − a)^N, so they are up 1 − (1 − a)^N; "
             "the balancer is in series with them: multiply by its availability"
         )
 
-    def _note(self, problem: Problem) -> str:
-        return "past a couple of copies the balancer dominates: it has become the single point of failure"
+    def _why_answer(self, problem: Problem) -> str:
+        params = problem.params
+        all_copies_down = (1 - params["each"]) ** params["copies"]
+        balancer_down = 1 - params["balancer"]
+        if balancer_down > all_copies_down:
+            return (
+                f"the one balancer is down more often than all {params['copies']} copies at once: it has become "
+                f"the single point of failure, and more copies would hardly help"
+            )
+        return (
+            f"all {params['copies']} copies down at once is still more likely than the balancer being down: "
+            f"another copy would help, until the balancer becomes the single point of failure"
+        )

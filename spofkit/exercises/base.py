@@ -8,6 +8,7 @@ compares a set of option labels. The lesson modules beside this one only say wha
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import math
 import random
@@ -48,52 +49,105 @@ class Problem:
         )
 
 
+# Feedback boxes: (border and text colour, background, title) for each status.
+_BOX_STYLES = {
+    "right": ("#1b5e20", "#e8f5e9", "Correct!"),
+    "wrong": ("#b71c1c", "#ffebee", "Not quite"),
+    "waiting": ("#37474f", "#eceff1", "No answer yet"),
+    "unreadable": ("#e65100", "#fff3e0", "Not an answer I can check"),
+    "revealed": ("#0d47a1", "#e3f2fd", "Revealing the answer, as you asked"),
+}
+
+
 @dataclass(frozen=True)
 class Feedback:
-    """The verdict on one answer: right or not, what was expected, what was given, and a hint."""
+    """The verdict on one answer, in the words a learner reads.
+
+    ``status`` says which box it is: a verdict (``""``: right or wrong, by ``ok``), ``"waiting"`` (no answer
+    yet: a neutral prompt, not an error), ``"unreadable"`` (not the kind of answer asked for) or
+    ``"revealed"`` (the answer, because it was asked for). An exercise fills ``expected`` only when the answer
+    is right or when it was asked for (``revealed``); a wrong answer gets ``off`` (how far off, in words) and a
+    ``hint``, never the answer. A prediction's comparison (``spofkit.widgets``) fills ``expected`` with the
+    measurement: there the number is the point.
+    """
 
     ok: bool
-    expected: str
+    expected: str  # "" while the learner should not see it
     given: str
     hint: str = ""
-    note: str = ""  # why the answer is what it is (shown both when right and when wrong)
+    note: str = ""  # why the answer is what it is: shown with a right answer or a revealed one
+    off: str = ""  # how a wrong answer is off, in words: "too high", "look again at B and D"
+    status: str = ""  # "" (a verdict), "waiting", "unreadable" or "revealed"
+    revealed: bool = False  # the answer is shown because it was asked for (reveal(), show_answer=True)
+
+    def __post_init__(self) -> None:
+        if self.status not in ("", "waiting", "unreadable", "revealed"):
+            raise ValueError(f"status must be '', 'waiting', 'unreadable' or 'revealed', got {self.status!r}")
 
     def __bool__(self) -> bool:
         return self.ok
 
     @property
-    def message(self) -> str:
-        if self.ok:
-            lines = [f"Correct! {self.given} (expected {self.expected})."]
+    def kind(self) -> str:
+        """Which box this is: right, wrong, waiting, unreadable or revealed."""
+        return self.status or ("right" if self.ok else "wrong")
+
+    @property
+    def title(self) -> str:
+        title = _BOX_STYLES[self.kind][2]
+        return f"{title}: {self.off}." if self.kind == "wrong" and self.off else title
+
+    def with_hint(self, hint: str) -> Feedback:
+        """The same verdict with ``hint`` instead: for a lesson cell that knows what its run showed."""
+        return dataclasses.replace(self, hint=hint)
+
+    def _rows(self) -> list[tuple[str, str]]:
+        """(label, text) lines under the title, in the order a learner reads them."""
+        kind = self.kind
+        rows: list[tuple[str, str]] = []
+        if kind == "waiting":
+            wanted = f" ({self.hint})" if self.hint else ""
+            rows.append(("", f"Write your answer{wanted} in my_answer and run this cell again."))
+        if kind == "revealed":
+            rows.append(("answer", self.expected))
+        elif kind == "right":
+            rows.append(("given", self.given))
+            if self.expected and self.expected != self.given:
+                rows.append(("expected", self.expected))
         else:
-            lines = ["Not quite.", f"  expected: {self.expected}", f"  given:    {self.given}"]
-            if self.hint:
-                lines.append(f"  hint:     {self.hint}")
-        if self.note:
-            lines.append(f"  why:      {self.note}" if not self.ok else f"Why: {self.note}")
+            if self.expected and not self.revealed:
+                rows.append(("expected", self.expected))  # a measurement a prediction is compared with
+            if self.given:
+                rows.append(("given", self.given))
+        if self.hint and kind in ("wrong", "unreadable"):
+            rows.append(("hint", self.hint))
+        if self.revealed and kind != "revealed":
+            rows.append(("answer", f"{self.expected} (revealed, as you asked)"))
+        if self.note and (kind in ("right", "revealed") or self.revealed):
+            rows.append(("why", self.note))
+        return rows
+
+    @property
+    def message(self) -> str:
+        lines = [self.title if self.title.endswith((".", "!")) else self.title + "."]
+        for label, text in self._rows():
+            lines.append(f"  {label + ':':<9} {text}" if label else f"  {text}")
         return "\n".join(lines)
 
     def __str__(self) -> str:
         return self.message
 
     def _repr_html_(self) -> str:
-        color, background, title = (
-            ("#1b5e20", "#e8f5e9", "Correct!") if self.ok else ("#b71c1c", "#ffebee", "Not quite.")
-        )
-        rows = [("expected", self.expected), ("given", self.given)]
-        if self.hint and not self.ok:
-            rows.append(("hint", self.hint))
-        if self.note:
-            rows.append(("why", self.note))
+        color, background, _title = _BOX_STYLES[self.kind]
         body = "".join(
-            f"<tr><th style='text-align:left;padding-right:8px'>{name}</th>"
-            f"<td style='text-align:left'>{html.escape(value)}</td></tr>"
-            for name, value in rows
+            f"<tr><th style='text-align:left;padding-right:8px'>{html.escape(label)}</th>"
+            f"<td style='text-align:left'>{html.escape(text)}</td></tr>"
+            for label, text in self._rows()
         )
         return (
-            f"<div class='spofkit-feedback' style='border:2px solid {color};background:{background};"
-            f"color:{color};border-radius:6px;padding:8px 12px;margin:4px 0'>"
-            f"<b>{title}</b><table>{body}</table></div>"
+            f"<div class='spofkit-feedback spofkit-feedback-{self.kind}' style='border:2px solid {color};"
+            f"background:{background};color:{color};border-radius:6px;padding:8px 12px;margin:4px 0'>"
+            f"<b>{html.escape(self.title)}</b><table>{body}</table></div>"
         )
 
 
@@ -101,7 +155,12 @@ class Feedback:
 
 
 class Exercise:
-    """Base class: draws problems from a seed and checks answers. Subclasses say how."""
+    """Base class: draws problems from a seed and checks answers. Subclasses say how.
+
+    ``check(problem, answer)`` never shows the answer unless asked: a wrong answer gets how far off it is, in
+    words, and a hint for this problem; ``None`` (no answer yet) gets a neutral prompt. The answer is shown on
+    purpose only: ``reveal(problem)``, or ``check(problem, answer, show_answer=True)``.
+    """
 
     id: str = "exercise"
     lesson: str = "00"
@@ -123,11 +182,35 @@ class Exercise:
         raise NotImplementedError
 
     def solution(self, problem: Problem) -> Any:
-        """The right answer to ``problem`` (the solutions notebooks print it; so can you, on purpose)."""
+        """The right answer to ``problem``, as a value (the solutions use it; so can you, on purpose)."""
         raise NotImplementedError
 
-    def check(self, problem: Problem, answer: Any) -> Feedback:
+    def check(self, problem: Problem, answer: Any, *, show_answer: bool = False) -> Feedback:
+        """Right or not, and a hint; the answer itself only with ``show_answer=True``."""
         raise NotImplementedError
+
+    def reveal(self, problem: Problem) -> Feedback:
+        """The answer to ``problem``, and why: shown because you asked, in a box that says so."""
+        self._own(problem)
+        return Feedback(
+            False,
+            self._show(self.solution(problem)),
+            "",
+            note=self._why_answer(problem),
+            status="revealed",
+            revealed=True,
+        )
+
+    def _show(self, value: Any) -> str:
+        """The answer as the learner would write it."""
+        return str(value)
+
+    def _why_answer(self, problem: Problem) -> str:
+        """Why the answer is what it is (shown with a right or a revealed answer)."""
+        return ""
+
+    def _waiting(self, shown: str) -> Feedback:
+        return Feedback(False, shown, "", self.answer_format, status="waiting", revealed=bool(shown))
 
     def _own(self, problem: Problem) -> None:
         if not isinstance(problem, Problem):
@@ -152,21 +235,38 @@ class NumericExercise(Exercise):
     def solution(self, problem: Problem) -> float:
         raise NotImplementedError
 
-    def check(self, problem: Problem, answer: Any) -> Feedback:
+    def check(self, problem: Problem, answer: Any, *, show_answer: bool = False) -> Feedback:
         self._own(problem)
         expected = self.solution(problem)
+        shown = self._format(expected) if show_answer else ""
+        if answer is None:
+            return self._waiting(shown)
         given = _as_number(answer)
         if given is None:
             return Feedback(
                 False,
-                self._format(expected),
+                shown,
                 repr(answer),
                 f"answer with a number ({self.answer_format})",
+                status="unreadable",
+                revealed=show_answer,
             )
         given = self._normalise(given)
-        ok = self._close(expected, given)
-        hint = "" if ok else self._hint(problem, given)
-        return Feedback(ok, self._format(expected), self._format(given), hint, self._note(problem))
+        note = self._why_answer(problem)
+        if self._close(expected, given):
+            return Feedback(True, self._format(expected), self._format(given), note=note, revealed=show_answer)
+        return Feedback(
+            False,
+            shown,
+            self._format(given),
+            self._hint(problem, given),
+            note=note if show_answer else "",
+            off=self._off(expected, given),
+            revealed=show_answer,
+        )
+
+    def _show(self, value: Any) -> str:
+        return self._format(value)
 
     def _normalise(self, given: float) -> float:
         return given
@@ -174,14 +274,23 @@ class NumericExercise(Exercise):
     def _close(self, expected: float, given: float) -> bool:
         return math.isclose(given, expected, rel_tol=self.relative_tolerance, abs_tol=self.absolute_tolerance)
 
+    def _off(self, expected: float, given: float) -> str:
+        """How far off ``given`` is, in words only: "a little too high", "too low", "far too high"."""
+        return _how_far(given - expected, abs(expected))
+
     def _format(self, value: float) -> str:
         return f"{value:.6g} {self.unit}".rstrip()
 
     def _hint(self, problem: Problem, given: float) -> str:
         return "work it out step by step from the question; the lesson's formula cell shows how"
 
-    def _note(self, problem: Problem) -> str:
-        return ""
+    def _is_near(self, given: float, value: float) -> bool:
+        """Is ``given`` (close to) ``value``? For hints that name a common mistake.
+
+        Close both as numbers and by the exercise's own measure (an availability: by its downtime).
+        """
+        as_numbers = math.isclose(given, value, rel_tol=self.relative_tolerance, abs_tol=self.absolute_tolerance)
+        return as_numbers and self._close(value, given)
 
 
 class AvailabilityExercise(NumericExercise):
@@ -200,6 +309,11 @@ class AvailabilityExercise(NumericExercise):
     def _close(self, expected: float, given: float) -> bool:
         return math.isclose(1 - given, 1 - expected, rel_tol=self.relative_tolerance, abs_tol=1e-12)
 
+    def _off(self, expected: float, given: float) -> str:
+        # Near 100 % the downtime is what differs: say how far off that is.
+        words = _how_far(given - expected, abs(1 - expected))
+        return f"{words} (that is {'less' if given > expected else 'more'} downtime than the right answer)"
+
     def _format(self, value: float) -> str:
         return f"{value * 100:.6g} %"
 
@@ -208,7 +322,8 @@ class ChoiceExercise(Exercise):
     """Pick the labels (``"A"``, ``"B"``...) of the options that are true; the answer is a set of labels.
 
     ``"AC"``, ``"A, C"``, ``["A", "C"]`` and ``{"a", "c"}`` are all the same answer. An empty answer
-    (``""`` or ``set()``) says "none of them".
+    (``""`` or ``set()``) says "none of them". A wrong answer is told which options to look at again, with a
+    question about each; the verdict on each option comes with the revealed answer.
     """
 
     answer_format = "the labels of every option that applies, e.g. 'AC' (or '' for none)"
@@ -223,28 +338,61 @@ class ChoiceExercise(Exercise):
         raise NotImplementedError
 
     def _why(self, problem: Problem, option: Any) -> str:
-        """One sentence on why ``option`` is (or is not) true."""
+        """One sentence on why ``option`` is (or is not) true: part of the revealed answer."""
         return ""
 
-    def check(self, problem: Problem, answer: Any) -> Feedback:
+    def _question(self, problem: Problem, option: Any) -> str:
+        """A question that leads to the verdict on ``option`` without giving it (the hint for a wrong pick)."""
+        return ""
+
+    def _show(self, value: Any) -> str:
+        return _show_labels(value)
+
+    def _why_answer(self, problem: Problem) -> str:
+        whys = [f"{label}: {self._why(problem, option)}".rstrip(": ") for label, option in self._options(problem)]
+        return " ".join(whys)
+
+    def check(self, problem: Problem, answer: Any, *, show_answer: bool = False) -> Feedback:
         self._own(problem)
         expected = self.solution(problem)
+        shown = _show_labels(expected) if show_answer else ""
+        if answer is None:
+            return self._waiting(shown)
         labels = {label for label, _ in self._options(problem)}
         given = _as_labels(answer)
         if given is None or not given <= labels:
             return Feedback(
                 False,
-                _show_labels(expected),
+                shown,
                 repr(answer),
                 f"answer with labels from {_show_labels(labels)}, e.g. 'AC', or '' for none",
+                status="unreadable",
+                revealed=show_answer,
             )
-        ok = given == expected
-        hint = ""
-        if not ok:
-            options = dict(self._options(problem))
-            wrong = sorted(given ^ expected)
-            hint = " ".join(f"{label}: {self._why(problem, options[label])}".rstrip(": ") for label in wrong)
-        return Feedback(ok, _show_labels(expected), _show_labels(given), hint)
+        note = self._why_answer(problem) if show_answer else ""
+        if given == expected:
+            return Feedback(True, _show_labels(expected), _show_labels(given), note=self._why_answer(problem))
+        options = dict(self._options(problem))
+        # "None of them" is wrong: naming the options to look at again would name the answer itself.
+        wrong = sorted(given ^ expected) if given else sorted(options)
+        off = f"look again at {_and(wrong)}" if given else "at least one of them applies"
+        hint = " ".join(f"{label}: {self._question(problem, options[label])}".rstrip(": ") for label in wrong)
+        return Feedback(False, shown, _show_labels(given), hint, note=note, off=off, revealed=show_answer)
+
+
+def _how_far(difference: float, scale: float) -> str:
+    """'too high' or 'too low', with 'a little' or 'far' when the gap is small or large compared with ``scale``."""
+    direction = "too high" if difference > 0 else "too low"
+    ratio = abs(difference) / scale if scale > 0 else math.inf
+    if ratio <= 0.1:
+        return f"a little {direction}"
+    if ratio >= 1.0:
+        return f"far {direction}"
+    return direction
+
+
+def _and(labels: Sequence[str]) -> str:
+    return labels[0] if len(labels) == 1 else ", ".join(labels[:-1]) + " and " + labels[-1]
 
 
 def _as_number(answer: Any) -> float | None:

@@ -94,6 +94,15 @@ class SafeToRetry(ChoiceExercise):
         safe = f"{method} is idempotent" if method in IDEMPOTENT_METHODS else "it provably never reached a backend"
         return f"retried: {safe}, and another instance may well not have this {failure} failure."
 
+    def _question(self, problem: Problem, option: Any) -> str:
+        method, _path, failure, _reached, attempts, _words = _RETRY_SCENARIOS[option]
+        if failure is None:
+            return "is a 500 one of the failures the balancer retries (retry_statuses), or the application's answer?"
+        questions = [f"could this {method} have reached a backend?", f"is {method} idempotent?"]
+        if attempts > 1:
+            questions.append(f"how many attempts are left of max_attempts = {self.settings.max_attempts}?")
+        return " ".join(questions)
+
 
 @dataclass(frozen=True)
 class _NotRetried:
@@ -133,6 +142,13 @@ class RetryBudgetSize(NumericExercise):
         return budget.allowance(now)
 
     def _hint(self, problem: Problem, given: float) -> str:
+        params = problem.params
+        requests = params["rate"] * params["window"]
+        floor = params["min_per_second"] * params["window"]
+        if floor > 0 and self._is_near(given, params["ratio"] * requests):
+            return "you left out the floor: it allows retries on top of the ratio"
+        if self._is_near(given, params["ratio"] * params["rate"] + params["min_per_second"]):
+            return f"that is one second's worth; the question asks for one window of {params['window']:g} s"
         return "allowance = floor × window + ratio × (requests in the window)"
 
 
@@ -183,6 +199,12 @@ class EjectionTime(NumericExercise):
         return duration
 
     def _hint(self, problem: Problem, given: float) -> str:
+        params = problem.params
+        uncapped = params["base_time"] * params["ejection_number"]
+        if uncapped > params["max_time"] and self._is_near(given, uncapped):
+            return "no ejection lasts longer than max_time"
+        if params["ejection_number"] > 1 and self._is_near(given, params["base_time"]):
+            return "an instance ejected again stays out longer: base_time × the number of this ejection"
         return "duration = min(base_time × number of this ejection, max_time)"
 
 

@@ -85,10 +85,13 @@ class DetectionWindow(NumericExercise):
         return _health_settings(problem.params).detection_window_bound()
 
     def _hint(self, problem: Problem, given: float) -> str:
+        params = problem.params
+        pace = "max(fastinter, timeout)" if params.get("fastinter") is not None else "max(interval, timeout)"
+        if self._is_near(given, self.solution(problem) - params["timeout"]):
+            return "nearly: the last probe is only counted as failed once its full timeout has run out"
         return (
-            "wait up to one interval for the first failing probe, then fall − 1 more probes, each "
-            "starting max(fastinter, timeout) after the previous one, and the last probe itself "
-            "takes the full timeout"
+            f"wait up to one interval for the first failing probe, then fall − 1 = {params['fall'] - 1} more "
+            f"probes, each starting {pace} after the previous one, and the last probe itself takes the full timeout"
         )
 
 
@@ -120,9 +123,12 @@ class RecoveryWindow(NumericExercise):
         return recovery_window_bound(_health_settings(problem.params))
 
     def _hint(self, problem: Problem, given: float) -> str:
+        params = problem.params
+        first_wait = "downinter" if params.get("downinter") is not None else "downinter (here: interval)"
         return (
-            "mirror the detection window: wait up to one downinter for the first passing probe, "
-            "then rise − 1 more probes max(fastinter, timeout) apart, plus the last probe's timeout"
+            f"mirror the detection window: wait up to one {first_wait} for the first passing probe, then "
+            f"rise − 1 = {params['rise'] - 1} more probes max(fastinter, timeout) apart (fastinter defaults to "
+            f"interval), plus the last probe's timeout"
         )
 
 
@@ -160,9 +166,11 @@ class FalseAlarmFall(NumericExercise):
         misses = problem.params["consecutive_misses"]
         if given < 1:
             return "fall counts failed probes in a row: it is at least 1"
+        if given != int(given):
+            return "fall counts failed probes in a row: it is a whole number"
         if given < misses + 1:
-            return f"with fall = {given:g}, {misses} failures in a row are enough to mark it DOWN"
-        return "a larger fall also avoids the false alarm, but every extra probe slows detection"
+            return f"with fall = {given:g}, a pause that fails {misses} probes in a row marks it DOWN: a false alarm"
+        return "a larger fall also avoids the false alarm, but every extra probe slows the detection of a real crash"
 
 
 # --- lesson 05: gray failures, as a health check sees them ------------------------------------------
@@ -225,14 +233,34 @@ class HealthCheckMisses(ChoiceExercise):
         return not health_check_notices(make_fault(kind, **params), settings)
 
     def _why(self, problem: Problem, option: Any) -> str:
-        kind, _params = option
+        kind, params = option
         seen = not self._is_true(problem, option)
+        timeout_ms = problem.params["timeout"] * 1000
+        if kind == "slow":
+            delay = params["ms"]
+            compared = "longer" if seen else "shorter"
+            return (
+                f"{'noticed' if seen else 'missed'}: the {delay:g} ms delay is {compared} than the probe's "
+                f"{timeout_ms:g} ms timeout."
+            )
         reasons = {
             "crash": "the probe's connection is refused",
             "hang": "the probe runs into its timeout",
-            "slow": "compare the delay with the probe's timeout",
             "error": "the health endpoint answers the error too",
             "gray": "the health endpoint answers 200 while real requests fail",
             "reset": "only real answers are cut off; the probe's small answer arrives",
         }
         return f"{'noticed' if seen else 'missed'}: {reasons.get(kind, '')}."
+
+    def _question(self, problem: Problem, option: Any) -> str:
+        kind, _params = option
+        timeout_ms = problem.params["timeout"] * 1000
+        questions = {
+            "crash": "what happens to the probe's connection?",
+            "hang": f"what does a probe with a {timeout_ms:g} ms timeout get from it?",
+            "slow": f"is the delay longer or shorter than the probe's {timeout_ms:g} ms timeout?",
+            "error": "does GET /health get the error answer too?",
+            "gray": "does GET /health fail too, or only the real requests?",
+            "reset": "is the probe's small answer cut off too, or only real answers?",
+        }
+        return questions.get(kind, "what does GET /health see of this fault?")

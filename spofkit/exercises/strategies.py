@@ -36,9 +36,14 @@ class LittlesLaw(NumericExercise):
         return float(problem.params["rate"] * problem.params["latency_ms"] / 1000)
 
     def _hint(self, problem: Problem, given: float) -> str:
+        rate, latency_ms = problem.params["rate"], problem.params["latency_ms"]
+        if self._is_near(given, rate * latency_ms):
+            return f"the time is {latency_ms} ms: turn it into seconds first"
+        if self._is_near(given, rate / (latency_ms / 1000)):
+            return "Little's law multiplies: in flight = arrival rate × time in the system"
         return "Little's law: in flight = arrival rate × time in the system (in seconds)"
 
-    def _note(self, problem: Problem) -> str:
+    def _why_answer(self, problem: Problem) -> str:
         return "least connections reads exactly this number: a slow instance shows a high in-flight count"
 
 
