@@ -19,8 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import sys
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -129,20 +130,35 @@ class Balancer:
         self._wakeup: Timer | None = None
         self._wakeup_at: float | None = None
         self._runner: web.ServerRunner | None = None
+        self._ports: set[int] = set()  # every port this balancer listens on (its own, the service address)
+        # Awaited before each request is forwarded: a balancer node's "hang" fault holds requests here.
+        self.hold: Callable[[], Awaitable[None]] | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, *, listen: bool = True) -> None:
+        """Start proxying and checking; ``listen`` on ``host:port`` at once (a pair's node listens on cue)."""
         # aiohttp's low-level server: every request goes straight to _serve. A proxy has a single route
         # ("everything"), so an Application's router and middleware chain would only cost time.
         server = web.Server(self._serve, access_log=None)
         # Stopping waits at most STOP_GRACE for in-flight requests (a hung backend must not hold up stop()).
         self._runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=STOP_GRACE)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        if listen:
+            site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+            await site.start()
+            self.port = self._runner.addresses[0][1]
         await self.checker.start()
+
+    async def listen_on(self, sock: socket.socket) -> web.SockSite:
+        """Also serve on ``sock`` (a bound socket); ``await site.stop()`` stops listening there."""
+        assert self._runner is not None, "Balancer.start() first"
+        site = web.SockSite(self._runner, sock)
+        await site.start()
+        port = int(sock.getsockname()[1])
+        self.port = self.port or port
+        self._ports.add(port)
+        return site
 
     async def stop(self) -> None:
         await self.checker.stop()
@@ -261,6 +277,8 @@ class Balancer:
         return refusal if refusal is not None else await self.handle(request)
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        if self.hold is not None:
+            await self.hold()
         info = RequestInfo(request.method, request.path_qs, request.headers, request.remote or "")
         body, replayable = await self._request_body(request)
         headers = self._forward_headers(request)
@@ -294,7 +312,8 @@ class Balancer:
         target = request.raw_path
         if target.startswith("/"):
             return None
-        own = (f"http://{self.host}:{self.port}", f"http://localhost:{self.port}")
+        ports = self._ports | {self.port}
+        own = [f"http://{host}:{port}" for port in ports for host in (self.host, "localhost")]
         if any(target == o or target.startswith(o + "/") for o in own):
             return None
         host = target.split("/")[2] if target.count("/") >= 2 else target

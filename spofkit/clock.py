@@ -22,9 +22,11 @@ if TYPE_CHECKING:
 class Clock:
     """Seconds since the lab started, from a monotonic source (never the wall clock, which can jump)."""
 
-    def __init__(self, source: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, source: Callable[[], float] = time.monotonic, *, start: float | None = None) -> None:
+        """``start``: the source's reading at lab time 0 (another process of the same lab passes its own, so
+        both tell the same time: ``time.monotonic`` is one clock for every process of a machine)."""
         self._source = source
-        self._start = source()
+        self._start = source() if start is None else start
 
     def now(self) -> float:
         return self._source() - self._start

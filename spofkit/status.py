@@ -102,6 +102,11 @@ class BalancerStatus:
     retried: int = 0
     failed: int = 0
     members: tuple[MemberView, ...] = ()
+    role: str = "single"  # single, or in a pair: master / backup (active-passive), active (active-active)
+    state: str = "running"  # running, hang, advert_loss, blocked (master, but the address is held), crashed
+    address: str | None = None  # the service address while this balancer holds it
+    pid: int | None = None  # its own process, in process isolation
+    note: str = ""  # why it is in that state, when there is something to say
 
     def member(self, name: str) -> MemberView:
         for view in self.members:

@@ -18,8 +18,9 @@ from a newer server: unknown fields are ignored; an unknown event kind decodes t
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from spofkit import events as events_module
 from spofkit.commands import (
@@ -86,15 +87,18 @@ def status_to_dict(status: LabStatus) -> dict[str, Any]:
     return {
         **{f.name: getattr(status, f.name) for f in dataclasses.fields(status) if f.name not in _NESTED},
         "instances": [dataclasses.asdict(row) for row in status.instances],
-        "balancers": [
-            {**{k: v for k, v in dataclasses.asdict(b).items() if k != "members"}, "members": _members(b)}
-            for b in status.balancers
-        ],
+        "balancers": [balancer_status_to_dict(b) for b in status.balancers],
     }
 
 
-def _members(balancer: BalancerStatus) -> list[dict[str, Any]]:
-    return [dataclasses.asdict(member) for member in balancer.members]
+def balancer_status_to_dict(balancer: BalancerStatus) -> dict[str, Any]:
+    fields = {k: v for k, v in dataclasses.asdict(balancer).items() if k != "members"}
+    return {**fields, "members": [dataclasses.asdict(member) for member in balancer.members]}
+
+
+def balancer_status_from_dict(data: Mapping[str, Any]) -> BalancerStatus:
+    members = tuple(MemberView(**_known(MemberView, m)) for m in data.get("members", []))
+    return BalancerStatus(**{k: v for k, v in _known(BalancerStatus, data).items() if k != "members"}, members=members)
 
 
 _NESTED = ("instances", "balancers")
@@ -109,17 +113,50 @@ def status_from_dict(data: Mapping[str, Any]) -> LabStatus:
     """Rebuild a :class:`LabStatus` from ``GET /status`` JSON (fields this version does not know are ignored)."""
     try:
         rows = [InstanceStatus(**_known(InstanceStatus, row)) for row in data.get("instances", [])]
-        balancers = [
-            BalancerStatus(
-                **{k: v for k, v in _known(BalancerStatus, b).items() if k != "members"},
-                members=tuple(MemberView(**_known(MemberView, m)) for m in b.get("members", [])),
-            )
-            for b in data.get("balancers", [])
-        ]
+        balancers = [balancer_status_from_dict(b) for b in data.get("balancers", [])]
         top = {k: v for k, v in _known(LabStatus, data).items() if k not in _NESTED}
         return LabStatus(**top, instances=rows, balancers=balancers)
     except TypeError as error:  # a required field is missing
         raise WireError(f"not a spofkit status: {error}") from None
+
+
+# --- settings (for a balancer in its own process) -------------------------------------------------------------
+
+SettingsT = TypeVar("SettingsT")
+
+
+def settings_to_dict(settings: Any) -> dict[str, Any] | None:
+    """Retry, ejection or health settings as JSON (sets and tuples become lists); None stays None (off)."""
+    if settings is None:
+        return None
+    out = {}
+    for spec in dataclasses.fields(settings):
+        value = getattr(settings, spec.name)
+        out[spec.name] = (
+            sorted(value)
+            if isinstance(value, (set, frozenset))
+            else (list(value) if isinstance(value, tuple) else value)
+        )
+    return out
+
+
+def settings_from_dict(cls: type[SettingsT], data: Mapping[str, Any] | None) -> SettingsT | None:
+    """The inverse of :func:`settings_to_dict` for ``cls`` (RetrySettings, EjectionSettings, HealthSettings)."""
+    if data is None:
+        return None
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for spec in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if spec.name not in data:
+            continue
+        value = data[spec.name]
+        origin = typing.get_origin(hints[spec.name])
+        if origin is frozenset:
+            value = frozenset(value)
+        elif origin is tuple:
+            value = tuple(value)
+        values[spec.name] = value
+    return cls(**values)
 
 
 # --- commands -----------------------------------------------------------------------------------------------

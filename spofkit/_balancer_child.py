@@ -1,0 +1,145 @@
+"""The child side of a balancer in its own OS process (process isolation of the front door).
+
+:class:`spofkit.process_balancer.ProcessBalancer` starts ``python -m spofkit._balancer_child --config JSON`` and
+steers it as :mod:`spofkit.childproc` describes (not meant to be run by hand). The child runs one
+:class:`~spofkit.balancer_node.BalancerNode` — the same code as an in-process balancer — and:
+
+* says hello once it listens: ``{"ok": true, "pid": ..., "own_port": ..., "service_port": ..., "advert": [h, p]}``;
+* streams every event it publishes, unasked: ``{"event": {"kind": "RequestCompleted", ...}}`` (the lab's event
+  bus republishes them, so views see both balancers' events, each naming its balancer);
+* answers commands: ``add_member``, ``remove_member``, ``set_strategy``, ``set_retries``, ``set_ejection``,
+  ``set_health``, ``join_pair``, ``inject``, ``recover``, ``status``, and ``stop`` (a graceful exit: a master
+  resigns first). Every reply carries the node's status.
+
+A crash needs no command: the parent sends SIGKILL, and the kernel closes the node's sockets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import signal
+import sys
+from typing import Any
+
+from spofkit.balancer import Balancer
+from spofkit.balancer_node import BalancerNode, FrontDoor
+from spofkit.childproc import (
+    child_ask_for_a_signal_when_the_parent_dies,
+    child_say,
+    child_stdin_lines,
+    child_watch_parent,
+)
+from spofkit.clock import Clock
+from spofkit.events import EventBus
+from spofkit.policy import EjectionSettings, HealthSettings, RetrySettings
+from spofkit.wire import balancer_status_to_dict, event_to_dict, settings_from_dict
+
+
+def build_node(config: dict[str, Any], events: EventBus) -> BalancerNode:
+    balancer = Balancer(
+        events,
+        name=config["name"],
+        strategy=config.get("strategy", "round_robin"),
+        retries=settings_from_dict(RetrySettings, config.get("retries")),
+        ejection=settings_from_dict(EjectionSettings, config.get("ejection")),
+        health=settings_from_dict(HealthSettings, config.get("health")),
+        slow_start=config.get("slow_start", 0.0),
+        seed=config.get("seed", 0),
+    )
+    front_door = FrontDoor(**config.get("front_door", {}))
+    return BalancerNode(balancer, front_door, priority=config.get("priority", 100))
+
+
+async def execute(node: BalancerNode, request: dict[str, Any]) -> None:
+    """Carry out one command (raises on a bad one: the caller turns that into a refusal)."""
+    command = request.get("cmd")
+    if command == "add_member":
+        member = request["member"]
+        await node.add_member(**member)
+    elif command == "remove_member":
+        await node.remove_member(request["name"], drain_timeout=float(request.get("drain_timeout", 10.0)))
+    elif command == "set_strategy":
+        await node.set_strategy(request["strategy"])
+    elif command == "set_retries":
+        await node.set_retries(settings_from_dict(RetrySettings, request.get("settings")))
+    elif command == "set_ejection":
+        await node.set_ejection(settings_from_dict(EjectionSettings, request.get("settings")))
+    elif command == "set_health":
+        await node.set_health(settings_from_dict(HealthSettings, request.get("settings")))
+    elif command == "join_pair":
+        node.join_pair([(str(host), int(port)) for host, port in request["peers"]])
+    elif command == "inject":
+        node.inject(request["kind"])
+    elif command == "recover":
+        node.recover()
+    elif command not in ("status", "stop"):
+        raise ValueError(f"unknown command {command!r}")
+
+
+def status_of(node: BalancerNode) -> dict[str, Any]:
+    return balancer_status_to_dict(dataclasses.replace(node.status(), pid=os.getpid()))
+
+
+async def obey(node: BalancerNode, commands: asyncio.StreamReader, stopped: asyncio.Event) -> None:
+    while line := await commands.readline():
+        try:
+            request = json.loads(line)
+            if not isinstance(request, dict):
+                raise ValueError("a command is a JSON object")
+            await execute(node, request)
+            reply: dict[str, Any] = {"ok": True}
+        except Exception as error:  # a refusal for the parent to report; the balancer goes on serving
+            request = request if isinstance(request, dict) else {}
+            reply = {"ok": False, "error": f"{type(error).__name__}: {error}", "field": getattr(error, "field", None)}
+        child_say(dict(reply, id=request.get("id"), status=status_of(node)))
+        if request.get("cmd") == "stop":
+            stopped.set()
+            return
+
+
+async def serve(config: dict[str, Any], parent_pid: int) -> int:
+    loop = asyncio.get_running_loop()
+    stopped = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stopped.set)
+    child_ask_for_a_signal_when_the_parent_dies()
+    if os.getppid() != parent_pid:
+        return 1  # the parent died before we could ask to be told: nobody is left to serve
+    watching = asyncio.create_task(child_watch_parent(parent_pid, stopped))
+    commands = await child_stdin_lines()
+
+    events = EventBus(Clock(start=config["clock_start"]))
+    events.subscribe(lambda event: child_say({"event": event_to_dict(event)}))
+    node = build_node(config, events)
+    try:
+        await node.start()
+    except OSError as error:
+        watching.cancel()
+        child_say({"ok": False, "error": f"cannot listen: {error}"})
+        return 1
+    advert = list(node.pair.advert_address) if node.pair is not None else None
+    child_say(
+        {"ok": True, "pid": os.getpid(), "own_port": node.own_port, "service_port": node.service_port, "advert": advert}
+    )
+    obeying = asyncio.create_task(obey(node, commands, stopped))
+    await stopped.wait()
+    obeying.cancel()
+    watching.cancel()
+    await node.stop(graceful=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m spofkit._balancer_child", description=__doc__)
+    parser.add_argument("--config", required=True, help="the balancer's settings, as JSON")
+    parser.add_argument("--parent-pid", type=int, required=True, help="the process that started this one")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal: the parent does the clean-up
+    return asyncio.run(serve(json.loads(args.config), args.parent_pid))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
