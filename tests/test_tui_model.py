@@ -9,6 +9,7 @@ import pytest
 
 pytest.importorskip("textual")
 
+from spofkit.commands import MAX_LOAD_RATE
 from spofkit.events import (
     ClientRequest,
     FaultInjected,
@@ -195,6 +196,7 @@ def test_rate_steps() -> None:
     assert next_rate(35.0, -1) == 30.0
     assert next_rate(RATE_STEPS[-1], 1) == RATE_STEPS[-1]
     assert next_rate(RATE_STEPS[0], -1) == RATE_STEPS[0]
+    assert RATE_STEPS[-1] <= MAX_LOAD_RATE  # + never asks for a rate SetLoad refuses
 
 
 def test_sparkline_blank_for_zero_and_scaled_to_top() -> None:

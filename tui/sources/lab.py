@@ -40,7 +40,6 @@ class LabSource(DataSource):
         if not rate > 0:
             raise ValueError(f"rate must be > 0 requests/s, got {rate!r}")
         self.initial_load = SetLoad(rate=rate)  # checks the rate now, not once the lab is half started
-        self.rate = rate
         self.threaded = threaded
         self.status_interval = status_interval
         self.lab_options = lab_options

@@ -58,7 +58,8 @@ class RemoteSource(DataSource):
         self.url = str(parsed).rstrip("/")
         self.token = token or find_token(parsed.port)
         self.status_interval = status_interval
-        self.start_load = SetLoad(rate=start_load) if start_load else None  # a bad rate is refused here, now
+        # The load to start on attaching, as a command: a bad rate is refused here, now.
+        self.initial_load = SetLoad(rate=start_load) if start_load else None
         self.description = f"attached to {self.url}"
         self._session: aiohttp.ClientSession | None = None
         self._status: LabStatus | None = None
@@ -82,9 +83,9 @@ class RemoteSource(DataSource):
             raise ControlError(f"{self.url} did not answer as a spofkit admin API: {error}") from error
         status = self._status
         # Nothing flows without load: start some on the server if it has none (and stop it on leaving).
-        if status is not None and status.load_rate is None and self.start_load is not None:
+        if status is not None and status.load_rate is None and self.initial_load is not None:
             with contextlib.suppress(CommandError, ControlError, *UNREACHABLE):
-                await self.apply(self.start_load)
+                await self.apply(self.initial_load)
                 self._started_load = True
         self._tasks = [
             asyncio.create_task(self._poll_status(), name="tui-status"),
