@@ -20,6 +20,7 @@ from conftest import wait_for
 from textual.events import Key
 from textual.pilot import Pilot
 
+from spofkit.commands import CommandError, Recover, SetLoad
 from spofkit.events import FaultInjected, HealthProbe, InstanceDown, InstanceRestarted
 from spofkit.faults import PRESETS
 from spofkit.health import HealthSettings
@@ -27,7 +28,7 @@ from spofkit.lab import Lab, LabStatus
 from spofkit.strategies import strategy_names
 from tui.app import SpofkitApp
 from tui.scene import screen_text
-from tui.source import LabSource
+from tui.sources import ControlError, LabSource
 from tui.widgets.client_view import ClientView
 from tui.widgets.help_screen import HelpScreen
 from tui.widgets.instance_panel import InstancePanel
@@ -184,6 +185,23 @@ async def test_add_and_remove_keys_change_the_instance_count() -> None:
         assert "b" not in [row.name for row in status(source).instances]
         await wait_for(lambda: not app.query("#panel-b"), DEADLINE, message="b's panel gone")
         assert app.selected in ("a", "c", "d")
+
+
+async def test_the_lab_source_applies_commands_on_the_labs_thread_and_hands_back_refusals() -> None:
+    source = LabSource(rate=5.0, instances=2, health=FAST_CHECKS)
+    await source.start()
+    try:
+        assert status(source).load_rate == 5.0  # the source's own load is a command too
+        answer = await source.apply(SetLoad(rate=7.0))
+        assert answer == {"load_rate": 7.0, "load_paused": False}
+        assert status(source).load_rate == 7.0  # a fresh snapshot, taken right after the command
+        with pytest.raises(CommandError, match=r"no instance named 'zz'") as refused:
+            await source.apply(Recover("zz"))
+        assert refused.value.status == 404
+    finally:
+        await source.stop()
+    with pytest.raises(ControlError, match="not running"):
+        await source.apply(Recover("a"))
 
 
 async def test_five_concurrent_adds_on_a_real_lab_start_five_distinct_instances() -> None:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
 
 pytest.importorskip("textual")
 
+from spofkit.commands import MAX_LOAD_RATE
 from spofkit.events import (
     ClientRequest,
     FaultInjected,
@@ -15,10 +19,13 @@ from spofkit.events import (
     RequestRetried,
     SettingChanged,
 )
+from spofkit.status import FALLING, STATES, UP
 from tui.app import RATE_STEPS, next_rate
 from tui.model import LabModel, RecentTimes, SecondBuckets, Trip
-from tui.source import event_from_dict, status_from_dict
-from tui.widgets.flow import make_layout, trip_path
+from tui.scene import _instance
+from tui.widgets.flow import lanes_from_status, make_layout, trip_path
+from tui.widgets.help_screen import state_legend
+from tui.widgets.palette import STATE_LOOK, state_look
 from tui.widgets.sparkline import sparkline, stacked_columns
 
 
@@ -189,46 +196,7 @@ def test_rate_steps() -> None:
     assert next_rate(35.0, -1) == 30.0
     assert next_rate(RATE_STEPS[-1], 1) == RATE_STEPS[-1]
     assert next_rate(RATE_STEPS[0], -1) == RATE_STEPS[0]
-
-
-def test_events_and_status_survive_the_admin_json() -> None:
-    event = event_from_dict({"kind": "InstanceDown", "at": 1.5, "instance": "b", "reason": "x", "extra": 1})
-    assert event == InstanceDown(1.5, "b", "x")
-    assert event_from_dict({"kind": "NoSuchEvent", "at": 1.0}) is None
-    assert event_from_dict({"kind": "InstanceDown"}) is None  # fields missing: skipped, not guessed
-    status = status_from_dict(
-        {
-            "at": 1.0,
-            "strategy": "random",
-            "retries": True,
-            "health_checks": False,
-            "ejection": True,
-            "balancer_url": "http://127.0.0.1:1",
-            "load_rate": None,
-            "load_paused": False,
-            "instances": [
-                {
-                    "name": "a",
-                    "url": "http://127.0.0.1:2",
-                    "pid": None,
-                    "state": "up",
-                    "backup": False,
-                    "fault": None,
-                    "health_successes": 0,
-                    "health_failures": 0,
-                    "rise": 2,
-                    "fall": 3,
-                    "in_flight": 0,
-                    "served": 5,
-                    "failed": 0,
-                    "weight": 1,
-                    "running": True,
-                    "new_field": "ignored",
-                }
-            ],
-        }
-    )
-    assert status.strategy == "random" and status.instance("a").served == 5
+    assert RATE_STEPS[-1] <= MAX_LOAD_RATE  # + never asks for a rate SetLoad refuses
 
 
 def test_sparkline_blank_for_zero_and_scaled_to_top() -> None:
@@ -252,3 +220,62 @@ def test_a_retried_trip_hops_from_the_failed_lane_to_the_serving_one() -> None:
     assert failed_cell[0] == 1  # the ✗ is on b's lane
     after = path[failures[0] + 1 :]
     assert {row for row, _ in after} == {2}  # then it hops straight to c's lane
+
+
+# --- one vocabulary: spofkit's states and the lab's public face, nothing of tui's own --------------------------
+
+TUI = Path(__file__).resolve().parent.parent / "tui"
+# What the dashboard may use of a Lab object: the way a notebook uses it, not its parts.
+LAB_FACE = {"start", "stop", "apply", "status", "now", "events", "isolation"}
+
+
+def test_every_state_of_spofkit_status_has_a_look_a_border_and_a_line_in_the_help() -> None:
+    css = (TUI / "app.tcss").read_text()
+    legend = "".join(text for text, _ in state_legend())
+    for state in STATES:
+        assert state in STATE_LOOK, f"no glyph and colour for {state!r}"
+        assert f".instance-panel.state-{state} " in css, f"no border colour for {state!r} in app.tcss"
+        assert f"{state_look(state)[0]} {state.upper()}" in legend, legend
+    assert [lane.state for lane in lanes_from_status([_instance("x", state) for state in STATES])] == list(STATES)
+
+
+def test_a_backup_members_label_comes_from_its_status_row() -> None:
+    lanes = lanes_from_status([_instance("a", UP), _instance("z", FALLING, backup=True, health_failures=1)])
+    assert [(lane.name, lane.label, lane.backup) for lane in lanes] == [("a", "UP", False), ("z", "FALLING 1/3", True)]
+
+
+def _tui_modules() -> list[tuple[str, ast.Module]]:
+    return [(str(path.relative_to(TUI.parent)), ast.parse(path.read_text())) for path in sorted(TUI.rglob("*.py"))]
+
+
+def test_no_tui_module_spells_a_state_of_its_own() -> None:
+    spelled = []
+    for where, tree in _tui_modules():
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+        }
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and node.value in STATES and id(node) not in docstrings:
+                spelled.append(f"{where}:{node.lineno} {node.value!r}")
+    assert not spelled, f"use the constants of spofkit.status instead: {spelled}"
+
+
+def _last_name(node: ast.expr) -> str:
+    """``lab`` for ``lab`` and for ``self.lab``; "" for anything else."""
+    if isinstance(node, ast.Name):
+        return node.id
+    return node.attr if isinstance(node, ast.Attribute) else ""
+
+
+def test_no_tui_module_reaches_into_a_lab() -> None:
+    reached = [
+        f"{where}:{node.lineno} {_last_name(node.value)}.{node.attr}"
+        for where, tree in _tui_modules()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and _last_name(node.value) in ("lab", "Lab") and node.attr not in LAB_FACE
+    ]
+    assert not reached, f"read status snapshots and events, send commands: {reached}"

@@ -1,7 +1,7 @@
 """The dashboard attached to a lab through its admin API (``spofkit tui --connect URL``).
 
 The lab and its admin server run in this test's process; the dashboard only sees them through HTTP: the
-status endpoint, the event stream, and the control endpoints its keys call.
+status endpoint, the event stream, and ``POST /commands``, where every key's command goes.
 """
 
 from __future__ import annotations
@@ -10,21 +10,43 @@ import pytest
 
 pytest.importorskip("textual")
 
+import contextlib
+import json
+from collections.abc import AsyncIterator
+
 from conftest import wait_for
 
+from spofkit import wire
 from spofkit.admin import AdminServer
+from spofkit.commands import CommandError, InjectFault, Recover, SetLoad
+from spofkit.events import Event, InstanceDown
 from spofkit.health import HealthSettings
 from spofkit.lab import Lab
 from tui.app import SpofkitApp, make_source
-from tui.source import ControlError, RemoteSource
+from tui.sources import ControlError, RemoteSource
+from tui.widgets.event_log import EventLog
 from tui.widgets.instance_panel import InstancePanel
 
 DEADLINE = 15.0
+TOKEN = "test-token-0123456789"
+FAST_CHECKS = HealthSettings(interval=0.1, timeout=0.2, rise=2, fall=2)
+
+
+@contextlib.asynccontextmanager
+async def served_lab() -> AsyncIterator[tuple[Lab, AdminServer]]:
+    """A lab of three behind a real admin API on 127.0.0.1, with a known token."""
+    async with await Lab.start(3, health=FAST_CHECKS) as lab:
+        admin = AdminServer(lab, token=TOKEN)
+        await admin.start()
+        try:
+            yield lab, admin
+        finally:
+            await admin.stop()
 
 
 async def test_attached_dashboard_shows_the_remote_lab_and_drives_it() -> None:
-    lab = await Lab.start(3, health=HealthSettings(interval=0.1, timeout=0.2, rise=2, fall=2))
-    admin = AdminServer(lab)
+    lab = await Lab.start(3, health=FAST_CHECKS)
+    admin = AdminServer(lab, token=TOKEN)
     await admin.start()
     try:
         source = make_source(admin.url, rate=20.0, token=admin.token)
@@ -82,3 +104,72 @@ async def test_the_dashboard_leaves_with_the_reason_when_nothing_answers() -> No
 def test_only_loopback_addresses_are_accepted() -> None:
     with pytest.raises(ValueError, match=r"127\.0\.0\.1 or localhost"):
         RemoteSource("http://example.com:8081")
+
+
+async def test_a_command_round_trips_through_the_admin_api() -> None:
+    async with served_lab() as (lab, admin):
+        source = RemoteSource(admin.url, token=TOKEN, start_load=None)
+        await source.start()
+        try:
+            answer = await source.apply(InjectFault("b", "slow", {"ms": 50}))
+            assert answer["instance"] == "b" and answer["fault"] == "slow" and answer["params"]["ms"] == 50
+            assert lab.status().instance("b").fault == "slow"  # it happened in the lab...
+            shown = source.status()
+            assert shown is not None and shown.instance("b").fault == "slow"  # ...and the source's status shows it
+            assert (await source.apply(SetLoad(rate=5.0)))["load_rate"] == 5.0
+            assert lab.status().load_rate == 5.0
+            await source.apply(Recover("b"))
+            assert lab.status().instance("b").fault is None
+        finally:
+            await source.stop()
+
+
+async def test_a_refused_command_comes_back_as_the_labs_command_error() -> None:
+    async with served_lab() as (lab, admin):
+        source = RemoteSource(admin.url, token=TOKEN, start_load=None)
+        await source.start()
+        try:
+            with pytest.raises(CommandError, match=r"no instance named 'zz'") as refused:
+                await source.apply(InjectFault("zz", "crash"))
+            assert (refused.value.status, refused.value.field) == (404, "name")
+        finally:
+            await source.stop()
+        wrong = RemoteSource(admin.url, token="not-the-token", start_load=None)
+        await wrong.start()  # reading is open on 127.0.0.1
+        try:
+            with pytest.raises(CommandError, match="needs the admin token") as refused:
+                await wrong.apply(InjectFault("b", "crash"))
+            assert (refused.value.status, refused.value.field) == (401, "authorization")
+            assert lab.status().instance("b").fault is None
+        finally:
+            await wrong.stop()
+
+
+async def test_the_dashboard_shows_why_the_remote_lab_refused_a_key() -> None:
+    async with served_lab() as (lab, admin):
+        app = SpofkitApp(RemoteSource(admin.url, token="not-the-token", start_load=None))
+        async with app.run_test(size=(100, 32)) as pilot:
+            try:
+                await wait_for(lambda: app.lab_ready and app.panels_shown(), DEADLINE, message="drawn")
+                await pilot.press("2", "c")
+                log = app.query_one(EventLog)
+                await wait_for(
+                    lambda: any("crash b failed: changing the lab needs the admin token" in s.text for s in log.lines),
+                    DEADLINE,
+                    message="the refusal in the log",
+                )
+            finally:
+                await app.shutdown()
+        assert lab.status().instance("b").fault is None
+
+
+def test_the_event_stream_is_decoded_by_spofkit_wire_and_bad_lines_are_skipped() -> None:
+    source = RemoteSource("http://127.0.0.1:9", token=TOKEN)
+    got: list[Event] = []
+    source.subscribe(got.append)
+    down = InstanceDown(1.5, "b", "3 failed checks", balancer="lb2")
+    source._deliver(json.dumps({**wire.event_to_dict(down), "added_by_a_newer_server": 1}))
+    source._deliver(json.dumps({"kind": "NoSuchEvent", "at": 1.0}))  # a kind this version does not know
+    source._deliver(json.dumps({"kind": "InstanceDown", "at": 2.0}))  # fields missing: skipped, not guessed
+    source._deliver("not json")
+    assert got == [down]

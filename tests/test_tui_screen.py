@@ -1,8 +1,8 @@
 """The dashboard on a frozen scene, read back from its screen as text: what a learner would read, step by step.
 
 The scene (:mod:`tui.scene`) is still; a test moves its clock or changes its status (``FrozenSource.move_to``)
-and reads the screen again. Controls are recorded, not run (``FrozenSource.calls``), so a test can check what a
-key asked the lab for, even when the lab would not have answered yet.
+and reads the screen again. Commands are recorded, not run (``FrozenSource.commands``), so a test can check what
+a key asked the lab for, even when the lab would not have answered yet.
 """
 
 from __future__ import annotations
@@ -18,18 +18,35 @@ pytest.importorskip("textual")
 
 from textual.pilot import Pilot
 
+from spofkit.commands import (
+    AddInstance,
+    ChangeSettings,
+    Command,
+    CommandError,
+    InjectFault,
+    Recover,
+    RemoveInstance,
+    Restart,
+    SetLoad,
+    SetStrategy,
+)
+from spofkit.faults import PRESETS
+from spofkit.status import RISING
+from spofkit.strategies import strategy_names
 from tui.app import SpofkitApp
 from tui.scene import NOW, _instance, scene_source, screen_text, wait_until_drawn
-from tui.source import FrozenSource
+from tui.sources import FrozenSource
 from tui.widgets.event_log import EventLog
 from tui.widgets.help_screen import HelpScreen
 
 
 @contextlib.asynccontextmanager
-async def scene(size: tuple[int, int] = (100, 32)) -> AsyncIterator[tuple[SpofkitApp, Pilot[None], FrozenSource]]:
+async def scene(
+    size: tuple[int, int] = (100, 32), *, notifications: bool = False
+) -> AsyncIterator[tuple[SpofkitApp, Pilot[None], FrozenSource]]:
     source = scene_source()
     app = SpofkitApp(source)
-    async with app.run_test(size=size) as pilot:
+    async with app.run_test(size=size, notifications=notifications) as pilot:
         try:
             await wait_until_drawn(app, pilot)
             yield app, pilot, source
@@ -69,17 +86,17 @@ async def test_plus_pressed_three_times_asks_for_each_next_rate() -> None:
     async with scene() as (_, pilot, source):
         await pilot.press("plus", "plus", "plus")  # the scene's status keeps saying 30/s: the lab "has not answered"
         await pilot.pause()
-        assert [args for name, args in source.calls if name == "set_load_rate"] == [(50.0,), (100.0,), (200.0,)]
+        assert source.commands == [SetLoad(rate=50.0), SetLoad(rate=100.0), SetLoad(rate=200.0)]
         await pilot.press("minus")
         await pilot.pause()
-        assert source.calls[-1] == ("set_load_rate", (100.0,))
+        assert source.commands[-1] == SetLoad(rate=100.0)
 
 
 async def test_pause_pressed_twice_pauses_then_resumes() -> None:
     async with scene() as (_, pilot, source):
         await pilot.press("p", "p")
         await pilot.pause()
-        assert [args for name, args in source.calls if name == "set_load_paused"] == [(True,), (False,)]
+        assert source.commands == [SetLoad(paused=True), SetLoad(paused=False)]
 
 
 @pytest.mark.parametrize(
@@ -91,7 +108,48 @@ async def test_slow_keys_inject_the_shared_presets(key: str, params: dict[str, f
     async with scene() as (_, pilot, source):
         await pilot.press("1", key)
         await pilot.pause()
-        assert source.calls[-1] == ("inject", ("a", "slow", params))
+        assert source.commands == [InjectFault("a", "slow", params)]
+
+
+# What each key sends, with b (number 2) selected, on the scene: round robin, retries, checks and ejection on,
+# 30 requests/s, not paused. The fault keys send spofkit.faults.PRESETS, parameters and all.
+FAULT_KEYS = {"c": "crash", "h": "hang", "s": "slow", "S": "too_slow", "e": "error", "g": "gray", "f": "flap"}
+KEY_COMMANDS: list[tuple[str, Command]] = [
+    *((key, InjectFault("b", PRESETS[preset].kind, PRESETS[preset].params)) for key, preset in FAULT_KEYS.items()),
+    ("r", Recover("b")),
+    ("R", Restart("b")),
+    ("a", AddInstance()),
+    ("d", RemoveInstance("b")),
+    ("b", SetStrategy(strategy_names()[(strategy_names().index("round_robin") + 1) % len(strategy_names())])),
+    ("t", ChangeSettings(retries=False)),
+    ("k", ChangeSettings(health_checks=False)),
+    ("j", ChangeSettings(ejection=False)),
+    ("plus", SetLoad(rate=50.0)),
+    ("minus", SetLoad(rate=20.0)),
+    ("p", SetLoad(paused=True)),
+]
+
+
+@pytest.mark.parametrize(("key", "command"), KEY_COMMANDS, ids=[key for key, _ in KEY_COMMANDS])
+async def test_each_key_sends_its_command(key: str, command: Command) -> None:
+    async with scene() as (_, pilot, source):
+        await pilot.press("2", key)
+        await pilot.pause()
+        assert source.commands == [command]
+
+
+async def test_a_refused_command_is_shown_with_the_labs_reason() -> None:
+    async with scene(notifications=True) as (app, pilot, source):  # the pop-up a learner sees, too
+        source.refusal = CommandError("name", "no instance named 'b'; known: ['a', 'c', 'd']", status=404)
+        await pilot.press("2", "c")
+        await pilot.pause()
+        await pilot.pause()
+        assert source.commands == [InjectFault("b", "crash")]
+        reason = "no instance named 'b'; known: ['a', 'c', 'd']"
+        log = "\n".join(strip.text for strip in app.query_one(EventLog).lines)
+        assert f"crash b failed: {reason}" in log, log
+        text = screen_text(app)
+        assert "crash b: no instance named 'b'" in text, text  # the pop-up
 
 
 async def test_the_log_keeps_its_newest_line_in_view_when_a_lane_is_added() -> None:
@@ -102,7 +160,7 @@ async def test_the_log_keeps_its_newest_line_in_view_when_a_lane_is_added() -> N
         assert newest in screen_text(app)
         status = source.status()
         assert status is not None
-        source.move_to(NOW, dataclasses.replace(status, instances=[*status.instances, _instance("e", "rising")]))
+        source.move_to(NOW, dataclasses.replace(status, instances=[*status.instances, _instance("e", RISING)]))
         text = await redraw(app, pilot)
         assert "▶ e ◐ RISING 0/2" in text
         assert newest in text, text

@@ -17,9 +17,10 @@ pytest.importorskip("pytest_textual_snapshot")
 
 from textual.pilot import Pilot
 
+from spofkit.status import RISING
 from tui.app import SpofkitApp
 from tui.scene import NOW, _instance, scene_source, wait_until_drawn
-from tui.source import FrozenSource
+from tui.sources import FrozenSource
 
 SnapCompare = Callable[..., bool]
 
@@ -42,7 +43,7 @@ async def drawn_then_added(pilot: Pilot[None]) -> None:
     assert isinstance(app, SpofkitApp) and isinstance(app.source, FrozenSource)
     status = app.source.status()
     assert status is not None
-    app.source.move_to(NOW, dataclasses.replace(status, instances=[*status.instances, _instance("e", "rising")]))
+    app.source.move_to(NOW, dataclasses.replace(status, instances=[*status.instances, _instance("e", RISING)]))
     app.refresh_figures()
     await pilot.pause()
     await pilot.pause()

@@ -1,7 +1,8 @@
 """The dashboard app: the screen layout, the keys, and the two clocks that drive the picture.
 
-It holds no lab logic. It reads a :class:`~tui.source.DataSource` (events + status snapshots) and presses
-its buttons:
+It holds no lab logic. It reads a :class:`~tui.sources.DataSource` (events + status snapshots) and sends it
+:mod:`commands <spofkit.commands>`, one per key (``c`` is ``InjectFault(selected, "crash")``, ``t`` is
+``ChangeSettings(retries=...)``, ``+`` is ``SetLoad(rate=...)``):
 
 - every event is appended to an inbox as it happens (cheap: the lab may publish thousands a second);
 - ``FRAME_RATE`` times a second the inbox is folded into the :class:`~tui.model.LabModel` and the lanes are
@@ -17,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from textual.app import App, ComposeResult
@@ -28,13 +29,24 @@ from textual.reactive import reactive
 from textual.theme import Theme
 from textual.timer import Timer
 
+from spofkit.commands import (
+    AddInstance,
+    ChangeSettings,
+    Command,
+    InjectFault,
+    Recover,
+    RemoveInstance,
+    Restart,
+    SetLoad,
+    SetStrategy,
+)
 from spofkit.events import Event
 from spofkit.faults import PRESETS
-from spofkit.lab import LabStatus
+from spofkit.status import LabStatus
 from spofkit.strategies import strategy_names
 from tui.messages import ControlFinished, InstanceSelected, SourceFailed, SourceReady
 from tui.model import LabModel, LogLine
-from tui.source import DEFAULT_LOAD_RATE, DataSource, LabSource, RemoteSource
+from tui.sources import DEFAULT_LOAD_RATE, DataSource, LabSource, RemoteSource
 from tui.widgets.client_view import ClientView
 from tui.widgets.event_log import EventLog
 from tui.widgets.flow import FlowView, lanes_from_status
@@ -93,7 +105,7 @@ def _fault_key(key: str, preset: str, description: str, watch: str = "", group: 
 
 
 class SpofkitApp(App[None]):
-    """The dashboard. ``source`` is what it shows; see :mod:`tui.source`."""
+    """The dashboard. ``source`` is what it shows and where its commands go; see :mod:`tui.sources`."""
 
     CSS_PATH = "app.tcss"
     TITLE = "spofkit"
@@ -324,13 +336,15 @@ class SpofkitApp(App[None]):
         index = names.index(self.selected) if self.selected in names else 0
         self.selected = names[(index + step) % len(names)]
 
-    # --- controls: each one calls the lab, in the background, and reports failure on screen --------------
+    # --- controls: each key builds a command and sends it, in the background; a refusal is shown ----------
 
-    def _control(self, what: str, action: Coroutine[Any, Any, object]) -> None:
+    def _send(self, what: str, command: Command) -> None:
+        """Send ``command`` to the lab without waiting for it; ``what`` names it on screen if it fails."""
+
         async def run() -> None:
             try:
-                await action
-            except Exception as error:
+                await self.source.apply(command)
+            except Exception as error:  # CommandError (the lab said no) or ControlError (it could not be asked)
                 self.post_message(ControlFinished(what, str(error) or type(error).__name__))
             else:
                 self.post_message(ControlFinished(what))
@@ -356,22 +370,21 @@ class SpofkitApp(App[None]):
         name = self._target()
         if name is not None:
             preset = PRESETS[preset_name]
-            what = f"{preset.name.replace('_', ' ')} {name}"
-            self._control(what, self.source.inject(name, preset.kind, **preset.params))
+            self._send(f"{preset.name.replace('_', ' ')} {name}", InjectFault(name, preset.kind, preset.params))
 
     def action_recover(self) -> None:
         name = self._target()
         if name is not None:
-            self._control(f"recover {name}", self.source.recover(name))
+            self._send(f"recover {name}", Recover(name))
 
     def action_restart(self) -> None:
         name = self._target()
         if name is not None:
-            self._control(f"restart {name}", self.source.restart(name))
+            self._send(f"restart {name}", Restart(name))
 
     def action_add(self) -> None:
         if self.lab_ready:
-            self._control("add instance", self.source.add_instance())
+            self._send("add instance", AddInstance())
 
     def action_remove(self) -> None:
         name = self._target()
@@ -380,7 +393,7 @@ class SpofkitApp(App[None]):
         if len(self._names()) <= 1:
             self.notify("keep at least one instance", severity="warning")
             return
-        self._control(f"remove {name}", self.source.remove_instance(name))
+        self._send(f"remove {name}", RemoveInstance(name))
 
     def _setting(self, key: str, shown: Any) -> Any:
         """The value of setting ``key`` to step from: the last one asked for, until the status shows it."""
@@ -401,25 +414,23 @@ class SpofkitApp(App[None]):
         names = strategy_names()
         current = self._setting("strategy", status.strategy)
         following = names[(names.index(current) + 1) % len(names)] if current in names else names[0]
-        self._control(f"strategy {following}", self.source.set_strategy(self._ask("strategy", following)))
+        self._send(f"strategy {following}", SetStrategy(self._ask("strategy", following)))
+
+    def _toggle(self, key: str, what: str) -> None:
+        """Switch protection ``key`` (a field of :class:`~spofkit.commands.ChangeSettings`) the other way."""
+        status = self.source.status()
+        if status is not None:
+            wanted = self._ask(key, not self._setting(key, getattr(status, key)))
+            self._send(what, ChangeSettings(**{key: wanted}))
 
     def action_retries(self) -> None:
-        status = self.source.status()
-        if status is not None:
-            wanted = self._ask("retries", not self._setting("retries", status.retries))
-            self._control("retries", self.source.set_retries(wanted))
+        self._toggle("retries", "retries")
 
     def action_health_checks(self) -> None:
-        status = self.source.status()
-        if status is not None:
-            wanted = self._ask("health_checks", not self._setting("health_checks", status.health_checks))
-            self._control("health checks", self.source.set_health_checks(wanted))
+        self._toggle("health_checks", "health checks")
 
     def action_ejection(self) -> None:
-        status = self.source.status()
-        if status is not None:
-            wanted = self._ask("ejection", not self._setting("ejection", status.ejection))
-            self._control("ejection", self.source.set_ejection(wanted))
+        self._toggle("ejection", "ejection")
 
     def action_rate(self, direction: int) -> None:
         status = self.source.status()
@@ -429,13 +440,13 @@ class SpofkitApp(App[None]):
         # 30 → 50 → 100 → 200, instead of asking for 50 three times.
         current = self._setting("load_rate", status.load_rate or DEFAULT_LOAD_RATE)
         rate = self._ask("load_rate", next_rate(current, direction))
-        self._control(f"rate {rate:g}/s", self.source.set_load_rate(rate))
+        self._send(f"rate {rate:g}/s", SetLoad(rate=rate))
 
     def action_pause(self) -> None:
         status = self.source.status()
         if status is not None:
             wanted = self._ask("load_paused", not self._setting("load_paused", status.load_paused))
-            self._control("pause" if wanted else "resume", self.source.set_load_paused(wanted))
+            self._send("pause" if wanted else "resume", SetLoad(paused=wanted))
 
     def action_reset(self) -> None:
         status = self.source.status()

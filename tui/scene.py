@@ -35,9 +35,9 @@ from spofkit.events import (
     RequestRetried,
     SettingChanged,
 )
-from spofkit.lab import InstanceStatus, LabStatus
+from spofkit.status import DOWN, FALLING, RISING, UP, InstanceStatus, LabStatus
 from tui.app import SpofkitApp
-from tui.source import FrozenSource
+from tui.sources import FrozenSource
 
 NOW = 42.0
 RATE = 30.0  # requests per second
@@ -79,10 +79,10 @@ def scene_status() -> LabStatus:
         load_rate=RATE,
         load_paused=False,
         instances=[
-            _instance("a", "up", served=4180, in_flight=1),
-            _instance("b", "down", fault="crash", served=3902, failed=7, running=False),
-            _instance("c", "falling", fault="error", served=4011, failed=16, health_failures=2, in_flight=2),
-            _instance("d", "rising", served=0, health_successes=1),
+            _instance("a", UP, served=4180, in_flight=1),
+            _instance("b", DOWN, fault="crash", served=3902, failed=7, running=False),
+            _instance("c", FALLING, fault="error", served=4011, failed=16, health_failures=2, in_flight=2),
+            _instance("d", RISING, served=0, health_successes=1),
         ],
     )
 

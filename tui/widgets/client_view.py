@@ -1,4 +1,4 @@
-"""The clients' view: what a user of the service felt, whatever happened behind the balancer.
+"""The clients' view: what a user of the service felt, whatever happened behind the balancer, out of sight.
 
 This is the number the whole lab is about. An instance can crash, and if redundancy and failover work,
 the availability here stays at 100%; switch retries and health checks off, and the same crash shows up here

@@ -27,6 +27,7 @@ from textual.geometry import Size
 from textual.strip import Strip
 from textual.widget import Widget
 
+from spofkit.status import DOWN, EJECTED, InstanceStatus, is_serving
 from tui.model import Trip
 from tui.widgets.palette import (
     DIM,
@@ -219,7 +220,7 @@ class FlowView(Widget):
             grid[0][col] = ("━", wire)
         for offset, char in enumerate(BALANCER_LABEL):
             grid[0][layout.trunk - len(BALANCER_LABEL) + offset] = (char, style(WHITE, bold=True, reverse=True))
-        lanes = self.lanes or [Lane("", "down", "no instances")]
+        lanes = self.lanes or [Lane("", DOWN, "no instances")]
         last = len(lanes) - 1
         for row, lane in enumerate(lanes):
             fan = "━" if last == 0 else ("┳" if row == 0 else ("┗" if row == last else "┣"))
@@ -245,29 +246,26 @@ class FlowView(Widget):
         return grid
 
 
-def lanes_from_status(instances: Iterable[object]) -> list[Lane]:
-    """Lanes from :class:`~spofkit.lab.InstanceStatus` rows."""
-    lanes = []
-    for row in instances:
-        state = str(getattr(row, "state", "up"))
-        label = state_label(
-            state,
-            int(getattr(row, "health_successes", 0)),
-            int(getattr(row, "rise", 0)),
-            int(getattr(row, "health_failures", 0)),
-            int(getattr(row, "fall", 0)),
+def lanes_from_status(instances: Iterable[InstanceStatus]) -> list[Lane]:
+    """One lane per status row: its state, its label (``RISING 1/2``) and its backup flag, as the row says."""
+    return [
+        Lane(
+            row.name,
+            row.state,
+            state_label(row.state, row.health_successes, row.rise, row.health_failures, row.fall),
+            row.backup,
         )
-        lanes.append(Lane(str(getattr(row, "name", "?")), state, label, bool(getattr(row, "backup", False))))
-    return lanes
+        for row in instances
+    ]
 
 
 def _lane_look(state: str) -> tuple[str, Style]:
     """A lane carrying traffic is a solid line; one that does not is dashed, in the colour of its state."""
-    if state in ("up", "falling"):
+    if is_serving(state):
         return "─", style(GREY)
-    if state == "ejected":
+    if state == EJECTED:
         return "╌", style(MAGENTA)
-    if state == "down":
+    if state == DOWN:
         return "╌", style(RED, dim=True)
     return "╌", style(DIM)
 

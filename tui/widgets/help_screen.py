@@ -16,8 +16,9 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from spofkit.status import FALLING, RISING, STATES
 from tui.widgets.key_bar import display_key
-from tui.widgets.palette import CYAN, DIM, GREEN, GREY, MAGENTA, RED, WHITE, YELLOW
+from tui.widgets.palette import CYAN, DIM, GREEN, RED, WHITE, YELLOW, state_look
 
 
 class HelpScreen(ModalScreen[None]):
@@ -62,12 +63,7 @@ class HelpScreen(ModalScreen[None]):
             ("■ failed  ", f"bold {RED}"),
             ("✗ an attempt failed", f"bold {RED}"),
             ("\nStates: ", DIM),
-            ("● UP ", f"bold {GREEN}"),
-            ("◑ FALLING n/fall ", f"bold {YELLOW}"),
-            ("✖ DOWN ", f"bold {RED}"),
-            ("◐ RISING n/rise ", f"bold {CYAN}"),
-            ("⊘ EJECTED ", f"bold {MAGENTA}"),
-            ("◌ DRAINING", f"bold {GREY}"),
+            *state_legend(),
         )
         with VerticalScroll(id="help-body"):
             yield Static(intro, id="help-intro")
@@ -100,3 +96,14 @@ class HelpScreen(ModalScreen[None]):
 
     def action_close(self) -> None:
         self.dismiss(None)
+
+
+def state_legend() -> list[tuple[str, str]]:
+    """Every state of :mod:`spofkit.status`, in its order, as a panel shows it: ``● UP``, ``◑ FALLING n/fall``…"""
+    counts = {FALLING: " n/fall", RISING: " n/rise"}
+    legend = []
+    for number, state in enumerate(STATES, start=1):
+        glyph, colour = state_look(state)
+        gap = " " if number < len(STATES) else ""
+        legend.append((f"{glyph} {state.upper()}{counts.get(state, '')}{gap}", f"bold {colour}"))
+    return legend

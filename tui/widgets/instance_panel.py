@@ -11,23 +11,25 @@ from rich.text import Text
 from textual.events import Click
 from textual.widget import Widget
 
-from spofkit.lab import InstanceStatus
+from spofkit.status import STATES, UP, InstanceStatus
 from tui.messages import InstanceSelected
 from tui.model import InstanceFigures
 from tui.widgets.palette import CYAN, DIM, GREEN, RED, WHITE, YELLOW, state_label, state_look
 from tui.widgets.sparkline import sparkline
 
-STATES = ("up", "down", "rising", "falling", "ejected", "draining")
-
 
 class InstancePanel(Widget):
-    """Shows one :class:`~spofkit.lab.InstanceStatus` plus the figures the model computed for it."""
+    """Shows one :class:`~spofkit.status.InstanceStatus` plus the figures the model computed for it.
+
+    Its CSS classes carry the row's facts: ``state-<state>`` (one of :data:`spofkit.status.STATES`) colours the
+    border, ``backup`` marks a backup member (the row's ``backup`` flag, which the title says in words too).
+    """
 
     def __init__(self, name: str, *, id: str | None = None) -> None:
-        super().__init__(id=id, classes="instance-panel state-up")
+        super().__init__(id=id, classes=f"instance-panel state-{UP}")
         self.instance_name = name
         self.number = 0
-        self.state = "up"
+        self.state = UP
         self._shown: tuple[InstanceStatus, InstanceFigures, int, int] | None = None
 
     def show(

@@ -11,6 +11,8 @@ import functools
 
 from rich.style import Style
 
+from spofkit.status import DOWN, DRAINING, EJECTED, FALLING, RISING, UP
+
 GREEN = "#5fff5f"
 RED = "#ff5f5f"
 YELLOW = "#ffd75f"
@@ -22,14 +24,15 @@ WHITE = "#ffffff"
 BLACK = "#000000"
 PANEL = "#1c1c1c"  # a raised surface on black: scrollbar tracks, pop-ups
 
-# What each instance state looks like: (glyph, colour).
+# What each state of :mod:`spofkit.status` looks like: (glyph, colour). The states are spofkit's; only their
+# look is decided here (a test checks that every state has one).
 STATE_LOOK: dict[str, tuple[str, str]] = {
-    "up": ("●", GREEN),
-    "falling": ("◑", YELLOW),
-    "down": ("✖", RED),
-    "rising": ("◐", CYAN),
-    "ejected": ("⊘", MAGENTA),
-    "draining": ("◌", GREY),
+    UP: ("●", GREEN),
+    FALLING: ("◑", YELLOW),
+    DOWN: ("✖", RED),
+    RISING: ("◐", CYAN),
+    EJECTED: ("⊘", MAGENTA),
+    DRAINING: ("◌", GREY),
 }
 
 # A request's outcome: (glyph while it travels, colour).
@@ -53,8 +56,8 @@ def style(colour: str, *, bold: bool = False, reverse: bool = False, dim: bool =
 
 def state_label(state: str, successes: int = 0, rise: int = 0, failures: int = 0, fall: int = 0) -> str:
     """``UP``, ``DOWN``, ``RISING 1/2``, ``FALLING 2/3``, ``EJECTED``, ``DRAINING``."""
-    if state == "rising" and rise:
-        return f"RISING {successes}/{rise}"
-    if state == "falling" and fall:
-        return f"FALLING {failures}/{fall}"
+    if state == RISING and rise:
+        return f"{state.upper()} {successes}/{rise}"
+    if state == FALLING and fall:
+        return f"{state.upper()} {failures}/{fall}"
     return state.upper()

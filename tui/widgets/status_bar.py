@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widget import Widget
 
-from spofkit.lab import LabStatus
+from spofkit.status import LabStatus
 from tui.widgets.palette import BLACK, CYAN, DIM, GREEN, RED, WHITE, YELLOW
 
 
