@@ -7,8 +7,8 @@ import socket
 from collections.abc import AsyncIterator
 
 import pytest
-
 from conftest import wait_for
+
 from spofkit.clock import Clock, LoopScheduler
 from spofkit.events import BalancerRoleChanged, Event
 from spofkit.pair import PairDriver
@@ -54,7 +54,7 @@ async def pair() -> AsyncIterator[tuple[PairDriver, PairDriver, Holder, list[Eve
 async def test_the_primary_becomes_master_and_the_backup_hears_it(
     pair: tuple[PairDriver, PairDriver, Holder, list[Event]],
 ) -> None:
-    lb1, lb2, holder, _ = pair
+    _lb1, lb2, holder, _ = pair
     await wait_for(lambda: holder.holders == {"lb1"}, 5, message="lb1 holds the address")
     await wait_for(lambda: lb2.member.master == "lb1", 5, message="lb2 hears lb1's adverts")
     assert lb2.member.role != MASTER
@@ -88,7 +88,7 @@ async def test_a_cut_link_makes_two_masters(pair: tuple[PairDriver, PairDriver, 
 async def test_garbage_on_the_advert_port_is_ignored(
     pair: tuple[PairDriver, PairDriver, Holder, list[Event]],
 ) -> None:
-    lb1, lb2, holder, _ = pair
+    _lb1, lb2, holder, _ = pair
     await wait_for(lambda: holder.holders == {"lb1"}, 5)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
         for junk in (b"", b"{", b'{"from": 3}', b'{"from": "lb9", "priority": 999}', b"x" * 2000):
