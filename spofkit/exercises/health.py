@@ -8,12 +8,13 @@ The right answers come from :mod:`spofkit.health` itself: the detection window f
 
 from __future__ import annotations
 
+import math
 import random
 import string
 from typing import Any
 
 from spofkit.exercises.base import ChoiceExercise, NumericExercise, Problem, _pick
-from spofkit.faults import Fault, make_fault
+from spofkit.faults import Fault, effect, make_fault
 from spofkit.health import HealthSettings, HealthState
 
 # --- lesson 03: health checks ------------------------------------------------------------------------
@@ -176,23 +177,27 @@ class FalseAlarmFall(NumericExercise):
 # --- lesson 05: gray failures, as a health check sees them ------------------------------------------
 
 
-def health_check_notices(fault: Fault, settings: HealthSettings) -> bool:
-    """Does an active health check (``GET settings.path``, ``timeout``) see this fault at all?
+class _LuckiestProbe:
+    """Dice that always roll in the instance's favour: no rate-based failure hits, jitter is at its smallest."""
 
-    It sees what the health endpoint feels: a crash (refused), a hang or a delay beyond the timeout,
-    errors on every request. It cannot see what only real requests feel: a gray failure, resets of real
-    answers, a delay shorter than its timeout.
+    def random(self) -> float:
+        # The largest draw there is: `draw < rate` holds only for rate 1, the one error rate that always hits.
+        return math.nextafter(1.0, 0.0)
+
+    def uniform(self, a: float, b: float) -> float:
+        return min(a, b)
+
+
+def health_check_notices(fault: Fault, settings: HealthSettings) -> bool:
+    """Does an active health check (``GET settings.path``, ``timeout``) see this fault for sure?
+
+    It asks :func:`spofkit.faults.effect` — the same definition the instances use — what the luckiest probe
+    meets right when the fault begins: if even that probe fails, every probe does. So it sees a crash (refused),
+    a hang, a delay beyond its timeout (slow, or a warmup's start), a flap's down half, errors on every request.
+    It cannot see what only real requests feel: a gray failure, resets of real answers, a delay under its timeout.
     """
-    params = fault.params()
-    if fault.kind in ("crash", "hang"):
-        return True
-    if fault.kind == "slow":
-        return bool((params["ms"] + params["jitter_ms"]) / 1000 >= settings.timeout)
-    if fault.kind == "error":
-        return bool(params["rate"] >= 1.0)
-    if fault.kind in ("gray", "reset"):
-        return False
-    raise ValueError(f"health_check_notices has no rule for a {fault.kind!r} fault")
+    met = effect(fault, health_check=True, elapsed=0.0, dice=_LuckiestProbe())
+    return met.fails_probe(settings.timeout, settings.expect)
 
 
 class HealthCheckMisses(ChoiceExercise):
