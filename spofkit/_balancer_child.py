@@ -34,7 +34,7 @@ from spofkit.childproc import (
     child_watch_parent,
 )
 from spofkit.clock import Clock
-from spofkit.events import EventBus
+from spofkit.events import PER_REQUEST_KINDS, Event, EventBus
 from spofkit.policy import EjectionSettings, HealthSettings, RetrySettings
 from spofkit.wire import balancer_status_to_dict, event_to_dict, settings_from_dict
 
@@ -51,7 +51,7 @@ def build_node(config: dict[str, Any], events: EventBus) -> BalancerNode:
         seed=config.get("seed", 0),
     )
     front_door = FrontDoor(**config.get("front_door", {}))
-    return BalancerNode(balancer, front_door, priority=config.get("priority", 100))
+    return BalancerNode(balancer, front_door, priority=config.get("priority", 100), own_port=config.get("own_port", 0))
 
 
 async def execute(node: BalancerNode, request: dict[str, Any]) -> None:
@@ -71,17 +71,44 @@ async def execute(node: BalancerNode, request: dict[str, Any]) -> None:
     elif command == "set_health":
         await node.set_health(settings_from_dict(HealthSettings, request.get("settings")))
     elif command == "join_pair":
-        node.join_pair([(str(host), int(port)) for host, port in request["peers"]])
+        await node.join_pair([(str(host), int(port)) for host, port in request["peers"]])
     elif command == "inject":
-        node.inject(request["kind"])
+        await node.inject(request["kind"])
     elif command == "recover":
-        node.recover()
+        await node.recover()
     elif command not in ("status", "stop"):
         raise ValueError(f"unknown command {command!r}")
 
 
 def status_of(node: BalancerNode) -> dict[str, Any]:
     return balancer_status_to_dict(dataclasses.replace(node.status(), pid=os.getpid()))
+
+
+# How often the counters in the status reach the parent; a state change is sent at once.
+STATUS_INTERVAL = 0.25
+
+
+class StatusPusher:
+    """Streams events to the parent, and the node's status right after anything but a per-request event."""
+
+    def __init__(self, node: BalancerNode) -> None:
+        self.node = node
+        self._due = False
+
+    def heard(self, event: Event) -> None:
+        child_say({"event": event_to_dict(event)})
+        if event.kind not in PER_REQUEST_KINDS and not self._due:
+            self._due = True  # one status for a burst of changes, once the burst is over
+            asyncio.get_running_loop().call_soon(self.push)
+
+    def push(self) -> None:
+        self._due = False
+        child_say({"status": status_of(self.node)})
+
+    async def every(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            self.push()
 
 
 async def obey(node: BalancerNode, commands: asyncio.StreamReader, stopped: asyncio.Event) -> None:
@@ -112,8 +139,9 @@ async def serve(config: dict[str, Any], parent_pid: int) -> int:
     commands = await child_stdin_lines()
 
     events = EventBus(Clock(start=config["clock_start"]))
-    events.subscribe(lambda event: child_say({"event": event_to_dict(event)}))
     node = build_node(config, events)
+    pushing = StatusPusher(node)
+    events.subscribe(pushing.heard)
     try:
         await node.start()
     except OSError as error:
@@ -125,8 +153,10 @@ async def serve(config: dict[str, Any], parent_pid: int) -> int:
         {"ok": True, "pid": os.getpid(), "own_port": node.own_port, "service_port": node.service_port, "advert": advert}
     )
     obeying = asyncio.create_task(obey(node, commands, stopped))
+    periodic = asyncio.create_task(pushing.every(STATUS_INTERVAL))
     await stopped.wait()
     obeying.cancel()
+    periodic.cancel()
     watching.cancel()
     await node.stop(graceful=True)
     return 0

@@ -19,6 +19,8 @@ Envoy's ``/clusters``, a Prometheus ``/metrics`` page). Here it lets a second te
                                      "ejection": true}
     PUT    /load                     {"rate": 100} starts or changes background load,
                                      {"rate": 0} stops it, {"paused": true} pauses it
+    POST   /balancers/{name}/fault   {"kind": "crash" | "hang" | "advert_loss"}: break a balancer
+    POST   /balancers/{name}/recover · POST /balancers/{name}/restart
 
     POST   /commands                 any command as {"command": "InjectFault", ...} (see spofkit.wire)
 
@@ -150,6 +152,9 @@ class AdminServer:
         app.router.add_put("/settings", self.set_settings)
         app.router.add_put("/load", self.set_load)
         app.router.add_post("/commands", self.command)
+        app.router.add_post("/balancers/{name}/fault", self.balancer_fault)
+        app.router.add_post("/balancers/{name}/recover", self.balancer_recover)
+        app.router.add_post("/balancers/{name}/restart", self.balancer_restart)
         # Event streams stay open until the client goes: stopping gives them a short grace, not aiohttp's 60 s.
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
@@ -310,6 +315,18 @@ class AdminServer:
 
     async def set_load(self, request: web.Request) -> web.Response:
         return await self._apply(command_from_request("load", await _json_object(request)))
+
+    async def balancer_fault(self, request: web.Request) -> web.Response:
+        body = await _json_object(request)
+        return await self._apply(command_from_request("balancer_fault", body, request.match_info["name"]))
+
+    async def balancer_recover(self, request: web.Request) -> web.Response:
+        body = await _json_object(request, required=False)
+        return await self._apply(command_from_request("balancer_recover", body, request.match_info["name"]))
+
+    async def balancer_restart(self, request: web.Request) -> web.Response:
+        body = await _json_object(request, required=False)
+        return await self._apply(command_from_request("balancer_restart", body, request.match_info["name"]))
 
     async def command(self, request: web.Request) -> web.Response:
         """Any command, spelled as :mod:`spofkit.wire` spells it."""

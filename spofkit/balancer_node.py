@@ -69,6 +69,7 @@ class BalancerNode:
         front_door: FrontDoor,
         *,
         priority: int = 100,
+        own_port: int = 0,
     ) -> None:
         self.balancer = balancer
         self.front_door = front_door
@@ -78,8 +79,9 @@ class BalancerNode:
         self.priority = priority
         self.fault: str | None = None
         self.service_port = front_door.service_port
-        self.own_port = 0
+        self.own_port = own_port  # 0: any free port (kept across restarts, so clients that know it find it again)
         self.holds_address = False
+        self.running = False  # between start() and stop() or crash()
         self.address_error = ""  # why the service address could not be taken, if it could not
         self._service_site: web.SockSite | None = None
         self._own_site: web.SockSite | None = None
@@ -97,7 +99,8 @@ class BalancerNode:
         """Start the proxy on its own address; then take the service address as the front door's mode says."""
         self.balancer.hold = self._hold_if_hung
         await self.balancer.start(listen=False)
-        self._own_site, self.own_port = await self._listen(0, reuse_port=False)
+        self.running = True
+        self._own_site, self.own_port = await self._listen(self.own_port, reuse_port=False)
         if self.front_door.mode in (SINGLE, ACTIVE_ACTIVE):
             reuse = self.front_door.mode == ACTIVE_ACTIVE
             self._service_site, self.service_port = await self._listen(self.service_port, reuse_port=reuse)
@@ -106,7 +109,16 @@ class BalancerNode:
             assert self.pair is not None
             await self.pair.open()
 
-    def join_pair(self, peers: list[Address]) -> None:
+    @property
+    def advert(self) -> Address | None:
+        """Where this balancer hears its partner's adverts (active-passive only)."""
+        return self.pair.advert_address if self.pair is not None else None
+
+    @property
+    def pid(self) -> int | None:
+        return None  # it runs inside the lab's process
+
+    async def join_pair(self, peers: list[Address]) -> None:
         """Active-passive: start sending and hearing adverts (once every member knows its peers)."""
         if self.pair is not None:
             self.pair.peers = list(peers)
@@ -126,6 +138,7 @@ class BalancerNode:
         await self.balancer.stop()
         self._service_site = self._own_site = None
         self.holds_address = False
+        self.running = False
 
     async def crash(self) -> None:
         """As a killed process would: no resignation, sockets closed, open connections cut."""
@@ -164,17 +177,17 @@ class BalancerNode:
 
     # --- faults ----------------------------------------------------------------------------------------------
 
-    def inject(self, kind: str) -> None:
+    async def inject(self, kind: str) -> None:
         if kind not in BALANCER_FAULTS:
             raise ValueError(f"a balancer fault is one of {BALANCER_FAULTS} (crash is a kill), got {kind!r}")
-        self.recover()
+        await self.recover()
         self.fault = kind
         if kind == "hang":
             self._released = asyncio.Event()
         elif kind == "advert_loss" and self.pair is not None:
             self.pair.link_cut = True
 
-    def recover(self) -> None:
+    async def recover(self) -> None:
         self.fault = None
         self._released.set()
         if self.pair is not None:
@@ -259,7 +272,7 @@ class BalancerNode:
 
     def status(self) -> BalancerStatus:
         base = self.balancer.status()
-        state = "running" if self.fault is None else self.fault
+        state = ("running" if self.fault is None else self.fault) if self.running else "crashed"
         if self.role == MASTER and not self.holds_address and self.address_error:
             state = "blocked"
         return _with(

@@ -178,7 +178,66 @@ class SetLoad(Command):
         _switch(self.paused, "paused")
 
 
+BALANCER_NAME = re.compile(r"^lb[1-9]$")
+# A balancer can crash (its process is killed), hang (it accepts and never answers, while its adverts go on) or
+# lose its adverts (the link between the pair is cut: split brain).
+BALANCER_FAULT_KINDS = ("crash", "hang", "advert_loss")
+
+
+def _balancer(value: Any) -> str:
+    if not isinstance(value, str) or not BALANCER_NAME.match(value):
+        raise CommandError("balancer", f"balancer must be a name like 'lb1', got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class BalancerFault(Command):
+    """Break a balancer of the front door: ``crash``, ``hang`` or ``advert_loss``."""
+
+    balancer: str
+    kind: str
+
+    def __post_init__(self) -> None:
+        _balancer(self.balancer)
+        if self.kind not in BALANCER_FAULT_KINDS:
+            raise CommandError(
+                "kind", f"a balancer fault is one of {', '.join(BALANCER_FAULT_KINDS)}, got {self.kind!r}"
+            )
+
+
+@dataclass(frozen=True)
+class BalancerRecover(Command):
+    """Undo a balancer's fault; a crashed one is started again (a new process in process isolation)."""
+
+    balancer: str
+
+    def __post_init__(self) -> None:
+        _balancer(self.balancer)
+
+
+@dataclass(frozen=True)
+class BalancerRestart(Command):
+    """Restart a balancer: a fresh one (a new process), configured like the others, rejoining the pair."""
+
+    balancer: str
+
+    def __post_init__(self) -> None:
+        _balancer(self.balancer)
+
+
 COMMANDS: dict[str, type[Command]] = {
     cls.__name__: cls
-    for cls in (InjectFault, Recover, Restart, AddInstance, RemoveInstance, SetStrategy, ChangeSettings, SetLoad)
+    for cls in (
+        InjectFault,
+        Recover,
+        Restart,
+        AddInstance,
+        RemoveInstance,
+        SetStrategy,
+        ChangeSettings,
+        SetLoad,
+        BalancerFault,
+        BalancerRecover,
+        BalancerRestart,
+    )
 }

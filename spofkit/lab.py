@@ -9,7 +9,12 @@ publishing to one event bus. Lessons, the TUI, the CLI and the tests drive exper
     await lab.stop()
 
 Switch a protection off (``health=None``, ``retries=None``, ``ejection=None``) to see what it was protecting
-against. ``isolation="process"`` runs every instance as its own OS process, so a crash is a real ``kill -9``.
+against. ``isolation="process"`` runs every instance — and every balancer — as its own OS process, so a crash is a
+real ``kill -9``. ``balancers=2`` puts a redundant pair at the front door (:mod:`spofkit.frontdoor`):
+``pair="active-passive"`` (one serves, the other takes the address over by VRRP's rules) or ``"active-active"``.
+
+The lab is the *supervisor*: it owns the instances, the balancers and (in ``spofkit serve``) the admin API, so
+killing any balancer leaves the instances and the control panel running.
 """
 
 from __future__ import annotations
@@ -26,8 +31,12 @@ from types import TracebackType
 from typing import Any
 
 from spofkit.balancer import Balancer
+from spofkit.balancer_node import BalancerNode
 from spofkit.commands import (
     AddInstance,
+    BalancerFault,
+    BalancerRecover,
+    BalancerRestart,
     ChangeSettings,
     Command,
     CommandError,
@@ -42,6 +51,7 @@ from spofkit.commands import (
 from spofkit.events import Clock, Event, EventBus, SettingChanged
 from spofkit.failover import EjectionSettings, RetrySettings
 from spofkit.faults import make_fault
+from spofkit.frontdoor import Configuration, FrontDoorGroup
 from spofkit.health import HealthSettings
 from spofkit.isolation import ISOLATIONS, make_instance
 from spofkit.loadgen import LoadGenerator
@@ -70,6 +80,7 @@ _RUNNING_LABS: weakref.WeakSet[Lab] = weakref.WeakSet()
 
 def _stop_processes_at_exit() -> None:
     for lab in list(_RUNNING_LABS):
+        lab.front.stop_now()
         for instance in list(lab.instances.values()):
             stop_now = getattr(instance, "stop_now", None)  # process isolation only: in-process ones die with us
             if stop_now is not None:
@@ -95,6 +106,10 @@ class Lab:
         slow_start: float = 0.0,
         seed: int = 0,
         port: int = 0,
+        balancers: int = 1,
+        pair: str | None = None,
+        advert_interval: float = 0.2,
+        preempt: bool = True,
     ) -> None:
         if isolation not in ISOLATIONS:
             raise ValueError(f"isolation must be one of {ISOLATIONS}, got {isolation!r}")
@@ -109,15 +124,16 @@ class Lab:
         self.health_settings = health or HealthSettings()
         self.retry_settings = retries or RetrySettings()
         self.ejection_settings = ejection or EjectionSettings()
-        self.balancer = Balancer(
+        configuration = Configuration(strategy, retries, ejection, health, slow_start, seed)
+        self.front = FrontDoorGroup(
             self.events,
-            strategy=strategy,
-            retries=retries,
-            ejection=ejection,
-            health=health,
-            slow_start=slow_start,
-            seed=seed,
+            configuration,
+            count=balancers,
+            mode=pair,
+            isolation=isolation,
             port=port,
+            advert_interval=advert_interval,
+            preempt=preempt,
         )
         self.instances: dict[str, Any] = {}
         self._background: LoadGenerator | None = None
@@ -143,8 +159,16 @@ class Lab:
         slow_start: float = 0.0,
         seed: int = 0,
         port: int = 0,
+        balancers: int = 1,
+        pair: str | None = None,
+        advert_interval: float = 0.2,
+        preempt: bool = True,
     ) -> Lab:
-        """Start ``instances`` primaries (+ ``backups``), the health checker and the balancer."""
+        """Start ``instances`` primaries (+ ``backups``), and the balancer (or a pair: ``balancers=2``) in front.
+
+        ``pair`` is ``"active-passive"`` (the default for two) or ``"active-active"``; ``advert_interval`` and
+        ``preempt`` are the active-passive pair's VRRP settings (:mod:`spofkit.policy.pair`).
+        """
         if not isinstance(instances, int) or not 1 <= instances <= 26:
             raise ValueError(f"instances must be a whole number 1..26, got {instances!r}")
         if not isinstance(backups, int) or backups < 0:
@@ -159,11 +183,16 @@ class Lab:
             slow_start=slow_start,
             seed=seed,
             port=port,
+            balancers=balancers,
+            pair=pair,
+            advert_interval=advert_interval,
+            preempt=preempt,
         )
         try:
-            await lab.balancer.start()
+            await lab.front.start()
             for index in range(instances + backups):
                 await lab.add_instance(backup=index >= instances, initially_up=True)
+            await lab._wait_for_a_master()
         except BaseException:
             await lab.stop()
             raise
@@ -185,7 +214,7 @@ class Lab:
         """Stop load, checks, balancer and every instance (and its process). Safe to call twice."""
         _RUNNING_LABS.discard(self)
         await self.stop_background_load()
-        await self.balancer.stop()
+        await self.front.stop()
         instances, self.instances = list(self.instances.values()), {}
         for instance in instances:
             with contextlib.suppress(Exception):
@@ -196,19 +225,34 @@ class Lab:
     def now(self) -> float:
         return self.clock.now()
 
+    async def _wait_for_a_master(self) -> None:
+        """A pair starts as two backups; one becomes master after the master-down interval. Wait for it."""
+        deadline = self.now() + 3 * self.front.front_door.advert_interval + 5.0
+        while self.front.serving() is not None and self.front.serving().address is None:  # type: ignore[union-attr]
+            if self.now() > deadline:
+                raise RuntimeError("no balancer of the pair took the service address")
+            await asyncio.sleep(0.02)
+
+    @property
+    def balancer(self) -> Balancer:
+        """The serving balancer object (labs whose balancers run in this process; else read ``status()``)."""
+        return self.front.local_balancer()
+
     @property
     def balancer_url(self) -> str:
-        return self.balancer.url
+        """The service address: where clients send requests, whichever balancer holds it."""
+        return self.front.service_url
 
     @property
     def instance_names(self) -> list[str]:
         return list(self.instances)
 
     def status(self) -> LabStatus:
-        """Facts about every instance beside the balancer's view of it (see :mod:`spofkit.status`)."""
-        balancer = self.balancer.status()
+        """Facts about every instance beside the serving balancer's view of it; every balancer's own view too."""
+        balancers = self.front.statuses()
+        serving = self.front.serving()
         rows = []
-        for view in balancer.members:
+        for view in serving.members if serving is not None else ():
             instance = self.instances.get(view.name)
             fault = getattr(instance, "fault", None)
             facts = InstanceFacts(
@@ -219,18 +263,20 @@ class Lab:
                 running=bool(getattr(instance, "running", False)),
             )
             rows.append(InstanceStatus.of(facts, view))
+        configuration = self.front.configuration
         background = self._background
+        strategy = configuration.strategy
         return LabStatus(
             at=self.now(),
-            strategy=balancer.strategy,
-            retries=balancer.retries,
-            health_checks=balancer.health_checks,
-            ejection=balancer.ejection,
+            strategy=serving.strategy if serving and serving.strategy else str(getattr(strategy, "name", strategy)),
+            retries=configuration.retries is not None,
+            health_checks=configuration.health is not None,
+            ejection=configuration.ejection is not None,
             balancer_url=self.balancer_url,
             load_rate=background.rate if background and self._background_task else None,
             load_paused=bool(background and background.paused),
             instances=rows,
-            balancers=[balancer],
+            balancers=balancers,
         )
 
     # --- commands: the one way to change a lab ------------------------------------------------------------
@@ -264,10 +310,22 @@ class Lab:
             name = await self._add(command.name, backup=command.backup, weight=command.weight)
             return {"name": name, **self._row(name)}
         if isinstance(command, SetStrategy):
-            self.balancer.set_strategy(command.strategy)
-            return {"strategy": self.balancer.strategy_name}
+            await self.front.set_strategy(command.strategy)
+            return {"strategy": self.status().strategy}
         if isinstance(command, ChangeSettings):
-            return self._change_settings(command)
+            return await self._change_settings(command)
+        if isinstance(command, BalancerFault):
+            if command.kind == "crash":
+                await self.front.crash(command.balancer)
+            else:
+                await self.front.inject(command.balancer, command.kind)
+            return self._balancer_row(command.balancer)
+        if isinstance(command, BalancerRecover):
+            await self.front.recover(command.balancer)
+            return self._balancer_row(command.balancer)
+        if isinstance(command, BalancerRestart):
+            await self.front.restart(command.balancer)
+            return self._balancer_row(command.balancer)
         if isinstance(command, SetLoad):
             return await self._set_load(command)
         raise CommandError("command", f"a lab cannot apply {type(command).__name__}")
@@ -281,6 +339,10 @@ class Lab:
 
     def _row(self, name: str) -> dict[str, Any]:
         return dataclasses.asdict(self.status().instance(name))
+
+    def _balancer_row(self, name: str) -> dict[str, Any]:
+        status = self.status().balancer(name)
+        return {k: v for k, v in dataclasses.asdict(status).items() if k != "members"}
 
     async def _add(
         self,
@@ -306,7 +368,7 @@ class Lab:
         await instance.start()
         self.instances[name] = instance
         try:
-            self.balancer.add_member(
+            await self.front.add_member(
                 name, instance.url, weight=weight, backup=backup, max_conns=max_conns, initially_up=initially_up
             )
         except ValueError:
@@ -324,7 +386,7 @@ class Lab:
             self._removing.add(name)
         try:
             # Draining waits for the instance's requests to finish; other commands go on meanwhile.
-            await self.balancer.remove_member(name, drain_timeout=drain_timeout)
+            await self.front.remove_member(name, drain_timeout=drain_timeout)
             async with self._commands:
                 self.instances.pop(name, None)
                 await instance.stop()
@@ -332,14 +394,15 @@ class Lab:
             self._removing.discard(name)
         return {"removed": name}
 
-    def _change_settings(self, command: ChangeSettings) -> dict[str, Any]:
+    async def _change_settings(self, command: ChangeSettings) -> dict[str, Any]:
+        configuration = self.front.configuration
         if command.retries is not None:
-            self.balancer.set_retries(self.retry_settings if command.retries else None)
+            await self.front.set_retries(self.retry_settings if command.retries else None)
         if command.ejection is not None:
-            self.balancer.set_ejection(self.ejection_settings if command.ejection else None)
-        if command.health_checks is not None and command.health_checks != (self.balancer.health is not None):
-            self.balancer.set_health(self.health_settings if command.health_checks else None)
-        status = self.balancer.status()
+            await self.front.set_ejection(self.ejection_settings if command.ejection else None)
+        if command.health_checks is not None and command.health_checks != (configuration.health is not None):
+            await self.front.set_health(self.health_settings if command.health_checks else None)
+        status = self.status()
         return {"retries": status.retries, "health_checks": status.health_checks, "ejection": status.ejection}
 
     async def _set_load(self, command: SetLoad) -> dict[str, Any]:
@@ -396,22 +459,40 @@ class Lab:
         await self.apply(Restart(name))
 
     # The switches below change nothing but settings, at once and atomically, so they need no await: a
-    # notebook can call lab.set_retries(False) in a plain cell. Views send ChangeSettings/SetStrategy instead.
+    # notebook can call lab.set_retries(False) in a plain cell. (Balancers in their own processes must be asked
+    # and answer, so such labs use ``await lab.apply(ChangeSettings(...))``.) Views send commands instead.
 
     def set_strategy(self, strategy: str | Strategy) -> None:
-        self.balancer.set_strategy(SetStrategy(strategy).strategy)
+        chosen = SetStrategy(strategy).strategy
+        self._in_process_now(lambda b: b.set_strategy(chosen))
+        self.front.configuration.strategy = chosen
 
     def set_retries(self, enabled: bool | RetrySettings) -> None:
         """Retries on or off, or on with new settings (e.g. ``RetrySettings(per_try_timeout=0.1)``)."""
         if isinstance(enabled, RetrySettings):
             self.retry_settings, enabled = enabled, True
-        self._change_settings(ChangeSettings(retries=bool(enabled)))
+        settings = self.retry_settings if enabled else None
+        self._in_process_now(lambda b: b.set_retries(settings))
+        self.front.configuration.retries = settings
 
     def set_ejection(self, enabled: bool | EjectionSettings) -> None:
         """Passive ejection on or off, or on with new settings."""
         if isinstance(enabled, EjectionSettings):
             self.ejection_settings, enabled = enabled, True
-        self._change_settings(ChangeSettings(ejection=bool(enabled)))
+        settings = self.ejection_settings if enabled else None
+        self._in_process_now(lambda b: b.set_ejection(settings))
+        self.front.configuration.ejection = settings
+
+    def _in_process_now(self, change: Callable[[Balancer], None]) -> None:
+        nodes = list(self.front.nodes.values())
+        if not all(isinstance(node, BalancerNode) for node in nodes):
+            raise RuntimeError(
+                "this lab's balancers run in their own processes: use await lab.apply(ChangeSettings(...)) "
+                "or await lab.apply(SetStrategy(...))"
+            )
+        for node in nodes:
+            assert isinstance(node, BalancerNode)
+            change(node.balancer)
 
     async def set_health_checks(self, enabled: bool | HealthSettings) -> None:
         """Turn active health checks on (every instance starts from UP) or off (every instance counts as up).
@@ -421,7 +502,7 @@ class Lab:
         if isinstance(enabled, HealthSettings):
             async with self._commands:
                 self.health_settings = enabled
-                self.balancer.set_health(enabled)
+                await self.front.set_health(enabled)
             return
         await self.apply(ChangeSettings(health_checks=bool(enabled)))
 

@@ -26,6 +26,9 @@ from spofkit import events as events_module
 from spofkit.commands import (
     COMMANDS,
     AddInstance,
+    BalancerFault,
+    BalancerRecover,
+    BalancerRestart,
     ChangeSettings,
     Command,
     CommandError,
@@ -215,6 +218,12 @@ def request_for(command: Command) -> tuple[str, str, dict[str, Any] | None]:
         return "DELETE", f"/instances/{command.instance}", None
     if isinstance(command, SetStrategy):
         return "PUT", "/strategy", {"strategy": command_to_dict(command)["strategy"]}
+    if isinstance(command, BalancerFault):
+        return "POST", f"/balancers/{command.balancer}/fault", {"kind": command.kind}
+    if isinstance(command, BalancerRecover):
+        return "POST", f"/balancers/{command.balancer}/recover", None
+    if isinstance(command, BalancerRestart):
+        return "POST", f"/balancers/{command.balancer}/restart", None
     if isinstance(command, (ChangeSettings, SetLoad)):  # only the switches the command changes
         path = "/settings" if isinstance(command, ChangeSettings) else "/load"
         fields = dataclasses.fields(command)
@@ -237,6 +246,14 @@ def command_from_request(route: str, body: Mapping[str, Any], instance: str | No
         return cls(_instance(instance))
     if route == "add":
         return _build(AddInstance, body)
+    if route == "balancer_fault":
+        _only(body, ("kind",))
+        return BalancerFault(_named(instance, "balancer"), body.get("kind"))  # type: ignore[arg-type]
+    if route in ("balancer_recover", "balancer_restart"):
+        _only(body, ())
+        if route == "balancer_recover":
+            return BalancerRecover(_named(instance, "balancer"))
+        return BalancerRestart(_named(instance, "balancer"))
     if route == "strategy":
         return _build(SetStrategy, body)
     if route == "settings":
@@ -251,8 +268,12 @@ def command_from_request(route: str, body: Mapping[str, Any], instance: str | No
 
 
 def _instance(name: str | None) -> str:
+    return _named(name, "instance")
+
+
+def _named(name: str | None, what: str) -> str:
     if name is None:
-        raise CommandError("instance", "this route needs an instance name in its path")
+        raise CommandError(what, f"this route needs a {what} name in its path")
     return name
 
 

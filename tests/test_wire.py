@@ -15,6 +15,9 @@ from hypothesis import strategies as st
 from spofkit.commands import (
     COMMANDS,
     AddInstance,
+    BalancerFault,
+    BalancerRecover,
+    BalancerRestart,
     ChangeSettings,
     CommandError,
     InjectFault,
@@ -158,6 +161,9 @@ commands = st.one_of(
     st.builds(SetStrategy, st.sampled_from(sorted(STRATEGIES))),
     st.builds(ChangeSettings, st.none() | st.booleans(), st.none() | st.booleans(), st.none() | st.booleans()),
     st.builds(SetLoad, st.none() | st.floats(0, 2000), st.none() | st.booleans()),
+    st.builds(BalancerFault, st.sampled_from(["lb1", "lb2"]), st.sampled_from(["crash", "hang", "advert_loss"])),
+    st.builds(BalancerRecover, st.sampled_from(["lb1", "lb2"])),
+    st.builds(BalancerRestart, st.sampled_from(["lb1", "lb2"])),
 )
 
 
@@ -171,6 +177,9 @@ def test_every_command_type_is_generated() -> None:
         "SetStrategy",
         "ChangeSettings",
         "SetLoad",
+        "BalancerFault",
+        "BalancerRecover",
+        "BalancerRestart",
     }
     assert set(FAULT_KINDS) == {kind for kind, _ in FAULT_EXAMPLES}
 
@@ -190,6 +199,9 @@ ROUTES = {
     "SetStrategy": "strategy",
     "ChangeSettings": "settings",
     "SetLoad": "load",
+    "BalancerFault": "balancer_fault",
+    "BalancerRecover": "balancer_recover",
+    "BalancerRestart": "balancer_restart",
 }
 
 
@@ -203,7 +215,7 @@ def test_commands_round_trip_through_their_rest_routes(command: Any) -> None:
             command_from_request(ROUTES[type(command).__name__], request_for(command)[2] or {})
         return
     _method, path, body = request_for(command)
-    instance = path.split("/")[2] if path.startswith("/instances/") else None
+    instance = path.split("/")[2] if path.startswith(("/instances/", "/balancers/")) else None
     rebuilt = command_from_request(ROUTES[type(command).__name__], through_json(body or {}), instance)
     assert rebuilt == command
 
