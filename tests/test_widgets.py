@@ -40,6 +40,7 @@ from spofkit.widgets import (
     simulate_false_alarms,
 )
 from spofkit.widgets.health_explorer import run_flaky_checks
+from spofkit.widgets.instance_row import health_count
 
 FAST_CHECKS = HealthSettings(interval=0.1, timeout=0.2, rise=1, fall=2)
 
@@ -86,6 +87,11 @@ def view(lab: Lab) -> ViewOfLab:
 
 def as_lab(view: ViewOfLab) -> Lab:
     return cast(Lab, view)
+
+
+def shown_text(output: Any) -> list[str]:
+    """What a widget's output area says, as plain text, one entry per record."""
+    return [record["data"]["text/plain"] for record in output.outputs]
 
 
 async def test_panel_shows_one_row_per_instance(lab: Lab) -> None:
@@ -175,14 +181,12 @@ async def test_a_failing_click_is_reported_in_the_panel_not_lost(lab: Lab) -> No
         with pytest.raises(KeyError):
             await task
         assert panel.errors == ["crash zz refused: no instance named 'zz'; known: ['a', 'b', 'c']"]
-        assert [output["text"] for output in panel.output.outputs] == [panel.errors[0] + "\n"]
+        assert shown_text(panel.output) == panel.errors
     finally:
         panel.close()
 
 
-async def test_a_click_on_an_instance_removed_meanwhile_shows_the_labs_refusal(
-    lab: Lab, view: ViewOfLab, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_click_on_an_instance_removed_meanwhile_shows_the_labs_refusal(lab: Lab, view: ViewOfLab) -> None:
     """A learner clicks c's crash button just as someone else removes c: the click reaches the lab after the
     removal. The panel says what the lab said, in its own output; no traceback goes to the kernel's log."""
     panel = ClusterPanel(as_lab(view))
@@ -196,10 +200,9 @@ async def test_a_click_on_an_instance_removed_meanwhile_shows_the_labs_refusal(
         await wait_for(lambda: panel.errors, timeout=5, message="the refusal is shown")
         assert view.commands == [InjectFault("c", "crash")]
         assert panel.errors == ["crash c refused: no instance named 'c'; known: ['a', 'b']"]
-        shown = [output for output in panel.output.outputs if output["output_type"] == "stream"]
-        assert [output["text"] for output in shown] == [panel.errors[0] + "\n"]
-        assert shown[0]["name"] == "stderr"  # JupyterLab shows it as an error
-        assert not any("Traceback" in output["text"] for output in shown)
+        assert shown_text(panel.output) == panel.errors  # the lab's words, no traceback
+        markup = panel.output.outputs[0]["data"]["text/html"]
+        assert "spofkit-problem" in markup and "no instance named &#x27;c&#x27;" in markup
         assert set(panel.rows) == {"a", "b"} and ("c", "crash") not in panel.buttons
     finally:
         panel.close()
@@ -252,6 +255,7 @@ async def test_panel_switches_send_commands(lab: Lab, view: ViewOfLab) -> None:
             False,
             20,
         )
+        assert panel.row("a").health.value == "off"  # checks are off: no count is running
         await panel.set_load(0)
         assert view.commands[-1] == SetLoad(rate=0.0)
         assert lab.status().load_rate is None and "load off" in panel.header.value
@@ -289,7 +293,10 @@ async def test_a_refused_choice_says_why_and_the_menu_shows_the_labs_strategy_ag
         await wait_for(lambda: lab.status().strategy == "round_robin", timeout=5)
         panel.strategy.value = "counting"  # the learner picks it back
         await wait_for(lambda: panel.errors, timeout=5, message="the refusal is shown")
-        assert panel.errors[0].startswith("strategy counting refused: unknown strategy 'counting'; known: ")
+        assert panel.errors == [
+            "strategy counting refused: 'counting' is a strategy of your own: the menu can only pick spofkit's by "
+            "name; set yours again from code, e.g. await lab.apply(SetStrategy(YourStrategy()))"
+        ]
         assert lab.status().strategy == "round_robin"
         assert panel.strategy.value == "round_robin"  # the menu shows what the lab really does
     finally:
@@ -415,6 +422,31 @@ def test_progress_bar_is_an_on_progress_callback() -> None:
 
 def test_every_state_has_its_colour() -> None:
     assert set(STATE_COLORS) == set(status.STATES)
+
+
+def row_status(state: str, *, successes: int = 0, failures: int = 0) -> status.InstanceStatus:
+    facts = status.InstanceFacts("b", "http://127.0.0.1:1")
+    view = status.MemberView("b", state, health_successes=successes, health_failures=failures, rise=2, fall=3)
+    return status.InstanceStatus.of(facts, view)
+
+
+@pytest.mark.parametrize(
+    ("state", "successes", "failures", "shown"),
+    [
+        (status.UP, 0, 0, "fail 0/3"),
+        (status.FALLING, 0, 2, "fail 2/3"),
+        (status.DOWN, 0, 0, "pass 0/2"),
+        (status.RISING, 1, 0, "pass 1/2"),
+        (status.EJECTED, 0, 0, "fail 0/3"),  # ejected by real requests while its checks pass (a gray failure)
+        (status.EJECTED, 1, 0, "pass 1/2"),  # ejected, and coming back from DOWN
+        (status.DRAINING, 0, 1, "fail 1/3"),
+    ],
+)
+def test_the_health_column_shows_the_count_the_checker_is_running(
+    state: str, successes: int, failures: int, shown: str
+) -> None:
+    assert health_count(row_status(state, successes=successes, failures=failures)) == shown
+    assert health_count(row_status(state), checks_on=False) == "off"
 
 
 def test_false_alarms_are_the_health_monitors_verdicts() -> None:

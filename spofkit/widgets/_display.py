@@ -25,11 +25,6 @@ FIGURES = {"flex": "0 1 auto", "flex_flow": "row wrap"}
 OutputRecord = dict[str, Any]
 
 
-def stream(text: str, name: str = "stdout") -> OutputRecord:
-    """Text, as ``print`` writes it (``name="stderr"``: shown as an error)."""
-    return {"output_type": "stream", "name": name, "text": text}
-
-
 def html_output(markup: str, text: str = "") -> OutputRecord:
     """HTML, with ``text`` for viewers that show plain text only."""
     return {"output_type": "display_data", "data": {"text/html": markup, "text/plain": text or markup}, "metadata": {}}

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import html
 from collections.abc import Coroutine
 from typing import Any
 
 import ipywidgets as widgets
 
 from spofkit.commands import CommandError
-from spofkit.widgets._display import stream
+from spofkit.widgets._display import html_output
 
 # What a click returns: the task running the lab coroutine (a concurrent future if clicked from another thread).
 Scheduled = asyncio.Future[Any] | concurrent.futures.Future[Any]
@@ -80,4 +81,12 @@ class ClickScheduler:
         else:
             message = f"{what} failed: {type(error).__name__}: {error}"
         self.errors.append(message)
-        self.output.outputs = (*self.output.outputs, stream(message + "\n", "stderr"))
+        self.output.outputs = (*self.output.outputs, html_output(problem_markup(message), message))
+
+
+def problem_markup(message: str) -> str:
+    """``message`` in the red of an error, wrapped between words (a stderr stream would break inside them)."""
+    return (
+        "<div class='spofkit-problem' style='background:#fdecea;color:#b71c1c;padding:2px 8px;margin:2px 0;"
+        f"white-space:pre-wrap;overflow-wrap:break-word'>{html.escape(message)}</div>"
+    )

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
-from spofkit.commands import ChangeSettings, Command, InjectFault, Recover, Restart, SetLoad, SetStrategy
+from spofkit.commands import ChangeSettings, Command, CommandError, InjectFault, Recover, Restart, SetLoad, SetStrategy
 from spofkit.events import PER_REQUEST_EVENTS, Event
 from spofkit.faults import PRESETS, Preset
 from spofkit.status import LabStatus, is_serving
@@ -174,8 +174,22 @@ class ClusterPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         return self.send(lambda: InjectFault(name, preset.kind, preset.params), f"{action} {name}")
 
     def choose_strategy(self, strategy: str) -> Scheduled:
-        """What picking ``strategy`` in the menu does: ``SetStrategy(strategy)``."""
-        return self.send(lambda: SetStrategy(strategy), f"strategy {strategy}", control="strategy")
+        """What picking ``strategy`` in the menu does: ``SetStrategy(strategy)``.
+
+        The menu also lists a strategy of the learner's own once the lab uses it (set from code); a view only
+        knows its name, and a command carries spofkit's strategies by name, so picking it again is refused.
+        """
+
+        def command() -> SetStrategy:
+            if strategy not in strategy_names():
+                raise CommandError(
+                    "strategy",
+                    f"{strategy!r} is a strategy of your own: the menu can only pick spofkit's by name; "
+                    f"set yours again from code, e.g. await lab.apply(SetStrategy(YourStrategy()))",
+                )
+            return SetStrategy(strategy)
+
+        return self.send(command, f"strategy {strategy}", control="strategy")
 
     def switch(self, setting: str, on: bool) -> Scheduled:
         """What a checkbox does: ``ChangeSettings`` with ``setting`` (``health_checks``, ``retries`` or
@@ -247,7 +261,7 @@ class ClusterPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
                     del self.buttons[key]
             self._rows_box.children = [self.rows[name].box for name in names]
         for instance in status.instances:
-            self.rows[instance.name].show(instance)
+            self.rows[instance.name].show(instance, health_checks=status.health_checks)
         set_html(self.header, self._header(status))
         self._sync_controls(status)
 

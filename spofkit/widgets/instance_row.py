@@ -52,10 +52,13 @@ def badge(state: str) -> str:
     )
 
 
-def health_count(status: InstanceStatus) -> str:
-    """The health checks' running count: failed probes towards ``fall``, or, once DOWN, passed ones towards
-    ``rise`` (the checker counts one or the other, never both)."""
-    if status.state in (DOWN, RISING):
+def health_count(status: InstanceStatus, checks_on: bool = True) -> str:
+    """The health checks' running count: failed probes in a row towards ``fall``, or, once DOWN, passed ones
+    towards ``rise``. The checker counts one or the other, never both; an EJECTED or DRAINING member may be
+    either, so the counts themselves decide (passive ejection often hits a member whose checks all pass)."""
+    if not checks_on:
+        return "off"
+    if status.health_successes or status.state == DOWN:
         return f"pass {status.health_successes}/{status.rise}"
     return f"fail {status.health_failures}/{status.fall}"
 
@@ -91,13 +94,14 @@ class InstanceRow:
         )
         self.box.add_class(f"spofkit-row-{name}")
 
-    def show(self, status: InstanceStatus) -> None:
+    def show(self, status: InstanceStatus, *, health_checks: bool = True) -> None:
+        """Show ``status``; ``health_checks`` says whether the lab's checks are on (off: no counts to show)."""
         set_html(self.state, badge(status.state))
         fault = html.escape(status.fault or "-")
         if not status.running:
             fault += " <span title='its server is not running' style='color:#c62828'>(dead)</span>"
         set_html(self.fault, fault)
-        set_html(self.health, health_count(status))
+        set_html(self.health, health_count(status, health_checks))
         set_html(self.served, str(status.served))
         set_html(self.in_flight, str(status.in_flight))
         set_html(self.failed, str(status.failed))
