@@ -21,7 +21,8 @@ Where things live, one idea a module:
   from the real health monitor on a virtual clock (no servers needed).
 - :mod:`~spofkit.widgets.plots` — :func:`plot_instance_states`: UP/DOWN over time, from the events.
 - :mod:`~spofkit.widgets._scheduling` — how a click (a synchronous callback) runs a lab coroutine, and where
-  its failure is shown: in the widget's output area, never in a lost traceback.
+  a refused command or a failure is shown: in the widget's output area, in the lab's words, never in a lost
+  traceback. :mod:`~spofkit.widgets._display` holds the layouts that keep every label whole in JupyterLab.
 
 **Testing without a browser.** Every button is an attribute (``panel.buttons[("b", "crash")]``,
 ``runner.run_button``); ``button.click()`` runs the same callback a browser click does. The methods behind them

@@ -151,7 +151,12 @@ class ClusterPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         """
         if control is not None:
             self._pending[control] += 1
-        return self._scheduler.schedule(self._apply(make_command, control), what)
+        try:
+            return self._scheduler.schedule(self._apply(make_command, control), what)
+        except RuntimeError:  # no loop to run it on: the command never started, so it is not pending
+            if control is not None:
+                self._pending[control] -= 1
+            raise
 
     async def _apply(self, make_command: Callable[[], Command], control: str | None) -> dict[str, Any]:
         try:
