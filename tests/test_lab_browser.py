@@ -14,12 +14,13 @@ the page, the kernel's comm channel, the lab's servers. The test
 5. clicks **crash** on ``b`` and waits for the panel's row for ``b`` to show the fault and then DOWN;
 6. shuts JupyterLab down through its API and then by PID, and checks the server and its kernels are gone.
 
-A screenshot of the page is saved as ``/tmp/spofkit-lab-browser.png``; JupyterLab's log is in pytest's output
-when the test fails.
+A screenshot of the page is saved as ``/tmp/spofkit-lab-browser.png`` (or in the folder ``SPOFKIT_SCREENSHOTS``
+names, as ``lab-browser.png``); JupyterLab's log is in pytest's output when the test fails.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,7 +39,11 @@ from browser import (
 from playwright.sync_api import Page, expect, sync_playwright
 
 LESSON = Path(__file__).resolve().parent.parent / "lessons" / "00_welcome.ipynb"
-SCREENSHOT = Path("/tmp/spofkit-lab-browser.png")
+SCREENSHOT = (
+    Path(os.environ["SPOFKIT_SCREENSHOTS"]) / "lab-browser.png"
+    if "SPOFKIT_SCREENSHOTS" in os.environ
+    else Path("/tmp/spofkit-lab-browser.png")
+)
 VIEWPORT = {"width": 1280, "height": 800}  # a laptop's JupyterLab, file browser open
 
 
@@ -63,6 +68,7 @@ def test_lesson_widgets_render_and_respond_in_chromium(jupyterlab: JupyterLab) -
             try:
                 run_lesson_and_click_crash(page, jupyterlab)
             finally:
+                SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(SCREENSHOT), full_page=False)
         finally:
             browser.close()

@@ -3,17 +3,34 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import itertools
 import random
 from collections.abc import AsyncIterator, Sequence
+from typing import Any, cast
 
 import pytest
 from conftest import wait_for
 
+from spofkit import status
+from spofkit.commands import (
+    ChangeSettings,
+    Command,
+    InjectFault,
+    Recover,
+    RemoveInstance,
+    Restart,
+    SetLoad,
+    SetStrategy,
+)
+from spofkit.events import Event, HealthProbe, InstanceDown, InstanceUp
 from spofkit.faults import PRESETS, FaultError
 from spofkit.health import HealthSettings
 from spofkit.lab import Lab
+from spofkit.policy.health import HealthMonitor, HealthState
 from spofkit.strategies import Backend, RequestInfo, Strategy
 from spofkit.widgets import (
+    STATE_COLORS,
     ClusterPanel,
     ExperimentRunner,
     HealthExplorer,
@@ -22,6 +39,8 @@ from spofkit.widgets import (
     predict,
     simulate_false_alarms,
 )
+from spofkit.widgets.health_explorer import run_flaky_checks
+from spofkit.widgets.instance_row import health_count
 
 FAST_CHECKS = HealthSettings(interval=0.1, timeout=0.2, rise=1, fall=2)
 
@@ -33,6 +52,46 @@ async def lab() -> AsyncIterator[Lab]:
         yield lab
     finally:
         await lab.stop()
+
+
+class ViewOfLab:
+    """A lab as a view may use it, and no more: it reads ``status()``, ``events`` and ``instance_names``, changes
+    the lab only with ``apply(command)``, and measures with ``run_load``. Any other attribute is refused, so a
+    widget reaching into the lab's internals (``lab.balancer``, ``lab.inject``...) fails the test. Every
+    command is recorded in ``commands``; while ``gate`` is set to an unset asyncio.Event, commands wait for it
+    before the lab applies them (a lab busy with an earlier command)."""
+
+    VIEW_API = frozenset({"status", "events", "instance_names", "apply", "run_load"})
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self.commands: list[Command] = []
+        self.gate: asyncio.Event | None = None
+
+    async def apply(self, command: Command) -> dict[str, Any]:
+        self.commands.append(command)
+        if self.gate is not None:
+            await self.gate.wait()
+        return await self.lab.apply(command)
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in self.VIEW_API:
+            raise AttributeError(f"a widget used lab.{name}: views read status and events and send commands")
+        return getattr(self.lab, name)
+
+
+@pytest.fixture
+def view(lab: Lab) -> ViewOfLab:
+    return ViewOfLab(lab)
+
+
+def as_lab(view: ViewOfLab) -> Lab:
+    return cast(Lab, view)
+
+
+def shown_text(output: Any) -> list[str]:
+    """What a widget's output area says, as plain text, one entry per record."""
+    return [record["data"]["text/plain"] for record in output.outputs]
 
 
 async def test_panel_shows_one_row_per_instance(lab: Lab) -> None:
@@ -47,8 +106,8 @@ async def test_panel_shows_one_row_per_instance(lab: Lab) -> None:
         panel.close()
 
 
-async def test_crash_button_crashes_the_instance_and_the_row_follows(lab: Lab) -> None:
-    panel = ClusterPanel(lab, refresh_interval=0.05)
+async def test_crash_button_crashes_the_instance_and_the_row_follows(lab: Lab, view: ViewOfLab) -> None:
+    panel = ClusterPanel(as_lab(view), refresh_interval=0.05)
     try:
         panel.buttons[("b", "crash")].click()  # what a browser click runs
         await wait_for(lambda: "crash" in panel.row("b").fault.value, timeout=5)
@@ -57,6 +116,8 @@ async def test_crash_button_crashes_the_instance_and_the_row_follows(lab: Lab) -
         assert "b marked DOWN" in panel.event_log.value
         await panel.click_fault("b", "recover")
         await wait_for(lambda: "UP" in panel.row("b").state.value, timeout=10, message="b back up")
+        await panel.click_fault("c", "restart")
+        assert view.commands == [InjectFault("b", "crash"), Recover("b"), Restart("c")]
         assert panel.errors == []
     finally:
         panel.close()
@@ -119,10 +180,34 @@ async def test_a_failing_click_is_reported_in_the_panel_not_lost(lab: Lab) -> No
         task = panel.click_fault("zz", "crash")
         with pytest.raises(KeyError):
             await task
-        assert panel.errors and "crash zz failed" in panel.errors[0]
-        assert any("crash zz failed" in output.get("text", "") for output in panel.output.outputs)
+        assert panel.errors == ["crash zz refused: no instance named 'zz'; known: ['a', 'b', 'c']"]
+        assert shown_text(panel.output) == panel.errors
     finally:
         panel.close()
+
+
+async def test_a_click_on_an_instance_removed_meanwhile_shows_the_labs_refusal(lab: Lab, view: ViewOfLab) -> None:
+    """A learner clicks c's crash button just as someone else removes c: the click reaches the lab after the
+    removal. The panel says what the lab said, in its own output; no traceback goes to the kernel's log."""
+    panel = ClusterPanel(as_lab(view))
+    unhandled: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _loop, context: unhandled.append(context))
+    try:
+        crash_c = panel.buttons[("c", "crash")]  # the button on the learner's screen
+        await lab.apply(RemoveInstance("c"))
+        await wait_for(lambda: "c" not in panel.rows, timeout=5, message="c's row is gone")
+        crash_c.click()  # the click that was already on its way
+        await wait_for(lambda: panel.errors, timeout=5, message="the refusal is shown")
+        assert view.commands == [InjectFault("c", "crash")]
+        assert panel.errors == ["crash c refused: no instance named 'c'; known: ['a', 'b']"]
+        assert shown_text(panel.output) == panel.errors  # the lab's words, no traceback
+        markup = panel.output.outputs[0]["data"]["text/html"]
+        assert "spofkit-problem" in markup and "no instance named &#x27;c&#x27;" in markup
+        assert set(panel.rows) == {"a", "b"} and ("c", "crash") not in panel.buttons
+    finally:
+        panel.close()
+    gc.collect()  # a task whose exception nobody looked at would be reported now
+    assert unhandled == []
 
 
 async def test_panel_rows_follow_added_instances_and_the_lab_stopping() -> None:
@@ -139,27 +224,87 @@ async def test_panel_rows_follow_added_instances_and_the_lab_stopping() -> None:
     panel.close()
 
 
-async def test_panel_switches_act_on_the_lab(lab: Lab) -> None:
-    panel = ClusterPanel(lab)
+async def test_panel_switches_send_commands(lab: Lab, view: ViewOfLab) -> None:
+    panel = ClusterPanel(as_lab(view))
     try:
+        # What a browser does: it sets the control's value, and the panel sends the command.
         panel.retries.value = False
-        assert lab.status().retries is False
         panel.strategy.value = "least_connections"
-        assert lab.status().strategy == "least_connections"
         panel.health_checks.value = False
-        await wait_for(lambda: lab.status().health_checks is False, timeout=5)
+        panel.ejection.value = False
         panel.load.value = 20
-        assert lab.status().load_rate == 20
-        stopping = panel.set_load(0)
-        assert stopping is not None
-        await stopping
-        assert lab.status().load_rate is None
+        await wait_for(lambda: lab.status().load_rate == 20, timeout=5, message="the load runs")
+        assert view.commands == [
+            ChangeSettings(retries=False),
+            SetStrategy("least_connections"),
+            ChangeSettings(health_checks=False),
+            ChangeSettings(ejection=False),
+            SetLoad(rate=20.0),
+        ]
+        after = lab.status()
+        assert (after.retries, after.strategy, after.health_checks, after.ejection) == (
+            False,
+            "least_connections",
+            False,
+            False,
+        )
+        # The controls still show what the learner set, now that the lab has it.
+        assert (panel.retries.value, panel.strategy.value, panel.health_checks.value, panel.load.value) == (
+            False,
+            "least_connections",
+            False,
+            20,
+        )
+        assert panel.row("a").health.value == "off"  # checks are off: no count is running
+        await panel.set_load(0)
+        assert view.commands[-1] == SetLoad(rate=0.0)
+        assert lab.status().load_rate is None and "load off" in panel.header.value
+        await panel.switch("retries", True)
+        assert view.commands[-1] == ChangeSettings(retries=True) and lab.status().retries is True
+        with pytest.raises(ValueError, match=r"setting must be one of \['health_checks', 'retries', 'ejection'\]"):
+            panel.switch("warp_drive", True)
+        assert panel.errors == []
     finally:
         panel.close()
 
 
-async def test_experiment_runner_runs_shows_the_report_and_recovers(lab: Lab) -> None:
-    runner = ExperimentRunner(lab, rate=50, duration=1.5, fault="crash", instance="c", fault_at=0.3)
+async def test_a_switch_shows_the_learners_choice_until_the_lab_has_applied_it(lab: Lab, view: ViewOfLab) -> None:
+    panel = ClusterPanel(as_lab(view))
+    view.gate = asyncio.Event()
+    try:
+        panel.retries.value = False
+        await wait_for(lambda: view.commands == [ChangeSettings(retries=False)], timeout=5, message="sent")
+        panel.refresh()  # the refresh timer ticks while the lab has not applied the command yet
+        assert lab.status().retries is True
+        assert panel.retries.value is False  # not flipped back under the learner's mouse
+        view.gate.set()
+        await wait_for(lambda: lab.status().retries is False, timeout=5, message="applied")
+        panel.refresh()
+        assert panel.retries.value is False
+    finally:
+        panel.close()
+
+
+async def test_a_refused_choice_says_why_and_the_menu_shows_the_labs_strategy_again(lab: Lab) -> None:
+    lab.set_strategy(CountingStrategy())  # a strategy object: the menu shows its name, which no command can send
+    panel = ClusterPanel(lab)
+    try:
+        panel.strategy.value = "round_robin"
+        await wait_for(lambda: lab.status().strategy == "round_robin", timeout=5)
+        panel.strategy.value = "counting"  # the learner picks it back
+        await wait_for(lambda: panel.errors, timeout=5, message="the refusal is shown")
+        assert panel.errors == [
+            "strategy counting refused: 'counting' is a strategy of your own: the menu can only pick spofkit's by "
+            "name; set yours again from code, e.g. await lab.apply(SetStrategy(YourStrategy()))"
+        ]
+        assert lab.status().strategy == "round_robin"
+        assert panel.strategy.value == "round_robin"  # the menu shows what the lab really does
+    finally:
+        panel.close()
+
+
+async def test_experiment_runner_runs_shows_the_report_and_recovers(lab: Lab, view: ViewOfLab) -> None:
+    runner = ExperimentRunner(as_lab(view), rate=50, duration=1.5, fault="crash", instance="c", fault_at=0.3)
     seen = []
     runner.on_report.append(seen.append)
     runner.run_button.click()
@@ -172,6 +317,7 @@ async def test_experiment_runner_runs_shows_the_report_and_recovers(lab: Lab) ->
     kinds = [output["data"].keys() for output in runner.output.outputs]
     assert any("text/html" in k for k in kinds) and any("image/png" in k for k in kinds)
     assert lab.status().instance("c").fault is None  # recovered after the run
+    assert view.commands == [Recover("c")]  # the fault itself is part of the measurement: run_load injects it
     assert runner.errors == []
 
 
@@ -204,18 +350,21 @@ async def test_experiment_runner_injects_the_presets_the_buttons_and_keys_use(la
     assert mine.faults() == [(1.0, "b", "slow", {"ms": 50})]
 
 
-async def test_panel_switches_follow_changes_made_in_code(lab: Lab) -> None:
-    panel = ClusterPanel(lab)
+async def test_panel_switches_follow_changes_made_in_code(lab: Lab, view: ViewOfLab) -> None:
+    panel = ClusterPanel(as_lab(view))
     try:
         lab.set_retries(False)
         lab.set_ejection(False)
         lab.set_strategy(CountingStrategy())
+        await lab.apply(SetLoad(rate=30))
         panel.refresh()
         assert panel.retries.value is False
         assert panel.ejection.value is False
+        assert panel.load.value == 30
         assert panel.strategy.value == "counting" and "counting" in panel.strategy.options
-        # showing the change did not call the lab back: picks went to the custom strategy, not a new one
+        # showing the changes did not call the lab back: picks went to the custom strategy, not a new one
         assert lab.status().strategy == "counting"
+        assert view.commands == []
     finally:
         panel.close()
 
@@ -271,6 +420,74 @@ def test_progress_bar_is_an_on_progress_callback() -> None:
     assert bar.value == 1.0 and bar.bar_style == "success"
 
 
+def test_every_state_has_its_colour() -> None:
+    assert set(STATE_COLORS) == set(status.STATES)
+
+
+def row_status(state: str, *, successes: int = 0, failures: int = 0) -> status.InstanceStatus:
+    facts = status.InstanceFacts("b", "http://127.0.0.1:1")
+    view = status.MemberView("b", state, health_successes=successes, health_failures=failures, rise=2, fall=3)
+    return status.InstanceStatus.of(facts, view)
+
+
+@pytest.mark.parametrize(
+    ("state", "successes", "failures", "shown"),
+    [
+        (status.UP, 0, 0, "fail 0/3"),
+        (status.FALLING, 0, 2, "fail 2/3"),
+        (status.DOWN, 0, 0, "pass 0/2"),
+        (status.RISING, 1, 0, "pass 1/2"),
+        (status.EJECTED, 0, 0, "fail 0/3"),  # ejected by real requests while its checks pass (a gray failure)
+        (status.EJECTED, 1, 0, "pass 1/2"),  # ejected, and coming back from DOWN
+        (status.DRAINING, 0, 1, "fail 1/3"),
+    ],
+)
+def test_the_health_column_shows_the_count_the_checker_is_running(
+    state: str, successes: int, failures: int, shown: str
+) -> None:
+    assert health_count(row_status(state, successes=successes, failures=failures)) == shown
+    assert health_count(row_status(state), checks_on=False) == "off"
+
+
+def test_false_alarms_are_the_health_monitors_verdicts() -> None:
+    """The count is what the real HealthMonitor decides, driven directly with the same seed."""
+    settings = HealthSettings(interval=0.5, timeout=0.3, rise=2, fall=2, jitter=0.2)
+    flaky, duration, seed = 0.15, 600.0, 7
+    rng = random.Random(seed)
+    verdicts: list[Event] = []
+    monitor = HealthMonitor(settings, rng, verdicts.append)
+    monitor.add("x", now=0.0)
+    while (due := monitor.next_probe_at("x")) is not None and due < duration:
+        monitor.probe_started("x", due)
+        ok = rng.random() >= flaky
+        monitor.probe_finished("x", ok, "200" if ok else "timeout", due if ok else due + settings.timeout)
+    downs = sum(isinstance(event, InstanceDown) for event in verdicts)
+    assert downs > 10
+    assert simulate_false_alarms(settings, flaky, duration, random.Random(seed)) == downs
+
+
+def test_false_alarm_probes_keep_the_health_checks_schedule() -> None:
+    """A probe every ``interval`` while UP, ``fastinter`` while a count runs, ``downinter`` while DOWN (rule 2 of
+    spofkit.policy.health), measured from the start of the previous probe; a lost probe runs into its timeout."""
+    settings = HealthSettings(interval=1.0, timeout=0.3, rise=2, fall=3, fastinter=0.5, downinter=2.0)
+    events: list[Event] = []
+    run_flaky_checks(settings, 0.3, 300.0, random.Random(3), events.append)
+    probes = [event for event in events if isinstance(event, HealthProbe)]
+    assert {round(probe.duration, 9) for probe in probes if not probe.ok} == {settings.timeout}
+    assert {probe.duration for probe in probes if probe.ok} == {0.0}
+    assert any(isinstance(event, InstanceDown) for event in events)
+    assert any(isinstance(event, InstanceUp) for event in events)
+    # The pause each probe's result calls for, from the rise/fall machine fed the same results.
+    rise_fall = HealthState(settings.rise, settings.fall)
+    pauses = []
+    for previous, probe in itertools.pairwise(probes):
+        rise_fall.record(previous.ok)
+        started, next_started = previous.at - previous.duration, probe.at - probe.duration
+        pauses.append((rise_fall.next_interval(settings), round(next_started - started, 9)))
+    assert all(wanted == taken for wanted, taken in pauses), [p for p in pauses if p[0] != p[1]][:5]
+    assert {wanted for wanted, _taken in pauses} == {1.0, 0.5, 2.0}  # every phase came up
+
+
 def test_false_alarms_fall_with_hysteresis() -> None:
     flaky = 0.1
     hour = 3600.0
@@ -299,6 +516,6 @@ async def test_a_click_from_another_thread_runs_on_the_labs_loop(lab: Lab) -> No
         failing = await asyncio.to_thread(panel.click_fault, "zz", "crash")
         with pytest.raises(KeyError):
             await asyncio.wrap_future(failing)  # type: ignore[arg-type]
-        assert panel.errors and "crash zz failed" in panel.errors[0]
+        assert panel.errors == ["crash zz refused: no instance named 'zz'; known: ['a', 'b', 'c']"]
     finally:
         panel.close()

@@ -13,14 +13,20 @@ Run menu and then, at 1280x800 and again at 900x800 (the file browser left open,
   text, the third's circle and the second's circle, each time checking that the one clicked is the one
   selected; locks the guess in and reads what the kernel echoes; types a number guess; crashes and recovers
   ``b`` with the panel's buttons; drags the panel's load slider to 30 % and checks the value lands there (and
-  that the lab's header shows that load), later back to 0 (load off); presses Run on the ExperimentRunner and
-  waits for its report and plot.
+  that the lab's header shows that load), later back to 0 (load off); picks ``least_connections`` in the
+  strategy menu (the header shows the lab took it), then the learner's own strategy ``mine``, which no command
+  can carry by name: the panel shows the refusal in its output and the menu shows the lab's strategy again;
+  presses Run on the ExperimentRunner and waits for its report and plot.
 
-Screenshots of each widget at each width are saved in ``/tmp/spofkit-widgets/`` (``<width>-<widget>.png``).
+Every control of a widget sends a command to ``lab.apply``: what the header shows is the lab's answer.
+
+Screenshots of each widget at each width are saved in ``/tmp/spofkit-widgets/`` (``<width>-<widget>.png``), or
+in the folder ``SPOFKIT_SCREENSHOTS`` names (two checkouts testing at once on one machine would mix theirs).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,9 +45,9 @@ from browser import (
 )
 from playwright.sync_api import Locator, Page, expect, sync_playwright
 
-from spofkit.widgets import LOAD_SLIDER_MAX
+from spofkit.widgets.cluster_panel import LOAD_SLIDER_MAX
 
-SCREENSHOTS = Path("/tmp/spofkit-widgets")
+SCREENSHOTS = Path(os.environ.get("SPOFKIT_SCREENSHOTS", "/tmp/spofkit-widgets"))
 NOTEBOOK = "widgets.ipynb"
 WIDTHS = (1280, 900)
 HEIGHT = 800
@@ -57,10 +63,12 @@ CHOICES = [
 
 CELLS = {
     "setup": (
-        "from spofkit.health import HealthSettings\n"
         "from spofkit.lab import Lab\n"
-        "from spofkit.widgets import ClusterPanel, ExperimentRunner, HealthExplorer, predict, progress_bar\n\n"
-        "lab = await Lab.start(instances=3)"
+        "from spofkit.strategies import RoundRobin\n"
+        "from spofkit.widgets import ClusterPanel, ExperimentRunner, HealthExplorer, predict, progress_bar\n\n\n"
+        "class Mine(RoundRobin):\n"
+        "    name = 'mine'  # a learner's own strategy, as in lesson 06: the panel's menu lists it\n\n\n"
+        "lab = await Lab.start(instances=3, strategy=Mine())"
     ),
     "panel": "panel = ClusterPanel(lab)\npanel",
     "choices": f"guess = predict('How many requests will the client see fail?', {CHOICES!r})\nguess",
@@ -104,7 +112,7 @@ def jupyterlab(tmp_path: Path) -> Iterator[JupyterLab]:
 
 def test_every_widget_fits_and_responds_in_chromium(jupyterlab: JupyterLab) -> None:
     assert Path(CHROMIUM).exists(), "install Debian's chromium package (apt-get install chromium)"
-    SCREENSHOTS.mkdir(exist_ok=True)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     for old in SCREENSHOTS.glob("*.png"):
         old.unlink()
     problems: list[str] = []
@@ -156,6 +164,16 @@ def use_widgets_wide(page: Page, widgets: dict[str, Locator]) -> None:
         f"dragged the load slider to 30% of its track ({0.3 * LOAD_SLIDER_MAX:g} req/s), it shows {shown!r}"
     )
     expect(header).to_contain_text(f"load {shown} req/s", timeout=10_000)  # the lab itself took it
+
+    # The strategy menu sends SetStrategy; the learner's own strategy cannot travel by name, and the panel
+    # says so in its output and shows the strategy the lab really uses.
+    strategy = panel.locator("select").first
+    strategy.select_option(label="least_connections")
+    expect(header).to_contain_text("strategy least_connections", timeout=10_000)
+    strategy.select_option(label="mine")
+    expect(panel).to_contain_text("strategy mine refused: 'mine' is a strategy of your own", timeout=10_000)
+    expect(strategy.locator("option:checked")).to_have_text("least_connections", timeout=10_000)
+    expect(header).to_contain_text("strategy least_connections")
 
     number = widgets["number"]
     field = number.locator("input")
