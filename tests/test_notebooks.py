@@ -84,8 +84,10 @@ print("SPOFKIT-PROBE " + _json.dumps({
     "status": _status,
     "header": panel.header.value,
     "click_errors": panel.errors,
-    "ports": [_urlsplit(lab.balancer_url).port] + [_urlsplit(i.url).port for i in _lab_status.instances],
-    "pids": [i.pid for i in _lab_status.instances if i.pid is not None and i.pid != _os.getpid()],
+    "ports": [_urlsplit(lab.balancer_url).port]
+    + [_urlsplit(b.url).port for b in _lab_status.balancers]  # each balancer's own address
+    + [_urlsplit(i.url).port for i in _lab_status.instances],
+    "pids": [i.pid for i in _lab_status.instances + _lab_status.balancers if i.pid is not None and i.pid != _os.getpid()],
     "figure_problems": _spofkit_figure_problems,
 }))
 """
@@ -322,7 +324,7 @@ def test_notebook_runs_clean_and_leaves_a_working_lab(path: Path, no_child_proce
     assert not leaked_processes, f"{path.name} left processes running: {leaked_processes}"
     # Shutting the kernel down stopped the lab: no port still accepts, no instance process still runs.
     assert not [port for port in lab_ports if accepts_connections(port)], "the lab's ports outlived the kernel"
-    assert not [pid for pid in lab_pids if running(pid)], "the lab's instance processes outlived the kernel"
+    assert not [pid for pid in lab_pids if running(pid)], "the lab's processes outlived the kernel"
     assert probe["figure_problems"] == [], probe["figure_problems"]
     assert raw_reprs(notebook) == []
 
