@@ -124,8 +124,8 @@ async def obey(node: BalancerNode, commands: asyncio.StreamReader, stopped: asyn
             reply = {"ok": False, "error": f"{type(error).__name__}: {error}", "field": getattr(error, "field", None)}
         child_say(dict(reply, id=request.get("id"), status=status_of(node)))
         if request.get("cmd") == "stop":
-            stopped.set()
-            return
+            break
+    stopped.set()  # asked to stop, or stdin closed: the parent is gone, and so must we be
 
 
 async def serve(config: dict[str, Any], parent_pid: int) -> int:

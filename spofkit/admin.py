@@ -19,6 +19,8 @@ Envoy's ``/clusters``, a Prometheus ``/metrics`` page). Here it lets a second te
                                      "ejection": true}
     PUT    /load                     {"rate": 100} starts or changes background load,
                                      {"rate": 0} stops it, {"paused": true} pauses it
+    POST   /deploy                   {"batch": 1} rolling restart; {"how": "all-at-once"} the naive way;
+                                     {"target": "balancers"} upgrade the pair by planned takeover
     POST   /balancers/{name}/fault   {"kind": "crash" | "hang" | "advert_loss"}: break a balancer
     POST   /balancers/{name}/recover · POST /balancers/{name}/restart
 
@@ -152,6 +154,7 @@ class AdminServer:
         app.router.add_put("/settings", self.set_settings)
         app.router.add_put("/load", self.set_load)
         app.router.add_post("/commands", self.command)
+        app.router.add_post("/deploy", self.deploy)
         app.router.add_post("/balancers/{name}/fault", self.balancer_fault)
         app.router.add_post("/balancers/{name}/recover", self.balancer_recover)
         app.router.add_post("/balancers/{name}/restart", self.balancer_restart)
@@ -315,6 +318,10 @@ class AdminServer:
 
     async def set_load(self, request: web.Request) -> web.Response:
         return await self._apply(command_from_request("load", await _json_object(request)))
+
+    async def deploy(self, request: web.Request) -> web.Response:
+        body = await _json_object(request, required=False)
+        return await self._apply(command_from_request("deploy", body))
 
     async def balancer_fault(self, request: web.Request) -> web.Response:
         body = await _json_object(request)

@@ -35,7 +35,7 @@ from spofkit.clock import LoopScheduler
 from spofkit.events import EventBus
 from spofkit.pair import Address, PairDriver
 from spofkit.policy import EjectionSettings, HealthSettings, RetrySettings, Strategy
-from spofkit.policy.pair import BACKUP, MASTER, PairMember, PairSettings
+from spofkit.policy.pair import BACKUP, MASTER, STOPPED, PairMember, PairSettings
 from spofkit.status import BalancerStatus
 
 SINGLE = "single"
@@ -119,10 +119,12 @@ class BalancerNode:
         return None  # it runs inside the lab's process
 
     async def join_pair(self, peers: list[Address]) -> None:
-        """Active-passive: start sending and hearing adverts (once every member knows its peers)."""
+        """Active-passive: send adverts to ``peers``; the first call joins the pair, later ones only tell a
+        member already in it where its partner is now (a restarted partner hears on a new port)."""
         if self.pair is not None:
             self.pair.peers = list(peers)
-            self.pair.start()
+            if self.pair.member.role == STOPPED:
+                self.pair.start()
 
     async def stop(self, *, graceful: bool = True) -> None:
         """Leave the pair (a master resigns, so its partner takes over at once) and stop serving."""

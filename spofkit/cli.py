@@ -140,6 +140,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _isolation_option(serve)
     serve.add_argument("--strategy", type=_strategy, default="round_robin", help="balancing strategy")
+    serve.add_argument(
+        "--balancers", type=_int_in(1, 2), default=1, metavar="N", help="balancers at the front door: 1, or a pair"
+    )
+    serve.add_argument(
+        "--pair",
+        choices=("active-passive", "active-active"),
+        default=None,
+        help="how a pair shares the service address (default with --balancers 2: active-passive)",
+    )
+    serve.add_argument(
+        "--no-preempt", action="store_true", help="a recovered primary balancer stays backup (active-passive)"
+    )
     serve.add_argument("--no-retries", action="store_true", help="do not retry failed attempts")
     serve.add_argument("--no-health-checks", action="store_true", help="no active health checks")
     serve.add_argument("--no-ejection", action="store_true", help="no passive ejection")
@@ -152,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TOKEN",
         help="token for changing calls to the admin API (default: $SPOFKIT_ADMIN_TOKEN, else a new random one)",
     )
+
+    serve.set_defaults(command_parser=serve)
 
     demo = commands.add_parser("demo", help="the same fault without and with failover, compared")
     demo.add_argument(
@@ -212,6 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"argument --fault-at/--crash-at: must be before the end of the run "
                 f"(--duration {args.duration:g}), got {args.fault_at:g}"
             )
+        if args.command == "serve" and args.balancers == 1 and (args.pair or args.no_preempt):
+            args.command_parser.error("--pair and --no-preempt are for a pair: add --balancers 2")
     except SystemExit as exit_:  # argparse has printed the error (or the help)
         return exit_.code if isinstance(exit_.code, int) else 2
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -259,6 +275,9 @@ async def serve(args: argparse.Namespace) -> int:
         backups=args.backups,
         seed=args.seed,
         port=args.port,
+        balancers=args.balancers,
+        pair=args.pair if args.balancers == 2 else None,
+        preempt=not args.no_preempt,
     )
     try:
         admin = AdminServer(lab, port=args.admin_port, token=args.admin_token or os.environ.get(TOKEN_ENV) or None)
@@ -273,6 +292,9 @@ async def serve(args: argparse.Namespace) -> int:
             ]
             say(f"# spofkit serve: {status.strategy}, {', '.join(protections)}, {args.isolation}")
             say(f"balancer {lab.balancer_url}")
+            for front in status.balancers:
+                pid = front.pid if front.pid else "-"
+                say(f"front {front.name} {front.url} pid {pid} role {front.role}")
             say(f"admin {admin.url}")
             say(f"token {admin.token}")
             say(f"token_file {written}")

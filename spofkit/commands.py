@@ -225,6 +225,28 @@ class BalancerRestart(Command):
         _balancer(self.balancer)
 
 
+DEPLOY_TARGETS = ("instances", "balancers")
+DEPLOY_WAYS = ("rolling", "all-at-once")
+
+
+@dataclass(frozen=True)
+class Deploy(Command):
+    """Replace every instance (``target="instances"``) a ``batch`` at a time — drained, restarted, put back once
+    ready and warmed — or all at once, the naive way; or upgrade the balancers by planned takeover."""
+
+    batch: int = 1
+    target: str = "instances"
+    how: str = "rolling"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.batch, bool) or not isinstance(self.batch, int) or not 1 <= self.batch <= 32:
+            raise CommandError("batch", f"batch must be a whole number 1..32, got {self.batch!r}")
+        if self.target not in DEPLOY_TARGETS:
+            raise CommandError("target", f"target must be one of {', '.join(DEPLOY_TARGETS)}, got {self.target!r}")
+        if self.how not in DEPLOY_WAYS:
+            raise CommandError("how", f"how must be one of {', '.join(DEPLOY_WAYS)}, got {self.how!r}")
+
+
 COMMANDS: dict[str, type[Command]] = {
     cls.__name__: cls
     for cls in (
@@ -239,5 +261,6 @@ COMMANDS: dict[str, type[Command]] = {
         BalancerFault,
         BalancerRecover,
         BalancerRestart,
+        Deploy,
     )
 }

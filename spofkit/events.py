@@ -293,6 +293,18 @@ class BalancerRoleChanged(Event):
         return f"{self.balancer} is now {self.role.upper()}" + (f": {self.reason}" if self.reason else "")
 
 
+@dataclass(frozen=True)
+class DeployStep(Event):
+    """A deploy moved on for ``instance`` (or a balancer): ``step`` is drain, restart, ready?, warm-up or done."""
+
+    instance: str
+    step: str
+    detail: str = ""
+
+    def describe(self) -> str:
+        return f"deploy {self.instance}: {self.step}" + (f" ({self.detail})" if self.detail else "")
+
+
 # Events that come once per request or per probe: many a second under load. Logs, narrations and event streams
 # leave them out unless asked; views that count requests read them.
 PER_REQUEST_EVENTS: tuple[type[Event], ...] = (HealthProbe, RequestRetried, RequestCompleted, ClientRequest)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import socket
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -132,6 +134,9 @@ class FrontDoorGroup:
     # --- lifecycle -------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        if self.front_door.mode == ACTIVE_PASSIVE and not self.front_door.service_port:
+            # Whoever becomes master will listen there, so the address must be known before anyone holds it.
+            self.front_door = dataclasses.replace(self.front_door, service_port=_free_port())
         for name in self.names:
             node = self._make(name)
             await node.start()
@@ -155,12 +160,7 @@ class FrontDoorGroup:
     def _make(self, name: str) -> Node:
         config = self.configuration
         priority = PRIORITIES[self.names.index(name)]
-        front_door = FrontDoor(
-            self.front_door.mode,
-            service_port=self.front_door.service_port,
-            advert_interval=self.front_door.advert_interval,
-            preempt=self.front_door.preempt,
-        )
+        front_door = self.front_door
         own_port = self._own_ports.get(name, 0)
         if self.isolation == "process":
             child_config = {
@@ -197,12 +197,7 @@ class FrontDoorGroup:
         self.nodes[node.name] = node
         self._own_ports[node.name] = node.own_port
         if not self.front_door.service_port:  # the first balancer picked it: the others share it
-            self.front_door = FrontDoor(
-                self.front_door.mode,
-                service_port=node.service_port,
-                advert_interval=self.front_door.advert_interval,
-                preempt=self.front_door.preempt,
-            )
+            self.front_door = dataclasses.replace(self.front_door, service_port=node.service_port)
 
     async def _join_all(self) -> None:
         if self.front_door.mode != ACTIVE_PASSIVE:
@@ -302,3 +297,10 @@ class FrontDoorGroup:
                 "this lab's balancers run in their own processes: read lab.status() and change it with lab.apply()"
             )
         return node.balancer
+
+
+def _free_port() -> int:
+    """A port nobody listens on right now, for a pair's service address (the master binds it a moment later)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

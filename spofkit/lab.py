@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
+from spofkit import deploy
 from spofkit.balancer import Balancer
 from spofkit.balancer_node import BalancerNode
 from spofkit.commands import (
@@ -40,6 +41,7 @@ from spofkit.commands import (
     ChangeSettings,
     Command,
     CommandError,
+    Deploy,
     InjectFault,
     Recover,
     RemoveInstance,
@@ -141,6 +143,7 @@ class Lab:
         self._names = _instance_names()
         self._commands = asyncio.Lock()  # one command at a time, in order of arrival (asyncio's Lock is FIFO)
         self._removing: set[str] = set()
+        self._deploying = False
 
     # --- starting and stopping -----------------------------------------------------------------------
 
@@ -291,6 +294,8 @@ class Lab:
         """
         if isinstance(command, RemoveInstance):
             return await self._remove(command)
+        if isinstance(command, Deploy):
+            return await self._deploy(command)
         async with self._commands:
             return await self._apply_now(command)
 
@@ -393,6 +398,26 @@ class Lab:
         finally:
             self._removing.discard(name)
         return {"removed": name}
+
+    @property
+    def commands_lock(self) -> asyncio.Lock:
+        """Held while a command changes the lab; long-running ones (deploys, removals) take it step by step."""
+        return self._commands
+
+    async def _deploy(self, command: Deploy) -> dict[str, Any]:
+        if self._deploying:
+            raise CommandError("deploy", "a deploy is already running; wait for it to finish", status=409)
+        self._deploying = True
+        try:
+            if command.target == "balancers":
+                return await deploy.upgrade_balancers(self)
+            if command.how == "all-at-once":
+                return await deploy.restart_all(self)
+            return await deploy.rolling_restart(self, command.batch)
+        except deploy.DeployFailed as error:
+            raise CommandError("deploy", str(error), status=409) from None
+        finally:
+            self._deploying = False
 
     async def _change_settings(self, command: ChangeSettings) -> dict[str, Any]:
         configuration = self.front.configuration

@@ -32,6 +32,7 @@ from spofkit.commands import (
     ChangeSettings,
     Command,
     CommandError,
+    Deploy,
     InjectFault,
     Recover,
     RemoveInstance,
@@ -218,6 +219,8 @@ def request_for(command: Command) -> tuple[str, str, dict[str, Any] | None]:
         return "DELETE", f"/instances/{command.instance}", None
     if isinstance(command, SetStrategy):
         return "PUT", "/strategy", {"strategy": command_to_dict(command)["strategy"]}
+    if isinstance(command, Deploy):
+        return "POST", "/deploy", {"batch": command.batch, "target": command.target, "how": command.how}
     if isinstance(command, BalancerFault):
         return "POST", f"/balancers/{command.balancer}/fault", {"kind": command.kind}
     if isinstance(command, BalancerRecover):
@@ -246,6 +249,8 @@ def command_from_request(route: str, body: Mapping[str, Any], instance: str | No
         return cls(_instance(instance))
     if route == "add":
         return _build(AddInstance, body)
+    if route == "deploy":
+        return _build(Deploy, body)
     if route == "balancer_fault":
         _only(body, ("kind",))
         return BalancerFault(_named(instance, "balancer"), body.get("kind"))  # type: ignore[arg-type]

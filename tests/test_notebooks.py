@@ -87,7 +87,9 @@ print("SPOFKIT-PROBE " + _json.dumps({
     "ports": [_urlsplit(lab.balancer_url).port]
     + [_urlsplit(b.url).port for b in _lab_status.balancers]  # each balancer's own address
     + [_urlsplit(i.url).port for i in _lab_status.instances],
-    "pids": [i.pid for i in _lab_status.instances + _lab_status.balancers if i.pid is not None and i.pid != _os.getpid()],
+    "pids": [
+        i.pid for i in [*_lab_status.instances, *_lab_status.balancers] if i.pid is not None and i.pid != _os.getpid()
+    ],
     "figure_problems": _spofkit_figure_problems,
 }))
 """

@@ -20,6 +20,7 @@ from spofkit.commands import (
     BalancerRestart,
     ChangeSettings,
     CommandError,
+    Deploy,
     InjectFault,
     Recover,
     RemoveInstance,
@@ -164,6 +165,12 @@ commands = st.one_of(
     st.builds(BalancerFault, st.sampled_from(["lb1", "lb2"]), st.sampled_from(["crash", "hang", "advert_loss"])),
     st.builds(BalancerRecover, st.sampled_from(["lb1", "lb2"])),
     st.builds(BalancerRestart, st.sampled_from(["lb1", "lb2"])),
+    st.builds(
+        Deploy,
+        st.integers(1, 32),
+        st.sampled_from(["instances", "balancers"]),
+        st.sampled_from(["rolling", "all-at-once"]),
+    ),
 )
 
 
@@ -180,6 +187,7 @@ def test_every_command_type_is_generated() -> None:
         "BalancerFault",
         "BalancerRecover",
         "BalancerRestart",
+        "Deploy",
     }
     assert set(FAULT_KINDS) == {kind for kind, _ in FAULT_EXAMPLES}
 
@@ -202,6 +210,7 @@ ROUTES = {
     "BalancerFault": "balancer_fault",
     "BalancerRecover": "balancer_recover",
     "BalancerRestart": "balancer_restart",
+    "Deploy": "deploy",
 }
 
 
