@@ -867,6 +867,10 @@ def run_split_brain_experiment(**settings: Any) -> SplitBrainReport:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
+        in_a_loop = False
+    else:
+        in_a_loop = True
+    if not in_a_loop:  # (outside the except: a failure must not read as "during handling of no running loop")
         return asyncio.run(split_brain_experiment(**settings))
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as worker:
         return worker.submit(asyncio.run, split_brain_experiment(**settings)).result()
