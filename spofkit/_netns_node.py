@@ -39,6 +39,7 @@ import asyncio
 import contextlib
 import errno
 import json
+import math
 import os
 import random
 import signal
@@ -47,7 +48,8 @@ import struct
 import subprocess
 import sys
 import time
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol
 
 from spofkit._instance_child import _ask_for_a_signal_when_the_parent_dies
 from spofkit.balancer import Balancer
@@ -74,7 +76,7 @@ def say(message: dict[str, Any]) -> None:
         pass  # the testbed is gone; stdin's end of file will stop us
 
 
-async def read_commands(commands: asyncio.StreamReader) -> Any:
+async def read_commands(commands: asyncio.StreamReader) -> AsyncIterator[dict[str, Any]]:
     """Yield each JSON object read on stdin until it closes; lines that are not JSON objects are skipped."""
     while line := await commands.readline():
         try:
@@ -110,47 +112,76 @@ def gratuitous_arp(mac: bytes, address: str) -> bytes:
     return ethernet + arp
 
 
+class VirtualAddress:
+    """The virtual IP on one interface of this namespace: put it there, take it away, announce it."""
+
+    def __init__(self, vip: str, device: str) -> None:
+        self.vip = vip
+        self.device = device
+        self._arp = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+        self._arp.bind((device, 0))
+        self.mac: bytes = self._arp.getsockname()[4]
+
+    def add(self) -> None:
+        _ip("addr", "add", f"{self.vip}/32", "dev", self.device, tolerate="File exists")
+
+    def remove(self) -> None:
+        _ip("addr", "del", f"{self.vip}/32", "dev", self.device, tolerate="Cannot assign requested address")
+
+    def announce(self) -> None:
+        """Send one gratuitous ARP for the address from our MAC."""
+        self._arp.send(gratuitous_arp(self.mac, self.vip))
+
+    def close(self) -> None:
+        self._arp.close()
+
+
+class Address(Protocol):
+    """What :class:`AddressKeeper` needs of an address: a :class:`VirtualAddress` live, a recorder in tests."""
+
+    def add(self) -> None: ...
+    def remove(self) -> None: ...
+    def announce(self) -> None: ...
+
+
 class AddressKeeper:
-    """Puts the virtual IP on ``device`` when the pair's rules say so, and takes it away again.
+    """Puts the virtual IP on the interface when the pair's rules say so, and takes it away again.
 
     Without fencing, :meth:`take` adds the address at once. With fencing, it first asks the testbed for a lease
-    (through ``ask_lease``) and adds the address only once granted; while it wants the address it renews the lease
-    every ``renew_interval`` seconds, and it removes the address itself as soon as its lease runs out unrenewed —
-    a holder that cannot reach the supervisor must stop serving before the supervisor gives the address away.
+    (a ``lease_request`` message, through ``tell``) and adds the address only once granted; while it wants the
+    address it renews the lease at every :meth:`tick` (once per advert interval), and it removes the address itself
+    as soon as its lease runs out unrenewed — a holder that cannot reach the supervisor must stop serving before
+    the supervisor gives the address away.
 
     While it holds the address it repeats the gratuitous ARP every ``garp_refresh`` seconds, give or take a quarter
     at random: two masters with the same fixed period could stay in step, each announcement hidden by the other's
     (periodic messages are jittered so that they do not synchronize, as routing protocols learned the hard way).
+    ``garp_refresh=0`` announces only when the address is taken.
     """
 
     def __init__(
         self,
         name: str,
-        vip: str,
-        device: str,
+        address: Address,
         *,
         garp_refresh: float,
-        renew_interval: float,
-        tell: Any = say,
+        tell: Callable[[dict[str, Any]], None] = say,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
-        self.vip = vip
-        self.device = device
+        self.address = address
         self.garp_refresh = garp_refresh
-        self.renew_interval = renew_interval
         self.tell = tell
+        self.clock = clock
         self.fencing = False
         self.wants = False  # the pair's rules say this balancer should hold the address
         self.holds = False  # the address is on our interface
-        self.lease_until = 0.0  # monotonic time our lease runs out (fencing only)
+        self.lease_until = 0.0  # when our lease runs out, on ``clock`` (fencing only)
         self.garps_sent = 0
         self.lease_requests = 0
         self.lease_refusals = 0
         self._garp_timer: asyncio.TimerHandle | None = None
         self._jitter = random.Random(f"{name} {os.getpid()}")
-        self._arp = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
-        self._arp.bind((device, 0))
-        self.mac: bytes = self._arp.getsockname()[4]
 
     # --- what the pair driver calls ---------------------------------------------------------------------------
 
@@ -171,6 +202,8 @@ class AddressKeeper:
 
     def set_fencing(self, on: bool) -> None:
         self.fencing = on
+        if on and self.holds:
+            self.lease_until = math.inf  # an address held from before keeps until the supervisor's first answer
         if on and self.wants:
             self._ask_lease()
 
@@ -181,33 +214,31 @@ class AddressKeeper:
             return
         # Count the term from when we asked, not from when the answer came: the supervisor's lease began later,
         # so ours runs out first and we drop the address before the supervisor can give it to anyone else.
-        self.lease_until = max(self.lease_until, asked_at + term)
+        self.lease_until = asked_at + term  # (answers come in the order of the requests)
         if self.wants:
             self._add("lease granted by the supervisor")
 
-    # --- every renew_interval ---------------------------------------------------------------------------------
+    # --- once per advert interval ---------------------------------------------------------------------------------
 
     def tick(self) -> None:
-        now = time.monotonic()
-        if self.fencing and self.holds and now >= self.lease_until:
+        if self.fencing and self.holds and self.clock() >= self.lease_until:
             self._remove("lease ran out unrenewed: fencing myself")
         if self.fencing and self.wants:
             self._ask_lease()
 
     def close(self) -> None:
         self._remove("stopping")
-        self._arp.close()
 
     # --- the moves ------------------------------------------------------------------------------------------
 
     def _ask_lease(self) -> None:
         self.lease_requests += 1
-        self.tell({"type": "lease_request", "node": self.name, "asked_at": time.monotonic()})
+        self.tell({"type": "lease_request", "node": self.name, "asked_at": self.clock()})
 
     def _add(self, reason: str) -> None:
         if self.holds:
             return
-        _ip("addr", "add", f"{self.vip}/32", "dev", self.device, tolerate="File exists")
+        self.address.add()
         self.holds = True
         self._announce()
         self.tell({"type": "address", "node": self.name, "held": True, "reason": reason})
@@ -215,7 +246,7 @@ class AddressKeeper:
     def _remove(self, reason: str) -> None:
         if not self.holds:
             return
-        _ip("addr", "del", f"{self.vip}/32", "dev", self.device, tolerate="Cannot assign requested address")
+        self.address.remove()
         self.holds = False
         if self._garp_timer is not None:
             self._garp_timer.cancel()
@@ -226,7 +257,7 @@ class AddressKeeper:
         self._garp_timer = None
         if not self.holds:
             return
-        self._arp.send(gratuitous_arp(self.mac, self.vip))
+        self.address.announce()
         self.garps_sent += 1
         if self.garp_refresh > 0:
             delay = self.garp_refresh * self._jitter.uniform(0.75, 1.25)
@@ -256,9 +287,8 @@ async def run_balancer(args: argparse.Namespace) -> int:
     balancer = Balancer(events, name=args.name, host="0.0.0.0", port=SERVICE_PORT)
     balancer.add_member(args.instance, instance.url)
     await balancer.start()
-    keeper = AddressKeeper(
-        args.name, args.vip, args.device, garp_refresh=args.garp_refresh, renew_interval=args.advert_interval
-    )
+    address = VirtualAddress(args.vip, args.device)
+    keeper = AddressKeeper(args.name, address, garp_refresh=args.garp_refresh)
     member = PairMember(
         args.name, PairSettings(advert_interval=args.advert_interval, priority=args.priority), events.publish
     )
@@ -275,7 +305,7 @@ async def run_balancer(args: argparse.Namespace) -> int:
 
     events.subscribe(report_role)
     ticker = asyncio.create_task(_every(args.advert_interval, keeper.tick))
-    say({"type": "ready", "node": args.name, "mac": keeper.mac.hex(":")})
+    say({"type": "ready", "node": args.name, "mac": address.mac.hex(":")})
     driver.start()
 
     def stats() -> dict[str, Any]:
@@ -315,12 +345,13 @@ async def run_balancer(args: argparse.Namespace) -> int:
             driver.stop()  # resign gracefully: a priority-0 advert, and the address goes
         driver.close()
         keeper.close()
+        address.close()
         await balancer.stop()
         await instance.stop()
     return 0
 
 
-async def _every(interval: float, action: Any) -> None:
+async def _every(interval: float, action: Callable[[], None]) -> None:
     loop = asyncio.get_running_loop()
     due = loop.time()
     while True:
@@ -329,7 +360,7 @@ async def _every(interval: float, action: Any) -> None:
         await asyncio.sleep(due - loop.time())
 
 
-async def _until_first(*waits: Any) -> None:
+async def _until_first(*waits: Awaitable[Any]) -> None:
     """Wait until the first of ``waits`` (coroutines) ends, then cancel the others."""
     tasks = [asyncio.ensure_future(w) for w in waits]
     try:

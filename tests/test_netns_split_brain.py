@@ -18,7 +18,7 @@ import pytest
 from conftest import wait_for
 
 from spofkit import netns
-from spofkit._netns_node import classify, gratuitous_arp
+from spofkit._netns_node import AddressKeeper, classify, gratuitous_arp
 from spofkit.netns import (
     VIP,
     NetnsUnavailable,
@@ -211,3 +211,69 @@ def test_the_client_names_what_it_felt() -> None:
     assert classify(ConnectionResetError()) == "reset"
     assert classify(asyncio.IncompleteReadError(b"", None)) == "reset"
     assert classify(ValueError("bad status line")) == "other"
+
+
+class RecordedAddress:
+    """Stands in for the interface: says what the keeper did to it."""
+
+    def __init__(self) -> None:
+        self.moves: list[str] = []
+
+    def add(self) -> None:
+        self.moves.append("add")
+
+    def remove(self) -> None:
+        self.moves.append("remove")
+
+    def announce(self) -> None:
+        self.moves.append("garp")
+
+
+def _keeper() -> tuple[AddressKeeper, RecordedAddress, list[dict[str, object]], list[float]]:
+    address, told, now = RecordedAddress(), [], [100.0]
+    keeper = AddressKeeper("lb2", address, garp_refresh=0, tell=told.append, clock=lambda: now[0])
+    return keeper, address, told, now
+
+
+def test_without_fencing_the_address_is_taken_and_announced_at_once() -> None:
+    keeper, address, _, _ = _keeper()
+    keeper.take("no advert from lb1")
+    assert address.moves == ["add", "garp"]
+    keeper.release("lb1 is master")
+    assert address.moves == ["add", "garp", "remove"]
+
+
+def test_with_fencing_the_address_waits_for_the_lease() -> None:
+    keeper, address, told, _ = _keeper()
+    keeper.set_fencing(True)
+    keeper.take("no advert from lb1")
+    assert address.moves == [] and told[-1] == {"type": "lease_request", "node": "lb2", "asked_at": 100.0}
+    keeper.lease_answer(False, asked_at=100.0, term=1.0)
+    assert address.moves == [] and keeper.lease_refusals == 1
+    keeper.lease_answer(True, asked_at=100.0, term=1.0)
+    assert address.moves == ["add", "garp"]
+
+
+def test_a_holder_whose_lease_runs_out_unrenewed_drops_the_address_itself() -> None:
+    keeper, address, told, now = _keeper()
+    keeper.set_fencing(True)
+    keeper.take("no advert from lb1")
+    keeper.lease_answer(True, asked_at=100.0, term=1.0)
+    now[0] = 100.5
+    keeper.tick()  # renews: asks again, still holds
+    assert keeper.holds and told[-1]["asked_at"] == 100.5
+    now[0] = 101.0  # no answer came (the supervisor is unreachable): the lease counted from 100.0 is over
+    keeper.tick()
+    assert not keeper.holds and address.moves == ["add", "garp", "remove"]
+    assert told[-2]["reason"] == "lease ran out unrenewed: fencing myself"
+
+
+def test_switching_fencing_on_keeps_a_held_address_until_the_supervisor_answers() -> None:
+    keeper, address, _, now = _keeper()
+    keeper.take("owner")
+    now[0] = 200.0
+    keeper.set_fencing(True)
+    keeper.tick()
+    assert keeper.holds, "no answer yet: not a lease that ran out"
+    keeper.lease_answer(False, asked_at=200.0, term=1.0)
+    assert not keeper.holds and address.moves == ["add", "garp", "remove"]
