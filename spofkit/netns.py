@@ -208,6 +208,12 @@ class Child:
     def running(self) -> bool:
         return self.process.returncode is None
 
+    @property
+    def deafness(self) -> BaseException | None:
+        """The error that stopped us hearing this program (a message we could not handle), if any."""
+        reader = self._readers[0]
+        return reader.exception() if reader.done() and not reader.cancelled() else None
+
     def send(self, command: Message) -> None:
         """Write one command (a few dozen bytes: the pipe's buffer takes it at once, no need to await)."""
         stdin = self.process.stdin
@@ -236,10 +242,12 @@ class Child:
     async def _read_stdout(self) -> None:
         assert self.process.stdout is not None
         while line := await self.process.stdout.readline():
-            with contextlib.suppress(ValueError):
+            try:
                 message = json.loads(line)
-                if isinstance(message, dict):
-                    self.on_message(self, message)
+            except ValueError:
+                continue  # not one of our messages (a stray print): nothing to hear
+            if isinstance(message, dict):
+                self.on_message(self, message)
 
     async def _read_stderr(self) -> None:
         assert self.process.stderr is not None
@@ -760,6 +768,8 @@ class _SplitBrainRun:
     def _check_alive(self) -> None:
         expected = [node.child for host, node in self.nodes.items() if host not in self.killed]
         for child in [*expected, *([self.client] if self.client else [])]:
+            if child.deafness is not None:
+                raise ExperimentFailed(f"a message from {child.name} could not be handled: {child.deafness!r}")
             if not child.running:
                 raise ExperimentFailed(f"{child.name} (pid {child.pid}) ended unexpectedly{self._tails()}")
 
