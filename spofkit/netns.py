@@ -890,12 +890,12 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m spofkit.netns", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--phase-seconds", type=float, default=3.0)
+    parser.add_argument("--phase-seconds", type=float, default=3.0, help="how long each phase runs (0.5-30)")
     parser.add_argument("--no-kill", action="store_true", help="leave out phase (d), the kill -9 of lb1")
     args = parser.parse_args(argv)
     try:
         report = run_split_brain_experiment(phase_seconds=args.phase_seconds, kill_master=not args.no_kill)
-    except NetnsUnavailable as error:
+    except (NetnsUnavailable, ValueError) as error:
         print(error, file=sys.stderr)
         return 2
     except ExperimentFailed as error:
