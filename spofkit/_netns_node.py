@@ -51,8 +51,8 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
-from spofkit._instance_child import _ask_for_a_signal_when_the_parent_dies
 from spofkit.balancer import Balancer
+from spofkit.childproc import child_ask_for_a_signal_when_the_parent_dies
 from spofkit.clock import LoopScheduler
 from spofkit.events import BalancerRoleChanged, Event, EventBus
 from spofkit.instance import ServiceInstance
@@ -499,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     client.add_argument("--max-requests", type=int, default=20_000)
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal: the testbed cleans up, not us
-    _ask_for_a_signal_when_the_parent_dies()
+    child_ask_for_a_signal_when_the_parent_dies()
     with contextlib.suppress(KeyboardInterrupt):
         return asyncio.run(run_balancer(args) if args.role == "balancer" else run_client(args))
     return 1
