@@ -19,7 +19,7 @@ watches for the parent's end three ways, each enough on its own:
 * stdin reaches end of file: the parent's end of the pipe closed (it exited, even by ``kill -9``);
 * on Linux, the kernel sends it ``SIGTERM`` when the parent dies (``prctl(PR_SET_PDEATHSIG)``): this also works
   when another process still holds the pipe open, e.g. a worker the parent forked (``multiprocessing``);
-* it checks every ``PARENT_CHECK_INTERVAL`` seconds that its parent is still the process that started it
+* it checks every ``childproc.PARENT_CHECK_INTERVAL`` seconds that its parent is still the process that started it
   (``--parent-pid``): an orphan is adopted by another process.
 
 ``SIGTERM`` stops it cleanly; ``SIGINT`` is ignored, so pressing Ctrl-C in a terminal leaves the clean-up to the
@@ -30,46 +30,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
-import ctypes.util
 import json
 import os
 import signal
 import sys
 from typing import Any
 
+from spofkit.childproc import (
+    child_ask_for_a_signal_when_the_parent_dies,
+    child_say,
+    child_stdin_lines,
+    child_watch_parent,
+)
 from spofkit.faults import make_fault
 from spofkit.instance import ServiceInstance
-
-PARENT_CHECK_INTERVAL = 0.5  # seconds between checks that the parent is still there
-PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
-
-
-def _ask_for_a_signal_when_the_parent_dies() -> bool:
-    """Linux only: have the kernel send SIGTERM when the parent dies. False where that is not available.
-
-    The "parent" is the thread that started this process: for a lab, the thread running its event loop, which
-    lives as long as the lab does.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        return bool(libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) == 0)
-    except (OSError, AttributeError):
-        return False
-
-
-async def _watch_parent(parent_pid: int, parent_gone: asyncio.Event) -> None:
-    """Set ``parent_gone`` once this process has been handed to another parent (its own has died)."""
-    while os.getppid() == parent_pid:
-        await asyncio.sleep(PARENT_CHECK_INTERVAL)
-    parent_gone.set()
-
-
-def _say(message: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(message) + "\n")
-    sys.stdout.flush()
 
 
 async def _execute(instance: ServiceInstance, request: dict[str, Any]) -> dict[str, Any]:
@@ -102,7 +76,7 @@ async def _obey(instance: ServiceInstance, commands: asyncio.StreamReader) -> No
         if not isinstance(request, dict):
             request = {"cmd": None}
         reply = await _execute(instance, request)
-        _say(dict(reply, id=request.get("id"), stats=instance.stats()))
+        child_say(dict(reply, id=request.get("id"), stats=instance.stats()))
 
 
 async def serve(name: str, port: int, work_time: float, seed: int | None, parent_pid: int | None = None) -> int:
@@ -111,21 +85,20 @@ async def serve(name: str, port: int, work_time: float, seed: int | None, parent
     terminated = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, terminated.set)
     parent_pid = os.getppid() if parent_pid is None else parent_pid
-    _ask_for_a_signal_when_the_parent_dies()
+    child_ask_for_a_signal_when_the_parent_dies()
     if os.getppid() != parent_pid:
         return 1  # the parent died before we could ask to be told: nobody is left to serve
-    watching = asyncio.create_task(_watch_parent(parent_pid, terminated))
-    commands = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(commands), sys.stdin)
+    watching = asyncio.create_task(child_watch_parent(parent_pid, terminated))
+    commands = await child_stdin_lines()
 
     instance = ServiceInstance(name, port=port, work_time=work_time, seed=seed)
     try:
         await instance.start()
     except OSError as exc:
         watching.cancel()
-        _say({"ok": False, "error": f"cannot listen on 127.0.0.1:{port}: {exc}"})
+        child_say({"ok": False, "error": f"cannot listen on 127.0.0.1:{port}: {exc}"})
         return 1
-    _say({"ok": True, "port": instance.port, "pid": os.getpid()})
+    child_say({"ok": True, "port": instance.port, "pid": os.getpid()})
 
     obeying = asyncio.create_task(_obey(instance, commands))
     waiting = asyncio.create_task(terminated.wait())

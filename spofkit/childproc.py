@@ -51,17 +51,22 @@ class ChildProcess:
         startup_timeout: float = 20.0,
         call_timeout: float = 5.0,
         on_message: Callable[[dict[str, Any]], None] | None = None,
+        on_exit: Callable[[int, bool], None] | None = None,
     ) -> None:
+        """``on_message(message)`` hears every line the child writes (replies too); ``on_exit(code, asked)``
+        hears that the process ended — ``asked`` is False when nobody here stopped it (someone ran ``kill -9``)."""
         self.what = what  # e.g. "balancer 'lb1'", for error messages
         self.startup_timeout = startup_timeout
         self.call_timeout = call_timeout
         self.on_message = on_message
+        self.on_exit = on_exit
         self.process: asyncio.subprocess.Process | None = None
         self.hello: dict[str, Any] = {}
         self.last_exit_code: int | None = None
         self._reader: asyncio.Task[None] | None = None
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._next_id = 0
+        self._asked_to_end: asyncio.subprocess.Process | None = None
 
     @property
     def pid(self) -> int | None:
@@ -122,6 +127,7 @@ class ChildProcess:
     async def kill(self) -> None:
         """``kill -9``: no goodbye, no clean-up, as a crash."""
         process = self.process
+        self._asked_to_end = process
         if process is not None and process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(process.pid, signal.SIGKILL)
@@ -130,6 +136,7 @@ class ChildProcess:
     async def terminate(self, timeout: float = 3.0) -> None:
         """SIGTERM (please stop), then SIGKILL if it has not stopped within ``timeout``."""
         process = self.process
+        self._asked_to_end = process
         if process is not None and process.returncode is None:
             process.terminate()
             try:
@@ -146,9 +153,9 @@ class ChildProcess:
         with contextlib.suppress(ProcessLookupError):
             os.kill(process.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while _running(process.pid) and time.monotonic() < deadline:
+        while still_running(process.pid) and time.monotonic() < deadline:
             time.sleep(0.01)
-        if _running(process.pid):
+        if still_running(process.pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(process.pid, signal.SIGKILL)
 
@@ -169,18 +176,21 @@ class ChildProcess:
                     message = json.loads(line)
                 except ValueError:
                     continue
-                request_id = message.get("id")
-                if request_id is None:
-                    if self.on_message is not None:
-                        self.on_message(message)
+                if not isinstance(message, dict):
                     continue
-                waiting = self._pending.get(request_id)
+                if self.on_message is not None:
+                    self.on_message(message)
+                waiting = self._pending.get(message.get("id", -1))
                 if waiting is not None and not waiting.done():
                     waiting.set_result(message)
-        await process.wait()
         for waiting in self._pending.values():
             if not waiting.done():
                 waiting.set_exception(ChildGone(f"{self.what}: process exited"))
+        if process.stdin is not None:
+            process.stdin.close()
+        code = await process.wait()
+        if self.on_exit is not None:
+            self.on_exit(code, process is self._asked_to_end)
 
 
 async def _kill_and_reap(process: asyncio.subprocess.Process) -> None:
@@ -190,12 +200,19 @@ async def _kill_and_reap(process: asyncio.subprocess.Process) -> None:
     await process.wait()
 
 
-def _running(pid: int) -> bool:
+def still_running(pid: int) -> bool:
+    """Is ``pid`` still running? A zombie (exited, not yet reaped by asyncio's watcher) is not."""
     try:
-        waited, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
         return False
-    return waited == 0
+    except OSError:  # no /proc (not Linux): ask the system whether the process exists
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
 
 
 # --- the child's side -------------------------------------------------------------------------------------------
