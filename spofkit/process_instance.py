@@ -159,5 +159,3 @@ class ProcessInstance(Instance):
                 return
             except (asyncio.TimeoutError, RuntimeError):
                 continue  # a busy child: try again next time
-
-
