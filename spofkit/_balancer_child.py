@@ -89,21 +89,36 @@ STATUS_INTERVAL = 0.25
 
 
 class StatusPusher:
-    """Streams events to the parent, and the node's status right after anything but a per-request event."""
+    """Streams events to the parent, and the node's status right after anything but a per-request event.
+
+    Events are written in batches, once per turn of the event loop: at a thousand requests a second that is one
+    write for many events instead of one each.
+    """
 
     def __init__(self, node: BalancerNode) -> None:
         self.node = node
-        self._due = False
+        self._lines: list[str] = []
+        self._status_due = False
 
     def heard(self, event: Event) -> None:
-        child_say({"event": event_to_dict(event)})
-        if event.kind not in PER_REQUEST_KINDS and not self._due:
-            self._due = True  # one status for a burst of changes, once the burst is over
-            asyncio.get_running_loop().call_soon(self.push)
+        if not self._lines:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._lines.append(json.dumps({"event": event_to_dict(event)}, default=str))
+        if event.kind not in PER_REQUEST_KINDS:
+            self._status_due = True  # one status for a burst of changes, right after the burst
+
+    def flush(self) -> None:
+        if self._status_due:
+            self._status_due = False
+            self._lines.append(json.dumps({"status": status_of(self.node)}, default=str))
+        lines, self._lines = self._lines, []
+        if lines:
+            sys.stdout.write("\n".join(lines) + "\n")
+            sys.stdout.flush()
 
     def push(self) -> None:
-        self._due = False
-        child_say({"status": status_of(self.node)})
+        self._status_due = True
+        self.flush()
 
     async def every(self, interval: float) -> None:
         while True:
