@@ -760,3 +760,49 @@ async def test_upgrade_balancers_button_is_a_planned_takeover(pair_lab: Lab, pai
         assert panel.errors == []
     finally:
         panel.close()
+
+
+async def test_in_a_pair_the_log_says_which_balancer_saw_it(pair_lab: Lab) -> None:
+    panel = ClusterPanel(pair_lab)
+    try:
+        await pair_lab.apply(InjectFault("c", "crash"))
+        # Each balancer has its own health checks: both mark c down, and the log says whose verdict each is.
+        await wait_for(lambda: "lb1: c marked DOWN" in text(panel.event_log), timeout=10, message="lb1's verdict")
+        await wait_for(lambda: "lb2: c marked DOWN" in text(panel.event_log), timeout=10, message="lb2's verdict")
+        await pair_lab.apply(BalancerFault("lb1", "crash"))
+        # A role change names its balancer already: not "lb2: lb2 is now MASTER".
+        await wait_for(lambda: "lb2 is now MASTER" in text(panel.event_log), timeout=MASTER_DOWN + TAKEOVER_MARGIN)
+        assert "lb2: lb2" not in text(panel.event_log)
+    finally:
+        panel.close()
+
+
+async def test_with_one_balancer_the_log_is_as_it_was(lab: Lab) -> None:
+    panel = ClusterPanel(lab)
+    try:
+        await lab.apply(InjectFault("c", "crash"))
+        await wait_for(lambda: "c marked DOWN" in text(panel.event_log), timeout=10, message="c marked down")
+        assert "lb1:" not in text(panel.event_log)
+    finally:
+        panel.close()
+
+
+@pytest.mark.usefixtures("no_child_processes")
+async def test_a_pair_in_process_isolation_shows_each_balancers_process() -> None:
+    lab = await Lab.start(2, balancers=2, isolation="process", health=FAST_CHECKS)
+    panel = ClusterPanel(lab, refresh_interval=0.05)
+    try:
+        pids = {b.name: b.pid for b in lab.status().balancers}
+        assert all(pids.values()) and pids["lb1"] != pids["lb2"]
+        assert [balancer_line(panel, name)[3] for name in ("lb1", "lb2")] == [str(pids["lb1"]), str(pids["lb2"])]
+        await panel.click_balancer("lb1", "crash")  # a real kill -9 of its process
+        await wait_for(lambda: balancer_line(panel, "lb2")[4] == "holds it", timeout=MASTER_DOWN + TAKEOVER_MARGIN)
+        assert balancer_line(panel, "lb1")[2:4] == ["crashed", "-"]
+        await panel.click_balancer("lb1", "recover")  # a new process
+        await wait_for(lambda: balancer_line(panel, "lb1")[4] == "holds it", timeout=10, message="lb1 back, preempting")
+        new_pid = balancer_line(panel, "lb1")[3]
+        assert new_pid.isdigit() and int(new_pid) not in pids.values()
+        assert panel.errors == []
+    finally:
+        panel.close()
+        await lab.stop()

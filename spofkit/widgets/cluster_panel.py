@@ -48,7 +48,7 @@ from spofkit.events import PER_REQUEST_EVENTS, DeployStep, Event
 from spofkit.faults import PRESETS, Preset
 from spofkit.status import LabStatus, is_serving
 from spofkit.strategies import strategy_names
-from spofkit.widgets._display import FIGURES, FIXED, ROW, SNUG, set_html
+from spofkit.widgets._display import FIGURES, FIXED, LOG_STYLE, ROW, SNUG, set_html
 from spofkit.widgets._scheduling import ClickScheduler, Scheduled
 from spofkit.widgets.deploys import DEPLOYS, DeployControls
 from spofkit.widgets.front_door import BALANCER_ACTIONS, BALANCER_FAULTS, BalancerRow, FrontDoorView
@@ -131,6 +131,7 @@ class ClusterPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self._log_lines: deque[str] = deque(maxlen=log_lines)
         self._rows_box = widgets.VBox()
         self._syncing = False
+        self._pair = False  # the lab has a pair of balancers: the log says whose view an event is
         # Controls whose command has not been applied yet: showing the lab's (older) value would undo the click.
         self._pending: Counter[str] = Counter()
         self.controls = self._make_controls() if show_settings else widgets.HBox()
@@ -358,6 +359,7 @@ class ClusterPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         for instance in status.instances:
             self.rows[instance.name].show(instance, health_checks=status.health_checks)
         set_html(self.header, self._header(status))
+        self._pair = len(status.balancers) > 1 or self._pair  # a stopped lab has none: its last lines stay as they were
         if self._show_front_door:
             self.front_door.show(status)
         self.deploys.show(status)
@@ -400,12 +402,20 @@ class ClusterPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             return
         if isinstance(event, DeployStep):
             self.deploys.heard(event)
-        self._log_lines.append(f"{event.at:7.2f}s  {html.escape(event.describe())}")
-        # pre-wrap: a long line wraps in a narrow notebook instead of running off its edge.
+        self._log_lines.append(f"{event.at:7.2f}s  {html.escape(self._log_line(event))}")
         log = "\n".join(self._log_lines)
-        set_html(self.event_log, f"<pre style='margin:0;font-size:85%;white-space:pre-wrap'>{log}</pre>")
+        set_html(self.event_log, f"<pre style='{LOG_STYLE}'>{log}</pre>")
         self.refresh()
         self._start_timer()  # an instance added after a lull: keep counting
+
+    def _log_line(self, event: Event) -> str:
+        """``event.describe()``; in a pair, a balancer's event says whose it is: each has its own health checks
+        and pool, so "c marked UP" comes twice, once from each."""
+        line = event.describe()
+        balancer = getattr(event, "balancer", None)
+        if self._pair and isinstance(balancer, str) and not line.startswith(balancer):
+            return f"{balancer}: {line}"
+        return line
 
     def _start_timer(self) -> None:
         if self._closed or (self._timer is not None and not self._timer.done()):

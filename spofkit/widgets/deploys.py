@@ -26,7 +26,7 @@ import ipywidgets as widgets
 from spofkit.commands import Deploy
 from spofkit.events import DeployStep
 from spofkit.status import LabStatus
-from spofkit.widgets._display import ROW, SNUG, set_html
+from spofkit.widgets._display import LOG_STYLE, ROW, SNUG, set_html
 from spofkit.widgets.instance_row import BUTTON_PADDING
 
 
@@ -83,7 +83,8 @@ class DeployControls:
             button.add_class(f"spofkit-deploy-{key}")
             button.on_click(lambda _button, key=key: on_click(key))
             self.buttons[key] = button
-        self.summary = widgets.HTML(layout=widgets.Layout(margin="0 0 0 8px", **SNUG))
+        # Beside the buttons while it fits; in a narrow notebook it wraps between words instead of running off.
+        self.summary = widgets.HTML(layout=widgets.Layout(margin="0 0 0 8px", flex="1 1 auto"))
         self.steps = widgets.HTML(layout=widgets.Layout(display="none"))
         # Each target's latest step, in the order the deploy reached them: a deploy of three is three lines.
         self._latest: dict[str, DeployStep] = {}
@@ -151,6 +152,5 @@ class DeployControls:
                 f"<span style='color:{color}'>{step.at:7.2f}s  <b>{html.escape(step.instance)}</b>: "
                 f"{html.escape(step.step)}</span>{detail}"
             )
-        style = "margin:0;font-size:85%;white-space:pre-wrap"
-        set_html(self.steps, f"<pre class='spofkit-deploy-steps' style='{style}'>" + "\n".join(lines) + "</pre>")
+        set_html(self.steps, f"<pre class='spofkit-deploy-steps' style='{LOG_STYLE}'>" + "\n".join(lines) + "</pre>")
         self.steps.layout.display = None if lines else "none"
