@@ -200,7 +200,8 @@ MIN_TRACK_PX = 100
 
 # Runs in the page on one widget's root element; returns a list of what a learner would see as wrong:
 # 1. text cut short (a button's, a label's, a checkbox's, a radio option's, a readout's; a dropdown's options);
-# 2. boxes side by side that overlap, a radio option's text spilling out of its box, a panel cell that wraps;
+# 2. boxes side by side that overlap, a radio option's text spilling out of its box, a panel cell (an instance's
+#    or a balancer's) that wraps, a log line broken inside a word;
 # 3. a slider track of MIN_TRACK_PX or less;
 # 4. anything past the right edge of the cell's output.
 MEASURE = """
@@ -263,8 +264,9 @@ MEASURE = """
       problems.push(`radio text spills out of its box: ${name(label)} text [${box(text)}] box [${box(own)}]`);
     }
   }
-  // The panel's figures are a table: each cell on one line, under its heading.
-  for (const cell of root.querySelectorAll('[class*="spofkit-row-"] .widget-html-content')) {
+  // The panel's figures are a table (an instance's row, a balancer's row): each cell on one line, under its heading.
+  const cells = '[class*="spofkit-row-"] .widget-html-content, [class*="spofkit-balancer-row-"] .widget-html-content';
+  for (const cell of root.querySelectorAll(cells)) {
     const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
     const tops = [];
     for (let text = walker.nextNode(); text; text = walker.nextNode()) {
@@ -274,6 +276,26 @@ MEASURE = """
     }
     if (tops.length && Math.max(...tops) - Math.min(...tops) > 8) {
       problems.push(`a table cell wraps onto a second line: ${name(cell)}`);
+    }
+  }
+  // A log (the panel's events, a deploy's steps) wraps between words, never inside one that would fit a line.
+  for (const pre of root.querySelectorAll('pre')) {
+    if (!shown(pre)) continue;
+    const room = pre.getBoundingClientRect().width;
+    const walker = document.createTreeWalker(pre, NodeFilter.SHOW_TEXT);
+    for (let text = walker.nextNode(); text; text = walker.nextNode()) {
+      for (const word of text.data.matchAll(/\\S+/g)) {
+        const range = document.createRange();
+        range.setStart(text, word.index);
+        range.setEnd(text, word.index + word[0].length);
+        const pieces = [...range.getClientRects()];
+        const lines = new Set(pieces.map((rect) => Math.round(rect.top)));
+        // Its pieces side by side: a word that would fit on one line (a longer one must break somewhere).
+        const wide = pieces.reduce((sum, rect) => sum + rect.width, 0);
+        if (lines.size > 1 && wide < room) {
+          problems.push(`a word is broken across lines: "${word[0]}" in ${name(pre)}`);
+        }
+      }
     }
   }
   // 3. A slider's track must be long enough to drag along.

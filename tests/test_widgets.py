@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import html
 import itertools
 import random
+import re
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, cast
 
+import aiohttp
 import pytest
 from conftest import wait_for
 
 from spofkit import status
 from spofkit.commands import (
+    BalancerFault,
+    BalancerRecover,
+    BalancerRestart,
     ChangeSettings,
     Command,
+    Deploy,
     InjectFault,
     Recover,
     RemoveInstance,
@@ -28,6 +35,7 @@ from spofkit.faults import PRESETS, FaultError
 from spofkit.health import HealthSettings
 from spofkit.lab import Lab
 from spofkit.policy.health import HealthMonitor, HealthState
+from spofkit.policy.pair import PairSettings
 from spofkit.strategies import Backend, RequestInfo, Strategy
 from spofkit.widgets import (
     STATE_COLORS,
@@ -43,6 +51,9 @@ from spofkit.widgets.health_explorer import run_flaky_checks
 from spofkit.widgets.instance_row import health_count
 
 FAST_CHECKS = HealthSettings(interval=0.1, timeout=0.2, rise=1, fall=2)
+# How long a backup waits without adverts before it takes over (lb2, priority 100), and room for a busy machine.
+MASTER_DOWN = PairSettings(priority=100).master_down_interval
+TAKEOVER_MARGIN = 2.0
 
 
 @pytest.fixture
@@ -519,3 +530,279 @@ async def test_a_click_from_another_thread_runs_on_the_labs_loop(lab: Lab) -> No
         assert panel.errors == ["crash zz refused: no instance named 'zz'; known: ['a', 'b', 'c']"]
     finally:
         panel.close()
+
+
+# --- the front door: a pair of balancers, and deploys -------------------------------------------------------
+
+
+@pytest.fixture
+async def pair_lab() -> AsyncIterator[Lab]:
+    lab = await Lab.start(3, balancers=2, health=FAST_CHECKS)
+    try:
+        yield lab
+    finally:
+        await lab.stop()
+
+
+@pytest.fixture
+def pair_view(pair_lab: Lab) -> ViewOfLab:
+    return ViewOfLab(pair_lab)
+
+
+def text(widget: Any) -> str:
+    """What an HTML widget says, without its markup."""
+    return html.unescape(re.sub(r"<[^>]+>", "", widget.value))
+
+
+def balancer_line(panel: ClusterPanel, name: str) -> list[str]:
+    """A balancer's row as a learner reads it: name, role, state, pid, address, requests."""
+    row = panel.balancer_row(name)
+    return [text(cell) for cell in (row.label, row.role, row.state, row.pid, row.address, row.requests)]
+
+
+def shown(widget: Any) -> bool:
+    return widget.layout.display != "none"
+
+
+async def test_a_pair_gets_a_row_per_balancer_with_its_role_and_buttons(pair_lab: Lab) -> None:
+    panel = ClusterPanel(pair_lab, refresh_interval=0.05)
+    try:
+        address = pair_lab.balancer_url.removeprefix("http://")
+        assert text(panel.front_door.summary) == f"front door: lb1 holds {address}"
+        assert balancer_line(panel, "lb1") == ["lb1", "MASTER", "running", "-", "holds it", "0"]
+        assert balancer_line(panel, "lb2") == ["lb2", "BACKUP", "running", "-", "-", "0"]
+        labels = [button.description for (name, _), button in panel.balancer_buttons.items() if name == "lb2"]
+        assert labels == ["crash", "hang", "cut adverts", "recover", "restart"]
+        assert "split brain" in panel.balancer_buttons[("lb1", "advert_loss")].tooltip
+        assert shown(panel.front_door.headings) and not shown(panel.front_door.notes)
+        assert all(shown(button) for button in panel.deploy_buttons.values())  # a pair can be upgraded too
+        async with aiohttp.ClientSession() as session:
+            for _ in range(5):
+                async with session.get(pair_lab.balancer_url + "/") as response:
+                    assert response.status == 200
+        # The master took them; the backup, which does not hold the address, none.
+        await wait_for(lambda: balancer_line(panel, "lb1")[5] == "5", timeout=5, message="lb1 counted 5")
+        assert balancer_line(panel, "lb2")[5] == "0"
+    finally:
+        panel.close()
+
+
+async def test_crashing_lb1_from_the_panel_shows_lb2_take_over(pair_lab: Lab, pair_view: ViewOfLab) -> None:
+    view = pair_view
+    panel = ClusterPanel(as_lab(view), refresh_interval=0.05)
+    try:
+        panel.balancer_buttons[("lb1", "crash")].click()  # what a browser click runs
+        await wait_for(
+            lambda: (
+                balancer_line(panel, "lb2")[1:3] == ["MASTER", "running"]
+                and balancer_line(panel, "lb2")[4] == "holds it"
+            ),
+            timeout=MASTER_DOWN + TAKEOVER_MARGIN,
+            message="lb2 shown as the master holding the address",
+        )
+        # The dead one plays no part: not a second MASTER beside lb2 (that would read as a split brain).
+        assert balancer_line(panel, "lb1")[1:5] == ["STOPPED", "crashed", "-", "-"]
+        address = pair_lab.balancer_url.removeprefix("http://")
+        assert text(panel.front_door.summary) == f"front door: lb2 holds {address}"
+        assert "lb2 is now MASTER: no advert from lb1" in text(panel.event_log)
+        assert view.commands == [BalancerFault("lb1", "crash")]
+        assert panel.errors == []
+    finally:
+        panel.close()
+
+
+async def test_hang_cut_adverts_recover_and_restart_send_their_commands(pair_lab: Lab, pair_view: ViewOfLab) -> None:
+    view = pair_view
+    panel = ClusterPanel(as_lab(view), refresh_interval=0.05)
+    try:
+        panel.balancer_buttons[("lb1", "hang")].click()
+        await wait_for(lambda: balancer_line(panel, "lb1")[2] == "hang", timeout=5, message="lb1 shown hung")
+        assert "but it hangs: connections are accepted, never answered" in text(panel.front_door.summary)
+        assert balancer_line(panel, "lb2")[1] == "BACKUP"  # its adverts go on: nobody takes over
+        await panel.click_balancer("lb1", "recover")
+        await wait_for(lambda: balancer_line(panel, "lb1")[2] == "running", timeout=5, message="lb1 recovered")
+
+        panel.balancer_buttons[("lb1", "advert_loss")].click()
+        await wait_for(
+            lambda: balancer_line(panel, "lb2")[1:3] == ["MASTER", "blocked"],
+            timeout=MASTER_DOWN + TAKEOVER_MARGIN,
+            message="lb2 master too, blocked",
+        )
+        assert balancer_line(panel, "lb1")[1:3] == ["MASTER", "advert loss"]
+        assert "split brain: lb1 and lb2 both think they are master; lb1 holds" in text(panel.front_door.summary)
+        assert shown(panel.front_door.notes) and "lb2: cannot take 127.0.0.1:" in text(panel.front_door.notes)
+        panel.balancer_buttons[("lb1", "recover")].click()
+        await wait_for(lambda: balancer_line(panel, "lb2")[1] == "BACKUP", timeout=5, message="healed")
+        await wait_for(lambda: not shown(panel.front_door.notes), timeout=5, message="nothing left to explain")
+
+        panel.balancer_buttons[("lb2", "restart")].click()
+        await wait_for(lambda: len(view.commands) == 5, timeout=5, message="restart sent")
+        await wait_for(lambda: balancer_line(panel, "lb2")[1:3] == ["BACKUP", "running"], timeout=5)
+        assert view.commands == [
+            BalancerFault("lb1", "hang"),
+            BalancerRecover("lb1"),
+            BalancerFault("lb1", "advert_loss"),
+            BalancerRecover("lb1"),
+            BalancerRestart("lb2"),
+        ]
+        assert panel.errors == []
+        with pytest.raises(ValueError, match=r"action must be one of \['crash', 'hang', 'advert_loss'"):
+            panel.click_balancer("lb1", "melt")
+    finally:
+        panel.close()
+
+
+async def test_a_single_balancer_is_one_line_saying_it_is_a_single_point_of_failure(lab: Lab) -> None:
+    panel = ClusterPanel(lab)
+    try:
+        address = lab.balancer_url.removeprefix("http://")
+        assert text(panel.front_door.summary) == (
+            f"front door: one balancer, lb1 (running, 0 requests) on {address} — a single point of failure"
+        )
+        assert panel.front_door.rows == {} and panel.balancer_buttons == {}
+        assert not shown(panel.front_door.headings) and not shown(panel.front_door.notes)
+        assert [key for key, button in panel.deploy_buttons.items() if shown(button)] == ["rolling", "all-at-once"]
+        task = panel.click_balancer("lb2", "crash")  # a stale click, or a lesson's code calling it
+        with pytest.raises(KeyError):
+            await task
+        assert panel.errors == ["crash lb2 refused: no balancer named 'lb2'; known: ['lb1']"]
+    finally:
+        panel.close()
+    hidden = ClusterPanel(lab, show_front_door=False, show_deploys=False)
+    try:
+        assert not shown(hidden.front_door.box) and not shown(hidden.deploys.box)
+    finally:
+        hidden.close()
+
+
+async def test_rolling_restart_button_runs_a_deploy_shows_its_steps_and_fails_nothing() -> None:
+    lab = await Lab.start(3, health=FAST_CHECKS, slow_start=0.3)  # warm-up: a deploy that takes a while
+    view = ViewOfLab(lab)
+    panel = ClusterPanel(as_lab(view), refresh_interval=0.05)
+    try:
+        await lab.apply(SetLoad(rate=40))
+        await wait_for(lambda: lab.status().balancers[0].requests >= 10, timeout=5, message="load flows")
+        requests_before = lab.status().balancers[0].requests
+        panel.deploy_buttons["rolling"].click()
+        assert all(button.disabled for button in panel.deploy_buttons.values())  # at once, in the click
+        assert text(panel.deploys.summary) == "rolling restart running…"
+        await wait_for(lambda: "a: warm-up" in text(panel.deploys.steps), timeout=10, message="a warming up")
+        assert all(button.disabled for button in panel.deploy_buttons.values())  # still running
+        await wait_for(lambda: "done in" in text(panel.deploys.summary), timeout=30, message="deploy done")
+        assert not any(button.disabled for button in panel.deploy_buttons.values())
+        steps = text(panel.deploys.steps).splitlines()
+        assert [line.split()[1:3] for line in steps] == [["a:", "done"], ["b:", "done"], ["c:", "done"]]
+        summary = text(panel.deploys.summary)
+        assert re.fullmatch(
+            r"rolling restart done in \d+\.\d s: a, b, c — 0 requests failed at the balancer meanwhile", summary
+        )
+        assert lab.status().balancers[0].requests - requests_before >= 20  # it was under load all along
+        assert view.commands == [Deploy(batch=1)]
+        assert "deploy c: done" in text(panel.event_log)
+        assert panel.errors == []
+    finally:
+        panel.close()
+        await lab.stop()
+
+
+async def test_restart_all_button_restarts_every_instance_at_once(lab: Lab, view: ViewOfLab) -> None:
+    panel = ClusterPanel(as_lab(view))
+    view.gate = asyncio.Event()  # the lab busy with an earlier command: the deploy is waiting to run
+    try:
+        panel.deploy_buttons["all-at-once"].click()
+        await wait_for(lambda: view.commands == [Deploy(how="all-at-once")], timeout=5, message="sent")
+        assert all(button.disabled for button in panel.deploy_buttons.values())
+        view.gate.set()
+        await wait_for(lambda: "done in" in text(panel.deploys.summary), timeout=10, message="deploy done")
+        assert not any(button.disabled for button in panel.deploy_buttons.values())
+        steps = [line.split(None, 1)[1] for line in text(panel.deploys.steps).splitlines()]
+        assert steps == [f"{name}: restart (all at once, without draining)" for name in "abc"]
+        assert text(panel.deploys.summary).startswith("restart all done in ")
+    finally:
+        panel.close()
+
+
+async def test_a_second_deploy_is_refused_and_the_panel_says_why() -> None:
+    lab = await Lab.start(2, health=FAST_CHECKS, slow_start=1.0)
+    panel = ClusterPanel(lab)
+    try:
+        elsewhere = asyncio.create_task(lab.apply(Deploy()))  # the TUI, the admin API, a notebook cell
+        await wait_for(lambda: "a: warm-up" in text(panel.deploys.steps), timeout=10, message="its steps shown")
+        panel.deploy_buttons["rolling"].click()
+        await wait_for(lambda: panel.errors, timeout=5, message="the refusal is shown")
+        assert panel.errors == ["rolling restart refused: a deploy is already running; wait for it to finish"]
+        assert shown_text(panel.output) == panel.errors
+        assert text(panel.deploys.summary) == "rolling restart did not run to the end (see below)"
+        assert not any(button.disabled for button in panel.deploy_buttons.values())
+        await elsewhere
+        await wait_for(lambda: "b: done" in text(panel.deploys.steps), timeout=5, message="the other's steps go on")
+        with pytest.raises(ValueError, match=r"deploy must be one of \['rolling', 'all-at-once', 'balancers'\]"):
+            panel.click_deploy("blue-green")
+    finally:
+        panel.close()
+        await lab.stop()
+
+
+async def test_upgrade_balancers_button_is_a_planned_takeover(pair_lab: Lab, pair_view: ViewOfLab) -> None:
+    view = pair_view
+    panel = ClusterPanel(as_lab(view), refresh_interval=0.05)
+    try:
+        await panel.click_deploy("balancers")
+        assert view.commands == [Deploy(target="balancers")]
+        steps = [line.split(None, 1)[1] for line in text(panel.deploys.steps).splitlines()]
+        assert steps == [
+            "lb2: restart (the new version, rejoining the pair)",
+            "lb1: resign (hands the address over before it stops)",
+        ]
+        assert text(panel.deploys.summary).startswith("upgrade balancers done in ")
+        assert "requests failed" not in text(panel.deploys.summary)  # restarted balancers count afresh
+        await wait_for(lambda: "holds" in text(panel.front_door.summary), timeout=5, message="one holds it")
+        assert panel.errors == []
+    finally:
+        panel.close()
+
+
+async def test_in_a_pair_the_log_says_which_balancer_saw_it(pair_lab: Lab) -> None:
+    panel = ClusterPanel(pair_lab)
+    try:
+        await pair_lab.apply(InjectFault("c", "crash"))
+        # Each balancer has its own health checks: both mark c down, and the log says whose verdict each is.
+        await wait_for(lambda: "lb1: c marked DOWN" in text(panel.event_log), timeout=10, message="lb1's verdict")
+        await wait_for(lambda: "lb2: c marked DOWN" in text(panel.event_log), timeout=10, message="lb2's verdict")
+        await pair_lab.apply(BalancerFault("lb1", "crash"))
+        # A role change names its balancer already: not "lb2: lb2 is now MASTER".
+        await wait_for(lambda: "lb2 is now MASTER" in text(panel.event_log), timeout=MASTER_DOWN + TAKEOVER_MARGIN)
+        assert "lb2: lb2" not in text(panel.event_log)
+    finally:
+        panel.close()
+
+
+async def test_with_one_balancer_the_log_is_as_it_was(lab: Lab) -> None:
+    panel = ClusterPanel(lab)
+    try:
+        await lab.apply(InjectFault("c", "crash"))
+        await wait_for(lambda: "c marked DOWN" in text(panel.event_log), timeout=10, message="c marked down")
+        assert "lb1:" not in text(panel.event_log)
+    finally:
+        panel.close()
+
+
+@pytest.mark.usefixtures("no_child_processes")
+async def test_a_pair_in_process_isolation_shows_each_balancers_process() -> None:
+    lab = await Lab.start(2, balancers=2, isolation="process", health=FAST_CHECKS)
+    panel = ClusterPanel(lab, refresh_interval=0.05)
+    try:
+        pids = {b.name: b.pid for b in lab.status().balancers}
+        assert all(pids.values()) and pids["lb1"] != pids["lb2"]
+        assert [balancer_line(panel, name)[3] for name in ("lb1", "lb2")] == [str(pids["lb1"]), str(pids["lb2"])]
+        await panel.click_balancer("lb1", "crash")  # a real kill -9 of its process
+        await wait_for(lambda: balancer_line(panel, "lb2")[4] == "holds it", timeout=MASTER_DOWN + TAKEOVER_MARGIN)
+        assert balancer_line(panel, "lb1")[2:4] == ["crashed", "-"]
+        await panel.click_balancer("lb1", "recover")  # a new process
+        await wait_for(lambda: balancer_line(panel, "lb1")[4] == "holds it", timeout=10, message="lb1 back, preempting")
+        new_pid = balancer_line(panel, "lb1")[3]
+        assert new_pid.isdigit() and int(new_pid) not in pids.values()
+        assert panel.errors == []
+    finally:
+        panel.close()
+        await lab.stop()

@@ -1,14 +1,16 @@
 """Every spofkit widget, measured as a learner sees it: JupyterLab in headless Chromium, at two widths.
 
 A small notebook made in a temporary folder shows each kind of widget on a real lab (three live instances on
-127.0.0.1): the ClusterPanel, a ``predict`` with choices (lesson 00's answers after one that wraps) and one
-with a number, an ExperimentRunner, a HealthExplorer and a ``progress_bar``. The test runs it from JupyterLab's
-Run menu and then, at 1280x800 and again at 900x800 (the file browser left open, as a learner has it):
+127.0.0.1): the ClusterPanel (and a second one, of a lab with a pair of balancers), a ``predict`` with choices
+(lesson 00's answers after one that wraps) and one with a number, an ExperimentRunner, a HealthExplorer and a
+``progress_bar``. The test runs it from JupyterLab's Run menu and then, at 1280x800 and again at 900x800 (the
+file browser left open, as a learner has it):
 
 - **measures** each widget in the page (``browser.MEASURE``): no text of a button, label, checkbox, radio
   option, readout or dropdown option is cut (``scrollWidth <= clientWidth``; a dropdown's options against its
   box), no two boxes side by side overlap, no radio option's text spills out of its own box, no cell of the
-  panel's table wraps, every slider's track is wider than 100 px, nothing sticks out past the cell's output;
+  panel's tables (instances, balancers) wraps, no log line breaks inside a word, every slider's track is wider
+  than 100 px, nothing sticks out past the cell's output;
 - **uses** them with the mouse: clicks the second radio option's circle at 1280 px, and at 900 px the fourth's
   text, the third's circle and the second's circle, each time checking that the one clicked is the one
   selected; locks the guess in and reads what the kernel echoes; types a number guess; crashes and recovers
@@ -16,7 +18,12 @@ Run menu and then, at 1280x800 and again at 900x800 (the file browser left open,
   that the lab's header shows that load), later back to 0 (load off); picks ``least_connections`` in the
   strategy menu (the header shows the lab took it), then the learner's own strategy ``mine``, which no command
   can carry by name: the panel shows the refusal in its output and the menu shows the lab's strategy again;
-  presses Run on the ExperimentRunner and waits for its report and plot.
+  presses Run on the ExperimentRunner and waits for its report and plot;
+- on a second panel, of a lab with a pair of balancers: crashes ``lb1`` from its row and waits for the page
+  to show ``lb2`` MASTER holding the service address (and ``lb1`` crashed, STOPPED), recovers ``lb1``; at
+  900 px presses **rolling restart**, sees every deploy button disabled, each instance's steps reach ``done``
+  and the buttons enabled again; then cuts ``lb1``'s adverts and measures the panel in that split brain
+  (``lb2`` blocked, the summary and the note saying why), and heals it.
 
 Every control of a widget sends a command to ``lab.apply``: what the header shows is the lab's answer.
 
@@ -46,6 +53,7 @@ from browser import (
 from playwright.sync_api import Locator, Page, expect, sync_playwright
 
 from spofkit.widgets.cluster_panel import LOAD_SLIDER_MAX
+from spofkit.widgets.deploys import DEPLOYS
 
 SCREENSHOTS = Path(os.environ.get("SPOFKIT_SCREENSHOTS", "/tmp/spofkit-widgets"))
 NOTEBOOK = "widgets.ipynb"
@@ -71,6 +79,12 @@ CELLS = {
         "lab = await Lab.start(instances=3, strategy=Mine())"
     ),
     "panel": "panel = ClusterPanel(lab)\npanel",
+    "pair": (
+        "from spofkit.health import HealthSettings\n\n"
+        "quick = HealthSettings(interval=0.2, timeout=0.15, rise=2, fall=2)\n"
+        "pair_lab = await Lab.start(3, balancers=2, health=quick)\n"
+        "pair_panel = ClusterPanel(pair_lab)\npair_panel"
+    ),
     "choices": f"guess = predict('How many requests will the client see fail?', {CHOICES!r})\nguess",
     "number": "number = predict('How many seconds after b crashes will it be marked DOWN?', unit='s')\nnumber",
     "runner": (
@@ -84,6 +98,7 @@ CELLS = {
 # ipywidgets' own).
 WIDGETS = {
     "panel": ".spofkit-cluster-panel",
+    "pair": ".spofkit-cluster-panel",
     "choices": ".spofkit-prediction",
     "number": ".spofkit-prediction",
     "runner": ".spofkit-experiment",
@@ -129,12 +144,14 @@ def test_every_widget_fits_and_responds_in_chromium(jupyterlab: JupyterLab) -> N
                 for widget in widgets.values():
                     expect(widget).to_be_visible(timeout=90_000)
                 expect(widgets["panel"].locator(".spofkit-row-c")).to_contain_text("UP", timeout=30_000)
+                expect(widgets["pair"].locator(".spofkit-balancer-row-lb1")).to_contain_text("holds it", timeout=30_000)
 
                 problems += measure_all(widgets, WIDTHS[0])
                 use_widgets_wide(page, widgets)
                 page.set_viewport_size({"width": WIDTHS[1], "height": HEIGHT})
                 problems += measure_all(widgets, WIDTHS[1])
                 use_widgets_narrow(page, widgets)
+                problems += measure_split_brain(widgets["pair"], WIDTHS[1])
             except BaseException:
                 print("measured so far:", *problems, sep="\n")
                 raise
@@ -156,6 +173,8 @@ def use_widgets_wide(page: Page, widgets: dict[str, Locator]) -> None:
     row_b.locator(".spofkit-recover-b").click()
     expect(row_b).to_contain_text("UP", timeout=30_000)
     expect(panel).to_contain_text("b marked UP", timeout=15_000)
+    expect(panel.locator(".spofkit-front-door")).to_contain_text("a single point of failure")
+    crash_lb1_and_watch_lb2_take_over(widgets["pair"])
 
     load = panel.locator(".widget-slider")
     header = panel.locator(".widget-html").first
@@ -188,6 +207,57 @@ def use_widgets_wide(page: Page, widgets: dict[str, Locator]) -> None:
     expect(runner.locator("img")).to_be_visible(timeout=10_000)
 
 
+def crash_lb1_and_watch_lb2_take_over(pair: Locator) -> None:
+    """Crash the master from its row: the backup's row shows it MASTER and holding the address, the dead one
+    STOPPED; then recover lb1, which (preempt on) takes the address back."""
+    lb1, lb2 = pair.locator(".spofkit-balancer-row-lb1"), pair.locator(".spofkit-balancer-row-lb2")
+    expect(lb2).to_contain_text("BACKUP")
+    lb1.locator(".spofkit-balancer-crash-lb1").click()
+    expect(lb1).to_contain_text("crashed", timeout=10_000)
+    # The master-down interval (0.76 s) and a refresh (0.5 s), with room for a busy machine.
+    expect(lb2).to_contain_text("MASTER", timeout=10_000)
+    expect(lb2).to_contain_text("holds it", timeout=10_000)
+    expect(lb1).to_contain_text("STOPPED")
+    expect(pair.locator(".spofkit-front-door")).to_contain_text("front door: lb2 holds 127.0.0.1:")
+    expect(pair).to_contain_text("lb2 is now MASTER: no advert from lb1")
+    lb1.locator(".spofkit-balancer-recover-lb1").click()
+    expect(lb1).to_contain_text("holds it", timeout=15_000)
+    expect(lb2).to_contain_text("BACKUP", timeout=10_000)
+
+
+def rolling_restart_from_the_page(pair: Locator) -> None:
+    """Press **rolling restart**: every deploy button is disabled while it runs, the steps show, then they are
+    enabled again and the summary says what it cost."""
+    buttons = pair.locator(".spofkit-deploys button")
+    expect(buttons).to_have_count(len(DEPLOYS))
+    pair.locator(".spofkit-deploy-rolling").click()
+    for index in range(len(DEPLOYS)):
+        expect(buttons.nth(index)).to_be_disabled(timeout=5_000)
+    steps = pair.locator(".spofkit-deploy-steps")
+    for name in "abc":
+        expect(steps).to_contain_text(f"{name}: done", timeout=30_000)
+    expect(pair.locator(".spofkit-deploys")).to_contain_text("0 requests failed at the balancer meanwhile")
+    for index in range(len(DEPLOYS)):
+        expect(buttons.nth(index)).to_be_enabled(timeout=5_000)
+
+
+def measure_split_brain(pair: Locator, width: int) -> list[str]:
+    """Cut lb1's adverts: lb2 becomes master too and is blocked; the summary and the note say so. Measure the
+    panel in that state (its longest lines), then heal it."""
+    lb1, lb2 = pair.locator(".spofkit-balancer-row-lb1"), pair.locator(".spofkit-balancer-row-lb2")
+    lb1.locator(".spofkit-balancer-advert_loss-lb1").click()
+    expect(lb2).to_contain_text("blocked", timeout=10_000)
+    front_door = pair.locator(".spofkit-front-door")
+    expect(front_door).to_contain_text("split brain: lb1 and lb2 both think they are master")
+    expect(front_door).to_contain_text("lb2: cannot take 127.0.0.1:")
+    found = measure(pair)
+    pair.screenshot(path=str(SCREENSHOTS / f"{width}-pair-split-brain.png"))
+    front_door.screenshot(path=str(SCREENSHOTS / f"{width}-front-door-split-brain.png"))  # the top, unhidden
+    lb1.locator(".spofkit-balancer-recover-lb1").click()
+    expect(lb2).to_contain_text("BACKUP", timeout=10_000)
+    return [f"{width}px pair, split brain: {problem}" for problem in found]
+
+
 def use_widgets_narrow(page: Page, widgets: dict[str, Locator]) -> None:
     choices = widgets["choices"]
     choose(page, choices, 3, "text")
@@ -201,6 +271,8 @@ def use_widgets_narrow(page: Page, widgets: dict[str, Locator]) -> None:
     shown = drag_slider(page, load, 0.0)
     assert shown == "0", f"dragged the load slider to its left end, it shows {shown!r}"
     expect(header).to_contain_text("load off", timeout=10_000)
+
+    rolling_restart_from_the_page(widgets["pair"])
 
 
 def measure_all(widgets: dict[str, Locator], width: int) -> list[str]:

@@ -10,7 +10,10 @@ Where things live, one idea a module:
 - :mod:`~spofkit.widgets.cluster_panel` — :class:`ClusterPanel`: one row per instance
   (:mod:`~spofkit.widgets.instance_row`: its state, fault and counters, buttons to crash, hang, slow, gray,
   recover or restart it), switches for health checks, retries and ejection, a strategy menu, a background load
-  slider, the last events.
+  slider, the front door (:mod:`~spofkit.widgets.front_door`: one line for a single balancer; a row per balancer
+  of a pair, its role and buttons to crash, hang or cut the adverts of it), deploy buttons
+  (:mod:`~spofkit.widgets.deploys`: a rolling restart beside the naive restart-all, and the steps as they go),
+  the last events.
 - :mod:`~spofkit.widgets.experiment` — :class:`ExperimentRunner`: sliders for rate, duration and fault time, a
   fault menu and a **Run** button around ``lab.run_load(...)``, showing the report and its timeline plot; and
   :func:`progress_bar`, a bar that is ``run_load``'s ``on_progress`` callback.
@@ -25,8 +28,9 @@ Where things live, one idea a module:
   traceback. :mod:`~spofkit.widgets._display` holds the layouts that keep every label whole in JupyterLab.
 
 **Testing without a browser.** Every button is an attribute (``panel.buttons[("b", "crash")]``,
-``runner.run_button``); ``button.click()`` runs the same callback a browser click does. The methods behind them
-(``click_fault``, ``switch``, ``run``, ``guess``) can be awaited directly.
+``panel.balancer_buttons[("lb1", "crash")]``, ``panel.deploy_buttons["rolling"]``, ``runner.run_button``);
+``button.click()`` runs the same callback a browser click does. The methods behind them (``click_fault``,
+``click_balancer``, ``click_deploy``, ``switch``, ``run``, ``guess``) can be awaited directly.
 """
 
 from spofkit.widgets.cluster_panel import ClusterPanel, fault_buttons

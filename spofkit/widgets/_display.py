@@ -19,6 +19,9 @@ FIXED = {"flex": "0 0 auto"}
 SNUG = {"width": "auto", **FIXED}
 # A row's figures keep their columns; only in a notebook narrower than all of them do they wrap.
 FIGURES = {"flex": "0 1 auto", "flex_flow": "row wrap"}
+# A log (events, a deploy's steps): pre-wrap, so a long line wraps in a narrow notebook instead of running off its
+# edge, and between words (JupyterLab's <pre> breaks anywhere: "waiting for 2 passed ch|ecks").
+LOG_STYLE = "margin:0;font-size:85%;white-space:pre-wrap;word-break:normal;overflow-wrap:break-word"
 
 # What a notebook's Output widget holds: records in the notebook format, set as a whole (``output.outputs =``)
 # so that a widget can write to its output area from a callback, outside any cell.

@@ -1,14 +1,18 @@
 """The cluster panel: fail a node with a click and watch the lab react, in a notebook or on a projector.
 
-One row per instance (:mod:`~spofkit.widgets.instance_row`): its state, fault and counters, and buttons to crash,
-hang, slow, gray, recover or restart it. Above the rows, the lab's switches: the strategy, health checks,
-retries, ejection, and a background load slider. Below them, the last events, in the words every view uses
+From the top, as a request travels: the lab's switches (the strategy, health checks, retries, ejection, a
+background load slider); the front door (:mod:`~spofkit.widgets.front_door`: one line for a single balancer, a
+row per balancer of a pair with its role and buttons to crash, hang or cut the adverts of it); one row per
+instance (:mod:`~spofkit.widgets.instance_row`: its state, fault and counters, and buttons to crash, hang, slow,
+gray, recover or restart it); the deploy buttons (:mod:`~spofkit.widgets.deploys`: a rolling restart, the naive
+restart-all) with the running deploy's steps; the last events, in the words every view uses
 (``event.describe()``).
 
 The panel is a *view that sends commands*. It reads ``lab.status()`` and the event stream ``lab.events``, and
 every control it offers becomes one :mod:`command <spofkit.commands>` handed to ``lab.apply``: the **crash**
 button of ``b`` is ``InjectFault("b", "crash")``, the retries checkbox is ``ChangeSettings(retries=...)``, the
-load slider is ``SetLoad(rate=...)``. The TUI's keys and the admin API send the same commands, so the lab
+load slider is ``SetLoad(rate=...)``, **cut adverts** of ``lb1`` is ``BalancerFault("lb1", "advert_loss")``,
+**rolling restart** is ``Deploy(batch=1)``. The TUI's keys and the admin API send the same commands, so the lab
 cannot tell (and need not care) who pressed what. A command the lab refuses (an instance removed a moment
 before the click) is shown in the panel with the lab's reason.
 
@@ -27,13 +31,27 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
-from spofkit.commands import ChangeSettings, Command, CommandError, InjectFault, Recover, Restart, SetLoad, SetStrategy
-from spofkit.events import PER_REQUEST_EVENTS, Event
+from spofkit.commands import (
+    BalancerFault,
+    BalancerRecover,
+    BalancerRestart,
+    ChangeSettings,
+    Command,
+    CommandError,
+    InjectFault,
+    Recover,
+    Restart,
+    SetLoad,
+    SetStrategy,
+)
+from spofkit.events import PER_REQUEST_EVENTS, DeployStep, Event
 from spofkit.faults import PRESETS, Preset
 from spofkit.status import LabStatus, is_serving
 from spofkit.strategies import strategy_names
-from spofkit.widgets._display import FIGURES, FIXED, ROW, SNUG, set_html
+from spofkit.widgets._display import FIGURES, FIXED, LOG_STYLE, ROW, SNUG, set_html
 from spofkit.widgets._scheduling import ClickScheduler, Scheduled
+from spofkit.widgets.deploys import DEPLOYS, DeployControls
+from spofkit.widgets.front_door import BALANCER_ACTIONS, BALANCER_FAULTS, BalancerRow, FrontDoorView
 from spofkit.widgets.instance_row import COLUMNS, InstanceRow
 
 if TYPE_CHECKING:
@@ -72,12 +90,14 @@ class ClusterPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
 
     ``faults`` picks the fault buttons: names of :data:`spofkit.faults.PRESETS` (``["crash", "too_slow"]``), or
     a dict from such a name to the parameters its button should use instead (``{"slow": {"ms": 50}}``).
-    ``refresh_interval`` is how often counters are re-read while the lab runs.
+    ``refresh_interval`` is how often counters are re-read while the lab runs. ``show_front_door`` and
+    ``show_deploys`` switch the balancers' section and the deploy buttons off (both are shown by default).
 
-    **Testing without a browser.** Every button is an attribute (``panel.buttons[("b", "crash")]``) and
+    **Testing without a browser.** Every button is an attribute (``panel.buttons[("b", "crash")]``,
+    ``panel.balancer_buttons[("lb1", "advert_loss")]``, ``panel.deploy_buttons["rolling"]``) and
     ``button.click()`` runs the same callback a browser click does. The methods behind the controls
-    (:meth:`click_fault`, :meth:`choose_strategy`, :meth:`switch`, :meth:`set_load`) return the scheduled task:
-    ``await`` it to wait until the lab has applied the command.
+    (:meth:`click_fault`, :meth:`click_balancer`, :meth:`click_deploy`, :meth:`choose_strategy`, :meth:`switch`,
+    :meth:`set_load`) return the scheduled task: ``await`` it to wait until the lab has applied the command.
     """
 
     def __init__(
@@ -88,6 +108,8 @@ class ClusterPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         refresh_interval: float = 0.5,
         show_settings: bool = True,
         log_lines: int = 8,
+        show_front_door: bool = True,
+        show_deploys: bool = True,
     ) -> None:
         if not refresh_interval > 0:
             raise ValueError(f"refresh_interval must be > 0 seconds, got {refresh_interval!r}")
@@ -109,6 +131,7 @@ class ClusterPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self._log_lines: deque[str] = deque(maxlen=log_lines)
         self._rows_box = widgets.VBox()
         self._syncing = False
+        self._pair = False  # the lab has a pair of balancers: the log says whose view an event is
         # Controls whose command has not been applied yet: showing the lab's (older) value would undo the click.
         self._pending: Counter[str] = Counter()
         self.controls = self._make_controls() if show_settings else widgets.HBox()
@@ -120,7 +143,23 @@ class ClusterPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             for heading, width in COLUMNS
         ]
         self.headings = widgets.HBox([widgets.HBox(headings, layout=widgets.Layout(**FIGURES))])
-        super().__init__([self.header, self.controls, self.headings, self._rows_box, self.event_log, self.output])
+        self.front_door = FrontDoorView(self.click_balancer)
+        self.deploys = DeployControls(self.click_deploy)
+        self.front_door.box.layout.display = None if show_front_door else "none"
+        self._show_front_door = show_front_door
+        self.deploys.box.layout.display = None if show_deploys else "none"
+        super().__init__(
+            [
+                self.header,
+                self.controls,
+                self.front_door.box,
+                self.headings,
+                self._rows_box,
+                self.deploys.box,
+                self.event_log,
+                self.output,
+            ]
+        )
         self.add_class("spofkit-cluster-panel")
         self._closed = False
         self._timer: asyncio.Task[None] | None = None
@@ -138,6 +177,20 @@ class ClusterPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             return self.rows[name]
         except KeyError:
             raise KeyError(f"no instance named {name!r} in the panel; known: {sorted(self.rows)}") from None
+
+    def balancer_row(self, name: str) -> BalancerRow:
+        """The row of balancer ``name`` (a lab with a pair has one per balancer; a single balancer has a line)."""
+        return self.front_door.row(name)
+
+    @property
+    def balancer_buttons(self) -> dict[tuple[str, str], widgets.Button]:
+        """The balancers' buttons, by (balancer, action): ``("lb1", "crash")``, ``("lb2", "advert_loss")``..."""
+        return self.front_door.buttons
+
+    @property
+    def deploy_buttons(self) -> dict[str, widgets.Button]:
+        """The deploy buttons: ``rolling``, ``all-at-once`` and (shown with a pair) ``balancers``."""
+        return self.deploys.buttons
 
     # --- acting: every control sends one command ----------------------------------------------------
 
@@ -177,6 +230,44 @@ class ClusterPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             return self.send(lambda: Restart(name), f"restart {name}")
         preset = self.faults[action]
         return self.send(lambda: InjectFault(name, preset.kind, preset.params), f"{action} {name}")
+
+    def click_balancer(self, name: str, action: str) -> Scheduled:
+        """What the button ``action`` of balancer ``name`` does: ``crash``, ``hang`` and ``advert_loss`` (the
+        button **cut adverts**) are ``BalancerFault(name, action)``; ``recover`` is ``BalancerRecover(name)``
+        and ``restart`` is ``BalancerRestart(name)``."""
+        if action not in BALANCER_ACTIONS:
+            raise ValueError(f"action must be one of {list(BALANCER_ACTIONS)}, got {action!r}")
+        what = f"{BALANCER_ACTIONS[action][0]} {name}"
+        if action == "recover":
+            return self.send(lambda: BalancerRecover(name), what)
+        if action == "restart":
+            return self.send(lambda: BalancerRestart(name), what)
+        assert action in BALANCER_FAULTS
+        return self.send(lambda: BalancerFault(name, action), what)
+
+    def click_deploy(self, key: str) -> Scheduled:
+        """What a deploy button does: ``rolling`` sends ``Deploy(batch=1)``, ``all-at-once``
+        ``Deploy(how="all-at-once")``, ``balancers`` ``Deploy(target="balancers")``. The deploy buttons are
+        disabled until the lab has finished it (or refused it: a deploy is already running, HTTP 409)."""
+        if key not in DEPLOYS:
+            raise ValueError(f"deploy must be one of {list(DEPLOYS)}, got {key!r}")
+        # Disabled at once, in the click: a double click in the browser must not send a second deploy.
+        self.deploys.started(key, self.lab.status())
+        try:
+            return self._scheduler.schedule(self._deploy(key), DEPLOYS[key].label)
+        except RuntimeError:  # no loop to run it on: nothing started
+            self.deploys.finished(key, None, self.lab.status())
+            raise
+
+    async def _deploy(self, key: str) -> dict[str, Any]:
+        result = None
+        try:
+            result = await self.lab.apply(DEPLOYS[key].command)
+            return result
+        finally:
+            if not self._closed:
+                self.deploys.finished(key, result, self.lab.status())
+                self.refresh()
 
     def choose_strategy(self, strategy: str) -> Scheduled:
         """What picking ``strategy`` in the menu does: ``SetStrategy(strategy)``.
@@ -268,6 +359,10 @@ class ClusterPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         for instance in status.instances:
             self.rows[instance.name].show(instance, health_checks=status.health_checks)
         set_html(self.header, self._header(status))
+        self._pair = len(status.balancers) > 1 or self._pair  # a stopped lab has none: its last lines stay as they were
+        if self._show_front_door:
+            self.front_door.show(status)
+        self.deploys.show(status)
         self._sync_controls(status)
 
     def _sync_controls(self, status: LabStatus) -> None:
@@ -305,12 +400,22 @@ class ClusterPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         # Per-request events come many a second: they only move counters, which the timer refreshes.
         if isinstance(event, PER_REQUEST_EVENTS) or self._closed:
             return
-        self._log_lines.append(f"{event.at:7.2f}s  {html.escape(event.describe())}")
-        # pre-wrap: a long line wraps in a narrow notebook instead of running off its edge.
+        if isinstance(event, DeployStep):
+            self.deploys.heard(event)
+        self._log_lines.append(f"{event.at:7.2f}s  {html.escape(self._log_line(event))}")
         log = "\n".join(self._log_lines)
-        set_html(self.event_log, f"<pre style='margin:0;font-size:85%;white-space:pre-wrap'>{log}</pre>")
+        set_html(self.event_log, f"<pre style='{LOG_STYLE}'>{log}</pre>")
         self.refresh()
         self._start_timer()  # an instance added after a lull: keep counting
+
+    def _log_line(self, event: Event) -> str:
+        """``event.describe()``; in a pair, a balancer's event says whose it is: each has its own health checks
+        and pool, so "c marked UP" comes twice, once from each."""
+        line = event.describe()
+        balancer = getattr(event, "balancer", None)
+        if self._pair and isinstance(balancer, str) and not line.startswith(balancer):
+            return f"{balancer}: {line}"
+        return line
 
     def _start_timer(self) -> None:
         if self._closed or (self._timer is not None and not self._timer.done()):
