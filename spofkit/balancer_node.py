@@ -204,6 +204,8 @@ class BalancerNode:
 
     @property
     def role(self) -> str:
+        if not self.running:
+            return STOPPED
         if self.front_door.mode == SINGLE:
             return SINGLE
         if self.front_door.mode == ACTIVE_ACTIVE:
@@ -244,6 +246,7 @@ class BalancerNode:
     async def _release_now(self) -> None:
         site, self._service_site = self._service_site, None
         self.holds_address = False
+        self.address_error = ""  # whatever kept us from the address no longer matters: we let it go
         if site is not None:
             await site.stop()
 
@@ -284,7 +287,7 @@ class BalancerNode:
             state=state,
             address=self.service_url if self.holds_address else None,
             pid=None,
-            note=self.address_error,
+            note=self.address_error if state == "blocked" else "",
         )
 
 

@@ -280,6 +280,7 @@ class Lab:
             load_paused=bool(background and background.paused),
             instances=rows,
             balancers=balancers,
+            deploying=self._deploying,
         )
 
     # --- commands: the one way to change a lab ------------------------------------------------------------

@@ -178,6 +178,7 @@ class LabStatus:
     load_paused: bool
     instances: list[InstanceStatus] = field(default_factory=list)
     balancers: list[BalancerStatus] = field(default_factory=list)
+    deploying: bool = False  # a Deploy command is running (a second one would be refused)
 
     def instance(self, name: str) -> InstanceStatus:
         for status in self.instances:
