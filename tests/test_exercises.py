@@ -23,6 +23,7 @@ from spofkit.exercises import (
     check_strategy,
 )
 from spofkit.exercises.failover import _RETRY_SCENARIOS
+from spofkit.exercises.pair import _MASTER_SCENARIOS, _SPLIT_BRAIN_SCENARIOS, PairSimulation, Step, simulate
 from spofkit.health import HealthSettings
 from spofkit.strategies import Backend, RequestInfo, RoundRobin
 
@@ -36,7 +37,7 @@ def right_answer(exercise: Exercise, problem: Problem) -> Any:
 
 
 def test_every_lesson_has_an_exercise() -> None:
-    assert sorted(EXERCISES) == ["00", "01", "02", "03", "04", "05", "06"]
+    assert sorted(EXERCISES) == ["00", "01", "02", "03", "04", "05", "06", "07", "08"]
     assert all(EXERCISES.values())
     ids = [exercise.id for exercise in ALL]
     assert len(ids) == len(set(ids)), "exercise ids must be unique"
@@ -458,6 +459,96 @@ def test_choice_hints_ask_about_the_option_they_name() -> None:
     assert "C: missed: the 50 ms delay is shorter than the probe's 300 ms timeout." in why
 
 
+# --- lessons 07 and 08: the pair of balancers, and deploys -----------------------------------------
+
+
+def test_takeover_time_by_hand_and_its_hints() -> None:
+    worst = numeric_problem(exercises.takeover_time, advert_interval=0.2, priority=100, case="worst")
+    best = numeric_problem(exercises.takeover_time, advert_interval=0.2, priority=100, case="best")
+    assert exercises.takeover_time.solution(worst) == pytest.approx(3 * 0.2 + 156 / 256 * 0.2)
+    assert exercises.takeover_time.solution(best) == pytest.approx(2 * 0.2 + 156 / 256 * 0.2)
+    params = {"advert_interval": 0.2, "priority": 100}
+    assert "left out the skew" in hint_for(exercises.takeover_time, 0.6, **params, case="worst")
+    assert "256 − priority" in hint_for(exercises.takeover_time, 0.6 + 100 / 256 * 0.2, **params, case="worst")
+    assert "came before the kill" in hint_for(exercises.takeover_time, 0.721875, **params, case="best")
+    assert "whole interval" in hint_for(exercises.takeover_time, 0.521875, **params, case="worst")
+
+
+def test_the_pair_simulation_follows_the_pair_rules() -> None:
+    settings = PairSimulation().members["lb2"].settings
+    simulation = PairSimulation()
+    simulation.run_until(2.0)
+    assert simulation.holders == {"lb1"} and simulation.masters() == {"lb1"}
+    simulation.crash("lb1")
+    killed = simulation.now
+    while simulation.holders != {"lb2"}:
+        simulation.run_until(simulation.now + 0.001)
+    # The backup's timer runs from the last advert it heard: up to one interval before the kill.
+    took = simulation.now - killed
+    assert settings.master_down_interval - settings.advert_interval <= took <= settings.master_down_interval + 0.002
+    # A cut link: two masters; on one host the second is blocked; with fencing the second has no lease.
+    assert simulate([Step("cut")]).holders == {"lb1", "lb2"}
+    for blocked in ({"one_host": True}, {"fencing": True}):
+        split = simulate([Step("cut")], **blocked)
+        assert split.masters() == {"lb1", "lb2"} and split.holders == {"lb1"}, blocked
+    assert simulate([Step("cut"), Step("heal")]).holders == {"lb1"}
+    assert simulate([Step("crash", "lb1")], fencing=True).holders == {"lb2"}  # the supervisor saw it die
+    assert simulate([Step("hang", "lb1")]).holders == {"lb1"}  # its adverts go on
+    for preempt, holder in ((True, "lb1"), (False, "lb2")):
+        returned = simulate([Step("crash", "lb1"), Step("restart", "lb1")], preempt=preempt)
+        assert returned.holders == {holder} and returned.masters() == {holder}, preempt
+
+
+def test_who_is_master_and_split_brain_by_hand() -> None:
+    by_words = {(s.steps, s.preempt): index for index, s in enumerate(_MASTER_SCENARIOS)}
+    options = [by_words[("crash lb1, restart lb1", True)], by_words[("crash lb1, restart lb1", False)]]
+    problem = Problem(exercises.who_is_master.id, 0, "by hand", {"ask": "lb2", "options": options})
+    assert exercises.who_is_master.solution(problem) == {"B"}
+    wrong = exercises.who_is_master.check(problem, "AB")
+    assert wrong.off == "look again at A" and "preempt on" in wrong.hint
+    assert "B: lb2 ends as master" in exercises.reveal(problem).note
+    words = [scenario[0] for scenario in _SPLIT_BRAIN_SCENARIOS]
+    cut = words.index("two machines; the link between the balancers breaks; no fencing")
+    fenced = words.index(
+        "two machines; the link between the balancers breaks; a supervisor grants the address by lease (fencing)"
+    )
+    loopback = words.index("one host, both on its loopback; the adverts between them are lost")
+    problem = Problem(exercises.split_brain.id, 0, "by hand", {"options": [cut, fenced, loopback]})
+    assert exercises.split_brain.solution(problem) == {"A"}
+    assert "C: no split brain: master by the rules lb1 and lb2, holding the address lb1." in (
+        exercises.reveal(problem).note
+    )
+
+
+def test_requests_lost_by_hand_and_its_hints() -> None:
+    params = {"rate": 50, "takeover": 0.6, "work_ms": 200}
+    problem = numeric_problem(exercises.requests_lost, **params)
+    assert exercises.requests_lost.solution(problem) == pytest.approx(50 * 0.6 + 50 * 0.2)
+    assert "in flight when the master died" in hint_for(exercises.requests_lost, 30, **params)
+    assert "sent during the takeover" in hint_for(exercises.requests_lost, 10, **params)
+    assert "into seconds" in hint_for(exercises.requests_lost, 50 * (0.6 + 200), **params)
+    no_work = {"rate": 50, "takeover": 0.6, "work_ms": 0}
+    assert "in flight when the master died" not in hint_for(exercises.requests_lost, 20, **no_work)
+
+
+def test_deploy_duration_and_largest_batch_by_hand_and_their_hints() -> None:
+    params = {"instances": 5, "batch": 3, "drain": 1.0, "restart": 2.0, "rise": 2, "interval": 2.0, "warm_up": 30.0}
+    problem = numeric_problem(exercises.deploy_duration, **params)
+    assert exercises.deploy_duration.solution(problem) == pytest.approx(2 * (1 + 2 + 4 + 30))
+    assert exercises.rolling_deploy_seconds(5, 3, drain=1, restart=2, readiness=4, warm_up=30) == 74
+    assert "count batches" in hint_for(exercises.deploy_duration, 5 * 37, **params)
+    assert "round the number of batches up" in hint_for(exercises.deploy_duration, 5 / 3 * 37, **params)
+    assert "warm-up too" in hint_for(exercises.deploy_duration, 2 * 7, **params)
+    assert "readiness takes time" in hint_for(exercises.deploy_duration, 2 * 33, **params)
+    with pytest.raises(ValueError, match="batch must be >= 1"):
+        exercises.rolling_deploy_seconds(3, 0, drain=1, restart=1, readiness=1, warm_up=0)
+    batch = {"instances": 7, "capacity": 80, "peak": 275}  # 275 needs 4 instances of 80
+    assert exercises.largest_batch.solution(numeric_problem(exercises.largest_batch, **batch)) == 3
+    assert "must keep serving" in hint_for(exercises.largest_batch, 4, **batch)
+    assert "whole number" in hint_for(exercises.largest_batch, 3.5, **batch)
+    assert "rounded up" in hint_for(exercises.largest_batch, 1, **batch)
+
+
 # --- lesson 06: a strategy checked against a real lab ----------------------------------------------
 
 
@@ -518,7 +609,7 @@ def solved_exercises() -> list[tuple[str, int, str]]:
 
 def test_solutions_are_written_down() -> None:
     solved = {exercise_id for exercise_id, _seed, _answer in solved_exercises()}
-    for lesson in ("00", "01", "02", "03"):
+    for lesson in ("00", "01", "02", "03", "07", "08"):
         assert {exercise.id for exercise in EXERCISES[lesson]} <= solved
 
 

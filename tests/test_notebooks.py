@@ -35,6 +35,7 @@ import pytest
 from nbclient import NotebookClient
 
 from spofkit import exercises
+from spofkit.netns import WHAT_IT_SHOWS
 
 LESSONS = Path(__file__).resolve().parent.parent / "lessons"
 NOTEBOOKS = sorted(LESSONS.glob("*.ipynb"))
@@ -121,6 +122,8 @@ def test_the_lessons_are_there() -> None:
         "04_failover_and_retries.ipynb",
         "05_gray_failures.ipynb",
         "06_strategies.ipynb",
+        "07_balancer_pair.ipynb",
+        "08_zero_downtime_deploys.ipynb",
     ):
         assert expected in names
 
@@ -212,6 +215,23 @@ WORKED_EXAMPLES: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
             {"consecutive_failures": 3, "base_time": 2.0, "max_time": 30.0, "ejection_number": number},
         )
         for number in (1, 2, 3)
+    ],
+    "07_balancer_pair": [
+        # lb2's master-down interval, and the band below it: the takeover after a kill right after an advert
+        # ("worst") or right before the next one ("best").
+        *[
+            (
+                "backup = PairSettings(advert_interval=0.2, priority=100)",
+                "07.takeover_time",
+                {"advert_interval": 0.2, "priority": 100, "case": case},
+            )
+            for case in ("worst", "best")
+        ],
+        # The live kill: 50 requests/s, 0.2 s of work, a takeover of about the master-down interval.
+        *[
+            ("expected: 50/s ×", "07.requests_lost", {"rate": 50, "takeover": takeover, "work_ms": 200})
+            for takeover in (0.5, 0.6, 0.72)
+        ],
     ],
 }
 SEEDED = re.compile(r"(\w+)\.new_problem\(seed=(\d+)\)")
@@ -361,3 +381,48 @@ def test_lesson_00s_prediction_hint_says_what_the_run_showed(no_child_processes:
         assert "not one request failed: section 7 below shows what the balancer did instead" in box
     else:
         assert f"{run['failed']} of {run['requests']} failed" in box
+
+
+DOCS = LESSONS.parent / "docs"
+
+
+def test_lesson_07_without_root_says_why_and_plots_the_recorded_figures(no_child_processes: None) -> None:
+    """A learner who cannot create network namespaces gets, instead of the experiment, why not, what it would show,
+    and the figures of docs/split_brain.md — the same figures the doc has. Runs lesson 07's split brain cells with
+    ``can_run_netns`` saying no."""
+    notebook = nbformat.read(LESSONS / "07_balancer_pair.ipynb", as_version=4)
+    code_cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    experiment = next(i for i, cell in enumerate(code_cells) if "can_run_netns()" in cell.source)
+    refusal = "it needs root, and this test runs the lesson as if it had none"
+    notebook.cells = [
+        nbformat.v4.new_code_cell(CHECK_FIGURES),
+        nbformat.v4.new_code_cell(
+            f"import spofkit.netns\nspofkit.netns.can_run_netns = lambda ip='ip': (False, {refusal!r})"
+        ),
+        code_cells[0],  # the imports and helpers
+        code_cells[experiment - 1],  # the prediction before it
+        code_cells[experiment],
+        code_cells[experiment + 1],  # the plot
+        nbformat.v4.new_code_cell(
+            "import json\nprint('SPOFKIT-PROBE ' + json.dumps("
+            "{'phases': phases, 'source': source, 'figure_problems': _spofkit_figure_problems}))"
+        ),
+    ]
+    client = NotebookClient(
+        notebook, kernel_name="python3", timeout=CELL_TIMEOUT, resources={"metadata": {"path": str(LESSONS)}}
+    )
+    client.execute()
+    probe = probe_of(notebook.cells[-1])
+    printed = "".join(output.get("text", "") for output in notebook.cells[4].outputs if output.output_type == "stream")
+    assert f"This machine cannot run the experiment: {refusal}." in printed
+    assert WHAT_IT_SHOWS in printed
+    assert "running the experiment" not in printed  # it did not try
+    assert probe["source"] == "recorded in docs/split_brain.md"
+    documented = (DOCS / "split_brain.md").read_text()
+    assert sorted(probe["phases"]) == ["a", "b", "c", "d"]
+    for name, (title, from_a1, from_a2, errors) in probe["phases"].items():
+        failed = ", ".join(f"{kind} {count}" for kind, count in sorted(errors.items())) or "none"
+        assert f"({name}) {title}" in documented
+        assert f"answered by lb1 (a1) {from_a1}, lb2 (a2) {from_a2}; failed: {failed}" in documented, name
+    assert probe["figure_problems"] == []
+    assert raw_reprs(notebook) == []

@@ -33,7 +33,8 @@ then create one instance below and list it in :data:`EXERCISES`.
 
 Where things live: :mod:`~spofkit.exercises.base` (the kinds of exercise), :mod:`~spofkit.exercises.availability`
 (lessons 00–02), :mod:`~spofkit.exercises.health` (03, and 05's health checks),
-:mod:`~spofkit.exercises.failover` (04, and 05's ejection), :mod:`~spofkit.exercises.strategies` (06).
+:mod:`~spofkit.exercises.failover` (04, and 05's ejection), :mod:`~spofkit.exercises.strategies` (06),
+:mod:`~spofkit.exercises.pair` (07, the pair of balancers, and 08, deploys).
 """
 
 from __future__ import annotations
@@ -66,6 +67,17 @@ from spofkit.exercises.health import (
     health_check_notices,
     recovery_window_bound,
 )
+from spofkit.exercises.pair import (
+    DeployDuration,
+    LargestBatch,
+    PairSimulation,
+    RequestsLost,
+    SplitBrainOrNot,
+    TakeoverTime,
+    WhichStepPrevents,
+    WhoIsMaster,
+    rolling_deploy_seconds,
+)
 from spofkit.exercises.strategies import LittlesLaw, check_strategy
 
 # --- the registry ------------------------------------------------------------------------------------
@@ -84,6 +96,13 @@ retry_budget = RetryBudgetSize()
 health_check_misses = HealthCheckMisses()
 ejection_time = EjectionTime()
 littles_law = LittlesLaw()
+takeover_time = TakeoverTime()
+who_is_master = WhoIsMaster()
+requests_lost = RequestsLost()
+split_brain = SplitBrainOrNot()
+deploy_duration = DeployDuration()
+largest_batch = LargestBatch()
+which_step = WhichStepPrevents()
 
 EXERCISES: dict[str, list[Exercise]] = {
     "00": [availability_from_counts],
@@ -93,6 +112,8 @@ EXERCISES: dict[str, list[Exercise]] = {
     "04": [safe_to_retry, retry_budget],
     "05": [health_check_misses, ejection_time],
     "06": [littles_law],  # and check_strategy(), which runs code instead of checking a number
+    "07": [takeover_time, who_is_master, requests_lost, split_brain],
+    "08": [deploy_duration, largest_batch, which_step],
 }
 
 
@@ -121,6 +142,7 @@ __all__ = [
     "AvailabilityFromCounts",
     "ChoiceExercise",
     "CrashErrorFraction",
+    "DeployDuration",
     "DetectionWindow",
     "DowntimeBudget",
     "EjectionTime",
@@ -128,19 +150,27 @@ __all__ = [
     "FalseAlarmFall",
     "Feedback",
     "HealthCheckMisses",
+    "LargestBatch",
     "LittlesLaw",
     "NumericExercise",
     "OutageAvailability",
+    "PairSimulation",
     "ParallelAvailability",
     "Problem",
     "RecoveryWindow",
+    "RequestsLost",
     "RetryBudgetSize",
     "SafeToRetry",
     "SeriesAvailability",
+    "SplitBrainOrNot",
+    "TakeoverTime",
+    "WhichStepPrevents",
+    "WhoIsMaster",
     "allowed_downtime_minutes",
     "check_strategy",
     "exercise",
     "health_check_notices",
     "recovery_window_bound",
     "reveal",
+    "rolling_deploy_seconds",
 ]
