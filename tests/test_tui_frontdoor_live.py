@@ -206,6 +206,8 @@ async def test_deploy_key_rolls_through_the_instances_and_the_clients_panel_repo
         for name in "abc":
             for step in ("drain", "restart", "ready?", "done"):
                 assert f"deploy {name}: {step}" in log, f"no {step} line for {name}"
+        # The line saying it finished comes after the steps it sums up.
+        assert log.index("deploy c: done") < log.index("rolling restart finished")
         steps = [e for e in source.lab.events.history if isinstance(e, DeployStep)]
         assert [s.step for s in steps if s.instance == "a"] == ["drain", "restart", "ready?", "done"]
         # What the clients' panel reports: availability over its window (which covers the whole deploy) and the
