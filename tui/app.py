@@ -2,8 +2,8 @@
 
 It holds no lab logic. It reads a :class:`~tui.sources.DataSource` (events + status snapshots) and sends it
 :mod:`commands <spofkit.commands>`, one per key (``c`` is ``InjectFault(selected, "crash")``, ``t`` is
-``ChangeSettings(retries=...)``, ``+`` is ``SetLoad(rate=...)``; the front-door keys, upper case, act on the
-selected *balancer*: ``C`` is ``BalancerFault(selected, "crash")``, ``D`` is ``Deploy(batch=1)``):
+``ChangeSettings(retries=...)``, ``+`` is ``SetLoad(rate=...)``; the front door's keys act on the selected
+*balancer*, ``C`` is ``BalancerFault(selected, "crash")``, or deploy, ``D`` is ``Deploy(batch=1)``):
 
 - every event is appended to an inbox as it happens (cheap: the lab may publish thousands a second);
 - ``FRAME_RATE`` times a second the inbox is folded into the :class:`~tui.model.LabModel` and the lanes are
@@ -559,7 +559,8 @@ class SpofkitApp(App[None]):
             return
         command = Deploy(target="balancers") if how == "balancers" else Deploy(batch=1, how=how)
         what = {"rolling": "rolling restart", "all-at-once": "restart all at once", "balancers": "upgrade balancers"}
-        self._send(what[how], command, lambda answer: (_deployed(what[how], answer), "good"))
+        tone = "warn" if how == "all-at-once" else "good"  # finished, but clients will have felt it
+        self._send(what[how], command, lambda answer: (_deployed(what[how], answer), tone))
 
     def _setting(self, key: str, shown: Any) -> Any:
         """The value of setting ``key`` to step from: the last one asked for, until the status shows it."""

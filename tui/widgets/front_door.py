@@ -3,8 +3,8 @@
 Clients know one address. Behind it there is one balancer (a single point of failure however many instances
 stand behind it) or a pair. One line per balancer::
 
-     front door  lb1 ✖ –       ✖ CRASHED        0/s                          exit status -9
-                 lb2 ◉ MASTER  ● running       31/s  holds 127.0.0.1:40123   pid 4243
+     front door  lb1  ○ –       ✖ CRASHED        0/s  exit status -9
+                 lb2  ◉ MASTER  ● running       31/s  holds 127.0.0.1:40123  pid 4243
 
 ``◉`` holds the service address (clients reach it), ``○`` stands by, ``⊗`` is a master that cannot take the
 address because the other one holds it (split brain on one host: the kernel lets only one listen). The selected
