@@ -202,6 +202,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     tui = commands.add_parser("tui", help="the terminal dashboard")
     tui.add_argument("--connect", type=_local_url, default=None, help="admin URL of a running `spofkit serve`")
+    tui.add_argument(
+        "--balancers", type=_int_in(1, 2), default=None, metavar="N", help="balancers at the front door: 1, or a pair"
+    )
+    tui.add_argument(
+        "--pair",
+        choices=("active-passive", "active-active"),
+        default=None,
+        help="how a pair shares the service address (default with --balancers 2: active-passive)",
+    )
+    tui.add_argument(
+        "--no-preempt", action="store_true", help="a recovered primary balancer stays backup (active-passive)"
+    )
+    tui.add_argument(
+        "--isolation",
+        choices=("inprocess", "process"),
+        default=None,
+        help="process: every instance and balancer its own OS process, so a crash is a real kill -9",
+    )
+    tui.set_defaults(command_parser=tui)
 
     commands.add_parser("bench", help="run the benchmark scripts in bench/")
     return parser
@@ -228,6 +247,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if args.command == "serve" and args.balancers == 1 and (args.pair or args.no_preempt):
             args.command_parser.error("--pair and --no-preempt are for a pair: add --balancers 2")
+        if args.command == "tui":
+            _check_tui_options(args)
     except SystemExit as exit_:  # argparse has printed the error (or the help)
         return exit_.code if isinstance(exit_.code, int) else 2
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -812,6 +833,30 @@ def open_lab(args: argparse.Namespace) -> int:
     return 0  # pragma: no cover - execv does not return
 
 
+def _tui_lab_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options of ``spofkit tui`` that go to the lab it starts (``Lab.start``); only those given."""
+    options: dict[str, Any] = {}
+    if args.balancers is not None:
+        options["balancers"] = args.balancers
+    if args.pair is not None:
+        options["pair"] = args.pair
+    if args.no_preempt:
+        options["preempt"] = False
+    if args.isolation is not None:
+        options["isolation"] = args.isolation
+    return options
+
+
+def _check_tui_options(args: argparse.Namespace) -> None:
+    """Refuse (through argparse, naming the options) what cannot go together."""
+    given = [f"--{name.replace('_', '-')}" for name in ("balancers", "pair", "isolation") if getattr(args, name)]
+    given += ["--no-preempt"] if args.no_preempt else []
+    if args.connect and given:
+        args.command_parser.error(f"{' '.join(given)}: for the lab tui starts; an attached lab has its own (--connect)")
+    if (args.pair or args.no_preempt) and args.balancers != 2:
+        args.command_parser.error("--pair and --no-preempt are for a pair: add --balancers 2")
+
+
 def open_tui(args: argparse.Namespace) -> int:
     try:
         # Imported by name: the TUI is an optional part (it needs textual) beside the package.
@@ -823,7 +868,7 @@ def open_tui(args: argparse.Namespace) -> int:
             hint = "run it from a spofkit checkout, where tui/app.py lives"
         print(f"spofkit tui: the terminal dashboard is not available ({error}); {hint}", file=sys.stderr)
         return 1
-    result = run(connect=args.connect)
+    result = run(connect=args.connect, **_tui_lab_options(args))
     return result if isinstance(result, int) else 0
 
 

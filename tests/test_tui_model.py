@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,9 @@ pytest.importorskip("textual")
 
 from spofkit.commands import MAX_LOAD_RATE
 from spofkit.events import (
+    BalancerRoleChanged,
     ClientRequest,
+    DeployStep,
     FaultInjected,
     HealthProbe,
     InstanceDown,
@@ -174,6 +177,48 @@ def test_log_lines_for_transitions_and_a_summary_for_retries() -> None:
         ("retries → OFF", "info"),
         ("3 retried (b: connect failed ×3)", "warn"),
     ]
+
+
+def test_with_two_balancers_each_ones_view_is_named_in_the_log_and_the_labs_own_lines_are_not() -> None:
+    model = LabModel()
+    model.name_balancers = True
+    model.ingest(InstanceDown(2.0, "b", "3 failed checks", balancer="lb1"))
+    model.ingest(InstanceDown(2.1, "b", "3 failed checks", balancer="lb2"))
+    model.ingest(SettingChanged(2.2, "retries", False, balancer="lb2"))
+    model.ingest(SettingChanged(2.3, "load_rate", 50.0))  # the lab's load, not a balancer's: no name
+    model.ingest(FaultInjected(2.4, "b", "crash"))  # a fact about the instance, whoever looks
+    model.ingest(BalancerRoleChanged(2.5, "lb2", "master", "no advert from lb1 for 0.76s"))  # names itself
+    model.ingest(BalancerRoleChanged(2.6, "lb1", "stopped", "stopped"))
+    model.ingest(DeployStep(3.0, "a", "drain", "no new requests"))
+    model.ingest(DeployStep(3.5, "a", "done", "UP and serving"))
+    assert [(line.text, line.tone) for line in model.take_log()] == [
+        ("lb1: b marked DOWN: 3 failed checks", "bad"),
+        ("lb2: b marked DOWN: 3 failed checks", "bad"),
+        ("lb2: retries → OFF", "info"),
+        ("load rate → 50/s", "info"),
+        ("fault on b: crash", "bad"),
+        ("lb2 is now MASTER: no advert from lb1 for 0.76s", "warn"),
+        ("lb1 is now STOPPED: stopped", "bad"),
+        ("deploy a: drain (no new requests)", "info"),
+        ("deploy a: done (UP and serving)", "good"),
+    ]
+    model.name_balancers = False  # one balancer: the lines read as they always did
+    model.ingest(InstanceDown(4.0, "b", "3 failed checks"))
+    assert [line.text for line in model.take_log()] == ["b marked DOWN: 3 failed checks"]
+
+
+def test_each_balancers_rate_counts_its_own_answers_of_the_last_second() -> None:
+    model = LabModel()
+    for i in range(30):  # lb1 answered 30 in the second up to 10.0, lb2 answered 10 in its last half
+        model.ingest(dataclasses.replace(served(9.0 + (i + 1) / 30, i, "a"), balancer="lb1"))
+    for i in range(10):
+        model.ingest(dataclasses.replace(served(9.5 + (i + 1) / 20, 100 + i, "b"), balancer="lb2"))
+    assert model.balancer_rate("lb1", now=10.0) == 30.0
+    assert model.balancer_rate("lb2", now=10.0) == 10.0
+    assert model.balancer_rate("lb1", now=11.0) == 0.0  # a balancer that stopped answering falls to 0 in a second
+    assert model.balancer_rate("lb9", now=10.0) == 0.0  # one never heard of answered nothing
+    model.reset()
+    assert model.balancer_rate("lb2", now=10.0) == 0.0
 
 
 def test_load_settings_read_as_sentences() -> None:

@@ -173,3 +173,40 @@ def test_the_event_stream_is_decoded_by_spofkit_wire_and_bad_lines_are_skipped()
     source._deliver(json.dumps({"kind": "InstanceDown", "at": 2.0}))  # fields missing: skipped, not guessed
     source._deliver("not json")
     assert got == [down]
+
+
+async def test_attached_to_a_served_pair_the_strip_shows_both_and_the_crash_key_goes_through_the_admin_api() -> None:
+    from tui.widgets.front_door import FrontDoorStrip
+
+    async with await Lab.start(2, balancers=2, health=FAST_CHECKS) as lab:
+        admin = AdminServer(lab, token=TOKEN)
+        await admin.start()
+        try:
+            app = SpofkitApp(RemoteSource(admin.url, start_load=20.0, token=TOKEN))
+            async with app.run_test(size=(100, 32)) as pilot:
+                try:
+                    strip = app.query_one(FrontDoorStrip)
+
+                    def line(name: str) -> str:
+                        words = next((ln.split() for ln in strip.plain.splitlines() if name in ln.split()), [])
+                        return " ".join(words[words.index(name) :]) if words else ""
+
+                    await wait_for(lambda: line("lb2").startswith("lb2 ○ BACKUP"), DEADLINE, message="both shown")
+                    assert line("lb1").startswith("lb1 ◉ MASTER ● running")
+                    await pilot.press("C")  # BalancerFault("lb1", "crash"), as POST /commands
+                    await wait_for(
+                        lambda: line("lb2").startswith("lb2 ◉ MASTER") and "CRASHED" in line("lb1"),
+                        DEADLINE,
+                        message="lb2 master, read from GET /status",
+                    )
+                    assert lab.status().balancer("lb1").state == "crashed"
+                    await wait_for(
+                        lambda: "lb2 is now MASTER" in "\n".join(s.text for s in app.query_one(EventLog).lines),
+                        DEADLINE,
+                        message="the role change, from the event stream",
+                    )
+                    assert "lb1 crashed" in "\n".join(s.text for s in app.query_one(EventLog).lines)
+                finally:
+                    await app.shutdown()
+        finally:
+            await admin.stop()

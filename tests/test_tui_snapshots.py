@@ -19,7 +19,7 @@ from textual.pilot import Pilot
 
 from spofkit.status import RISING
 from tui.app import SpofkitApp
-from tui.scene import NOW, _instance, scene_source, wait_until_drawn
+from tui.scene import NOW, _instance, pair_scene_source, scene_source, split_brain_status, wait_until_drawn
 from tui.sources import FrozenSource
 
 SnapCompare = Callable[..., bool]
@@ -49,6 +49,17 @@ async def drawn_then_added(pilot: Pilot[None]) -> None:
     await pilot.pause()
 
 
+async def drawn_in_split_brain(pilot: Pilot[None]) -> None:
+    """The pair scene, then lb1's adverts are cut: two masters, lb2 blocked."""
+    await drawn(pilot)
+    app = pilot.app
+    assert isinstance(app, SpofkitApp) and isinstance(app.source, FrozenSource)
+    app.source.move_to(NOW, split_brain_status())
+    app.refresh_figures()
+    await pilot.pause()
+    await pilot.pause()
+
+
 def test_main_screen(snap_compare: SnapCompare) -> None:
     assert snap_compare(SpofkitApp(scene_source()), terminal_size=(100, 32), run_before=drawn)
 
@@ -67,3 +78,15 @@ def test_small_terminal_after_an_instance_is_added(snap_compare: SnapCompare) ->
 
 def test_help_screen_small_terminal(snap_compare: SnapCompare) -> None:
     assert snap_compare(SpofkitApp(scene_source()), terminal_size=(80, 24), run_before=drawn_with_help)
+
+
+def test_pair_after_a_takeover(snap_compare: SnapCompare) -> None:
+    assert snap_compare(SpofkitApp(pair_scene_source()), terminal_size=(100, 32), run_before=drawn)
+
+
+def test_pair_after_a_takeover_small_terminal(snap_compare: SnapCompare) -> None:
+    assert snap_compare(SpofkitApp(pair_scene_source()), terminal_size=(80, 24), run_before=drawn)
+
+
+def test_pair_in_split_brain_small_terminal(snap_compare: SnapCompare) -> None:
+    assert snap_compare(SpofkitApp(pair_scene_source()), terminal_size=(80, 24), run_before=drawn_in_split_brain)

@@ -56,6 +56,13 @@ def wait_until(condition: Callable[[], object], what: str, timeout: float = DEAD
         time.sleep(0.1)
 
 
+def app_shell(command: list[str], status_file: Path) -> str:
+    """A shell line that runs ``command`` in the pane and writes down its exit status (tmux's own record of it
+    proved unreliable). COLUMNS and LINES are unset first: a pane can inherit them (80 and 24, seen under pytest),
+    and an app that believes them draws 80 columns in a wider window."""
+    return f"unset COLUMNS LINES; {shlex.join(command)}; echo $? > {shlex.quote(str(status_file))}; sleep 60"
+
+
 class Tmux:
     """A tmux server of our own, its socket in the test's temporary folder (nothing left in /tmp/tmux-*)."""
 
@@ -88,9 +95,8 @@ class Tmux:
 )
 def test_tui_starts_in_a_terminal_and_quits_cleanly(tmp_path: Path, command: list[str], children: int) -> None:
     tmux = Tmux(tmp_path)
-    # A shell runs the app and writes down its exit status (tmux's own record of it proved unreliable).
     status_file = tmp_path / "exit-status"
-    shell = f"{shlex.join(command)}; echo $? > {shlex.quote(str(status_file))}; sleep 60"
+    shell = app_shell(command, status_file)
     try:
         tmux("new-session", "-d", "-s", "tui", "-x", "100", "-y", "32", "-c", str(REPO), shell)
         wait_until(lambda: "1 a" in tmux.screen() and "UP" in tmux.screen(), "the dashboard is drawn")
@@ -164,7 +170,7 @@ def test_rapid_adds_and_the_help_overlay_at_80x24(tmp_path: Path) -> None:
     tmux = Tmux(tmp_path)
     status_file = tmp_path / "exit-status"
     command = [sys.executable, "-m", "spofkit", "tui"]
-    shell = f"{shlex.join(command)}; echo $? > {shlex.quote(str(status_file))}; sleep 60"
+    shell = app_shell(command, status_file)
     try:
         tmux("new-session", "-d", "-s", "tui", "-x", "80", "-y", "24", "-c", str(REPO), shell)
         wait_until(lambda: "1 a" in tmux.screen() and "▶ c ● UP" in tmux.screen(), "the dashboard is drawn")
@@ -209,3 +215,76 @@ def test_rapid_adds_and_the_help_overlay_at_80x24(tmp_path: Path) -> None:
         assert status_file.read_text().strip() == "0", tmux.screen()
     finally:
         tmux.kill()
+
+
+def strip_line(screen: str, name: str) -> str:
+    """The front door strip's line for balancer ``name`` as the terminal shows it, spaces squeezed, from the name."""
+    for line in screen.splitlines()[1:4]:  # the strip sits under the status bar
+        words = line.split()
+        if name in words:
+            return " ".join(words[words.index(name) :])
+    return ""
+
+
+@pytest.mark.parametrize(
+    ("options", "children"),
+    [
+        pytest.param([], 0, id="inprocess"),
+        # Two balancers and three instances, each its own process: C is a real kill -9 of lb1's.
+        pytest.param(["--isolation", "process"], 5, id="process-isolation"),
+    ],
+)
+def test_crash_key_on_lb1_in_a_real_terminal_shows_lb2_master_and_quit_leaves_nothing(
+    tmp_path: Path, options: list[str], children: int
+) -> None:
+    tmux = Tmux(tmp_path)
+    status_file = tmp_path / "exit-status"
+    command = [sys.executable, "-m", "spofkit", "tui", "--balancers", "2", *options]
+    shell = app_shell(command, status_file)
+    try:
+        tmux("new-session", "-d", "-s", "tui", "-x", "100", "-y", "32", "-c", str(REPO), shell)
+        wait_until(
+            lambda: (
+                strip_line(tmux.screen(), "lb1").startswith("lb1 ◉ MASTER ● running")
+                and strip_line(tmux.screen(), "lb2").startswith("lb2 ○ BACKUP")
+            ),
+            "the front door drawn: lb1 master, lb2 backup",
+        )
+        assert "C crash LB" in tmux.screen()  # the footer shows the pair's keys
+        pane_pid = int(tmux.pane("pane_pid"))
+        wait_until(lambda: len(descendants(pane_pid)) >= 1 + children, f"the app and {children} child processes")
+        started = descendants(pane_pid)
+        if children:  # lb1's line ends with its process id
+            wait_until(lambda: re.search(r"pid \d+$", strip_line(tmux.screen(), "lb1")), "lb1's pid shown")
+            lb1_pid = int(strip_line(tmux.screen(), "lb1").rsplit(" ", 1)[1])
+            assert lb1_pid in started, (lb1_pid, started)
+
+        tmux("send-keys", "-t", "tui", "C")  # lb1 is the selected balancer
+        wait_until(
+            lambda: (
+                strip_line(tmux.screen(), "lb2").startswith("lb2 ◉ MASTER")
+                and "CRASHED" in strip_line(tmux.screen(), "lb1")
+            ),
+            "lb2 MASTER, lb1 crashed, read back from the terminal",
+        )
+        screen = tmux.screen()
+        assert "lb2 is now MASTER" in screen, screen
+        if children:
+            wait_until(lambda: not alive(lb1_pid), "lb1's process is gone (kill -9)", 10.0)
+
+        tmux("send-keys", "-t", "tui", "q")
+        wait_until(lambda: status_file.exists() and status_file.read_text().strip(), "the app exits after q")
+        assert status_file.read_text().strip() == "0", tmux.screen()
+        # Everything the app started (the app, its balancers and instances) is gone; under the shell only its sleep.
+        wait_until(lambda: not any(alive(pid) for pid in started), "every process the app started is gone", 10.0)
+        left = [pid for pid in descendants(pane_pid) if alive(pid) and command_name(pid) != "sleep"]
+        assert not left, [command_name(pid) for pid in left]
+    finally:
+        tmux.kill()
+
+
+def command_name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""

@@ -2,7 +2,8 @@
 
 It holds no lab logic. It reads a :class:`~tui.sources.DataSource` (events + status snapshots) and sends it
 :mod:`commands <spofkit.commands>`, one per key (``c`` is ``InjectFault(selected, "crash")``, ``t`` is
-``ChangeSettings(retries=...)``, ``+`` is ``SetLoad(rate=...)``):
+``ChangeSettings(retries=...)``, ``+`` is ``SetLoad(rate=...)``; the front door's keys act on the selected
+*balancer*, ``C`` is ``BalancerFault(selected, "crash")``, or deploy, ``D`` is ``Deploy(batch=1)``):
 
 - every event is appended to an inbox as it happens (cheap: the lab may publish thousands a second);
 - ``FRAME_RATE`` times a second the inbox is folded into the :class:`~tui.model.LabModel` and the lanes are
@@ -31,8 +32,12 @@ from textual.timer import Timer
 
 from spofkit.commands import (
     AddInstance,
+    BalancerFault,
+    BalancerRecover,
+    BalancerRestart,
     ChangeSettings,
     Command,
+    Deploy,
     InjectFault,
     Recover,
     RemoveInstance,
@@ -44,16 +49,17 @@ from spofkit.events import Event
 from spofkit.faults import PRESETS
 from spofkit.status import LabStatus
 from spofkit.strategies import strategy_names
-from tui.messages import ControlFinished, InstanceSelected, SourceFailed, SourceReady
+from tui.messages import BalancerSelected, ControlFinished, InstanceSelected, SourceFailed, SourceReady
 from tui.model import LabModel, LogLine
 from tui.sources import DEFAULT_LOAD_RATE, DataSource, LabSource, RemoteSource
 from tui.widgets.client_view import ClientView
 from tui.widgets.event_log import EventLog
 from tui.widgets.flow import FlowView, lanes_from_status
+from tui.widgets.front_door import FrontDoorStrip, door_label
 from tui.widgets.help_screen import HelpScreen
 from tui.widgets.instance_panel import InstancePanel
 from tui.widgets.key_bar import KeyBar
-from tui.widgets.palette import BLACK, CYAN, DIM, GREEN, GREY, MAGENTA, PANEL, RED, WHITE, YELLOW
+from tui.widgets.palette import BALANCER_CRASHED, BLACK, CYAN, DIM, GREEN, GREY, MAGENTA, PANEL, RED, WHITE, YELLOW
 from tui.widgets.status_bar import StatusBar
 
 FRAME_RATE = 25.0
@@ -104,6 +110,65 @@ def _fault_key(key: str, preset: str, description: str, watch: str = "", group: 
     return Binding(key, f"fault('{preset}')", description, tooltip=explanation, group=group)
 
 
+# The front door's keys: they act on the selected balancer (or deploy). The footer shows them for a pair; a lab with
+# one balancer keeps the footer it always had (the keys work there too, and the help lists them).
+FRONT_DOOR_BINDINGS: list[Binding] = [
+    Binding("l", "select_balancer", "pick LB", tooltip="select the next balancer (lb1, lb2): the target of C H X U N"),
+    Binding(
+        "C",
+        "balancer_fault('crash')",
+        "crash LB",
+        tooltip="kill it (a real kill -9 in process isolation): the backup takes over",
+    ),
+    Binding(
+        "H",
+        "balancer_fault('hang')",
+        "hang LB",
+        tooltip="it accepts, never answers, and its adverts go on: nobody takes over",
+    ),
+    Binding(
+        "X",
+        "balancer_fault('advert_loss')",
+        "split brain",
+        tooltip="cut its adverts: neither hears the other, both become MASTER",
+    ),
+    Binding("U", "balancer_recover", "recover LB", tooltip="undo its fault; a crashed one is started again"),
+    Binding(
+        "N",
+        "balancer_restart",
+        "restart LB",
+        show=False,
+        tooltip="a new balancer (a new process) in its place, rejoining the pair",
+    ),
+    Binding(
+        "D",
+        "deploy('rolling')",
+        "deploy",
+        tooltip="rolling restart, one instance at a time: drain, restart, ready?, done",
+    ),
+    Binding(
+        "exclamation_mark",
+        "deploy('all-at-once')",
+        "restart all",
+        show=False,
+        tooltip="the naive deploy: every instance restarted at once, nothing drained",
+    ),
+    Binding(
+        "B",
+        "deploy('balancers')",
+        "upgrade LBs",
+        show=False,
+        tooltip="upgrade the balancers: the backup first, then the master resigns",
+    ),
+]
+# What each front-door fault does, for the log (no event reports a balancer's fault: the lab just applies it).
+BALANCER_FAULT_DONE = {
+    "crash": "{name} crashed: {how}",
+    "hang": "{name} hangs: it accepts and never answers, and its adverts go on",
+    "advert_loss": "{name}'s adverts cut: it and its partner hear nothing from each other",
+}
+
+
 class SpofkitApp(App[None]):
     """The dashboard. ``source`` is what it shows and where its commands go; see :mod:`tui.sources`."""
 
@@ -149,11 +214,13 @@ class SpofkitApp(App[None]):
         Binding("minus", "rate(-1)", "slower", group=_RATE, tooltip="raise (+) / lower (-) the request rate"),
         Binding("p", "pause", "pause", tooltip="pause / resume the load"),
         Binding("z", "reset", "reset", show=False, tooltip="zero the counters (served, rates, availability)"),
+        *FRONT_DOOR_BINDINGS,
         Binding("question_mark", "help", "help", tooltip="this screen"),
         Binding("q,ctrl+c", "quit", "quit", tooltip="stop the lab and leave"),
     ]
 
     selected: reactive[str | None] = reactive(None)
+    selected_balancer: reactive[str | None] = reactive(None)
 
     def __init__(
         self,
@@ -184,12 +251,17 @@ class SpofkitApp(App[None]):
 
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
+        yield FrontDoorStrip(lambda name: self.model.balancer_rate(name, self.source.now()), id="frontdoor")
         yield FlowView(self.source.now, id="flow")
         yield Container(id="instances")
         with Horizontal(id="bottom"):
             yield ClientView(id="clients")
             yield EventLog(id="log")
-        yield KeyBar([b for b in self.BINDINGS if isinstance(b, Binding)], id="keys")
+        yield KeyBar(self._footer_bindings(pair=False), id="keys")
+
+    def _footer_bindings(self, *, pair: bool) -> list[Binding]:
+        every = [b for b in self.BINDINGS if isinstance(b, Binding)]
+        return every if pair else [b for b in every if b not in FRONT_DOOR_BINDINGS]
 
     def on_mount(self) -> None:
         self.register_theme(HIGH_CONTRAST)
@@ -206,14 +278,20 @@ class SpofkitApp(App[None]):
         self.post_message(SourceReady())
 
     def on_source_ready(self, message: SourceReady) -> None:
+        status = self.source.status()
+        pair = status is not None and len(status.balancers) > 1
+        self.model.name_balancers = pair  # before the history arrives: its log lines then say whose view they are
+        if pair:
+            self.query_one(KeyBar).show_bindings(self._footer_bindings(pair=True))
         self._unsubscribe = self.source.subscribe(self._inbox.append)
         self.lab_ready = True
         self.draw_frame()  # take in what arrived on subscribing (a late joiner's history) before the welcome
-        status = self.source.status()
         if status is not None:
             names = ", ".join(row.name for row in status.instances)
             count = len(status.instances)
             welcome = f"watching {count} instance{'s' if count != 1 else ''} ({names}), {status.strategy}; ? for keys"
+            if pair:
+                welcome = f"{welcome}; front door: {' and '.join(b.name for b in status.balancers)}"
             self.model.new_log.append(LogLine(status.at, welcome, "info"))
         self._clocks = [
             self.set_interval(1 / self.frame_rate, self.draw_frame, name="frame"),
@@ -250,8 +328,16 @@ class SpofkitApp(App[None]):
         self.model.summarise(now)
         self.query_one(EventLog).add(self.model.take_log())
         self.query_one(StatusBar).show(status, now, self.source.description)
+        self._sync_front_door(status)
         self._sync_panels(status, now)
         self.query_one(ClientView).show(self.model.client_figures(now, history=60))
+
+    def _sync_front_door(self, status: LabStatus) -> None:
+        names = [b.name for b in status.balancers]
+        if self.selected_balancer not in names:
+            self.selected_balancer = names[0] if names else None
+        self.query_one(FrontDoorStrip).show(status.balancers, status.balancer_url, self.selected_balancer)
+        self.query_one(FlowView).set_door(*door_label(status.balancers))
 
     def _sync_panels(self, status: LabStatus, now: float) -> None:
         names = [row.name for row in status.instances]
@@ -322,6 +408,23 @@ class SpofkitApp(App[None]):
     def on_instance_selected(self, message: InstanceSelected) -> None:
         self.selected = message.name
 
+    def watch_selected_balancer(self, name: str | None) -> None:
+        status = self.source.status()
+        if status is not None:
+            self.query_one(FrontDoorStrip).show(status.balancers, status.balancer_url, name)
+
+    def on_balancer_selected(self, message: BalancerSelected) -> None:
+        self.selected_balancer = message.name
+
+    def action_select_balancer(self) -> None:
+        status = self.source.status()
+        names = [b.name for b in status.balancers] if status else []
+        if len(names) < 2:
+            self.notify("this lab has one balancer (spofkit tui --balancers 2 starts a pair)", severity="warning")
+            return
+        index = names.index(self.selected_balancer) if self.selected_balancer in names else -1
+        self.selected_balancer = names[(index + 1) % len(names)]
+
     def action_select(self, number: int) -> None:
         names = self._names()
         if 1 <= number <= len(names):
@@ -338,16 +441,24 @@ class SpofkitApp(App[None]):
 
     # --- controls: each key builds a command and sends it, in the background; a refusal is shown ----------
 
-    def _send(self, what: str, command: Command) -> None:
-        """Send ``command`` to the lab without waiting for it; ``what`` names it on screen if it fails."""
+    def _send(
+        self,
+        what: str,
+        command: Command,
+        done: Callable[[dict[str, Any]], tuple[str, str]] | None = None,
+    ) -> None:
+        """Send ``command`` to the lab without waiting for it; ``what`` names it on screen if it fails.
+
+        ``done(answer)`` gives the log line and its tone once it worked, for commands no event reports.
+        """
 
         async def run() -> None:
             try:
-                await self.source.apply(command)
+                answer = await self.source.apply(command)
             except Exception as error:  # CommandError (the lab said no) or ControlError (it could not be asked)
                 self.post_message(ControlFinished(what, str(error) or type(error).__name__))
             else:
-                self.post_message(ControlFinished(what))
+                self.post_message(ControlFinished(what, done=done(answer) if done else None))
 
         self.run_worker(run(), group="controls", exit_on_error=False)
 
@@ -355,6 +466,10 @@ class SpofkitApp(App[None]):
         if message.error is not None:
             self.notify(f"{message.what}: {message.error}", severity="error", timeout=4)
             self.query_one(EventLog).add([LogLine(self.source.now(), f"{message.what} failed: {message.error}", "bad")])
+        elif message.done is not None:
+            self.draw_frame()  # the events the command caused come first in the log, then the line saying it is done
+            text, tone = message.done
+            self.model.new_log.append(LogLine(self.source.now(), text, tone))
         self.refresh_figures()
 
     def _target(self) -> str | None:
@@ -394,6 +509,58 @@ class SpofkitApp(App[None]):
             self.notify("keep at least one instance", severity="warning")
             return
         self._send(f"remove {name}", RemoveInstance(name))
+
+    # --- the front door: the selected balancer's faults, and deploys ----------------------------------------
+
+    def _balancer_target(self) -> str | None:
+        if not self.lab_ready:
+            self.notify("the lab is not running yet", severity="warning")
+            return None
+        status = self.source.status()
+        if status is None or not status.balancers:
+            self.notify("this lab does not report its balancers", severity="warning")
+            return None
+        return self.selected_balancer or status.balancers[0].name
+
+    def _balancer_pid(self, name: str) -> int | None:
+        status = self.source.status()
+        balancer = next((b for b in status.balancers if b.name == name), None) if status else None
+        return balancer.pid if balancer else None
+
+    def action_balancer_fault(self, kind: str) -> None:
+        """Break the selected balancer: ``crash``, ``hang`` or ``advert_loss`` (``BalancerFault``)."""
+        name = self._balancer_target()
+        if name is None:
+            return
+        pid = self._balancer_pid(name)
+        how = f"kill -9 of pid {pid}" if pid else "its sockets closed, its connections cut"
+        line = BALANCER_FAULT_DONE[kind].format(name=name, how=how)
+        self._send(f"{kind.replace('_', ' ')} {name}", BalancerFault(name, kind), lambda _: (line, "bad"))
+
+    def action_balancer_recover(self) -> None:
+        name = self._balancer_target()
+        if name is None:
+            return
+        status = self.source.status()
+        crashed = status is not None and any(b.name == name and b.state == BALANCER_CRASHED for b in status.balancers)
+        line = f"{name} started again" if crashed else f"{name} recovered"
+        self._send(f"recover {name}", BalancerRecover(name), lambda answer: (_with_pid(line, answer), "good"))
+
+    def action_balancer_restart(self) -> None:
+        name = self._balancer_target()
+        if name is not None:
+            line = f"{name} restarted"
+            self._send(f"restart {name}", BalancerRestart(name), lambda answer: (_with_pid(line, answer), "good"))
+
+    def action_deploy(self, how: str) -> None:
+        """``rolling`` (``Deploy(batch=1)``), ``all-at-once``, or ``balancers`` (the pair, by planned takeover)."""
+        if not self.lab_ready:
+            self.notify("the lab is not running yet", severity="warning")
+            return
+        command = Deploy(target="balancers") if how == "balancers" else Deploy(batch=1, how=how)
+        what = {"rolling": "rolling restart", "all-at-once": "restart all at once", "balancers": "upgrade balancers"}
+        tone = "warn" if how == "all-at-once" else "good"  # finished, but clients will have felt it
+        self._send(what[how], command, lambda answer: (_deployed(what[how], answer), tone))
 
     def _setting(self, key: str, shown: Any) -> Any:
         """The value of setting ``key`` to step from: the last one asked for, until the status shows it."""
@@ -478,6 +645,20 @@ class SpofkitApp(App[None]):
             self._unsubscribe = None
         self.workers.cancel_all()
         await self.source.stop()
+
+
+def _with_pid(line: str, answer: dict[str, Any]) -> str:
+    """``line``, and the new process's pid if the lab's answer (a balancer's status row) has one."""
+    pid = answer.get("pid")
+    return f"{line} (pid {pid})" if pid else line
+
+
+def _deployed(what: str, answer: dict[str, Any]) -> str:
+    """The log line for a finished deploy, from the lab's answer: what was deployed, how long it took."""
+    names = ", ".join(str(name) for name in answer.get("deployed", []))
+    seconds = answer.get("seconds")
+    took = f" in {seconds:.1f}s" if isinstance(seconds, (int, float)) else ""
+    return f"{what} finished: {names or 'nothing'}{took}"
 
 
 def next_rate(current: float, direction: int) -> float:

@@ -16,6 +16,14 @@ class InstanceSelected(Message):
         self.name = name
 
 
+class BalancerSelected(Message):
+    """The user clicked a balancer's line in the front-door strip: it becomes the target of the front-door keys."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+
 class SourceReady(Message):
     """The lab is running (or the remote one answered): events and status can be read."""
 
@@ -29,9 +37,14 @@ class SourceFailed(Message):
 
 
 class ControlFinished(Message):
-    """A control (a fault, a toggle, ...) finished; ``error`` is None if it worked."""
+    """A control (a fault, a toggle, ...) finished; ``error`` is None if it worked.
 
-    def __init__(self, what: str, error: str | None = None) -> None:
+    ``done`` is a line for the log and its tone (``good``, ``bad``...) when it worked, for controls whose effect no
+    event reports (a balancer's fault).
+    """
+
+    def __init__(self, what: str, error: str | None = None, done: tuple[str, str] | None = None) -> None:
         super().__init__()
         self.what = what
         self.error = error
+        self.done = done

@@ -23,7 +23,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from spofkit.events import (
+    BalancerRoleChanged,
     ClientRequest,
+    DeployStep,
     Event,
     FaultCleared,
     FaultInjected,
@@ -40,6 +42,7 @@ from spofkit.events import (
     SettingChanged,
     StrategyChanged,
 )
+from spofkit.policy.pair import MASTER, STOPPED
 
 # The rolling window behind "availability", "error rate" and the percentiles: how the last seconds went.
 WINDOW_SECONDS = 10
@@ -204,6 +207,22 @@ _LOGGED_KINDS = (
     InstanceRemoved,
     StrategyChanged,
     SettingChanged,
+    BalancerRoleChanged,
+    DeployStep,
+)
+
+# Events one balancer publishes about its own view (its checks, its pool, its switches). With two balancers each
+# publishes its own, so the log says whose it is: "lb2: b marked DOWN". (BalancerRoleChanged names it already.)
+_BALANCER_VIEW_KINDS = (
+    InstanceDown,
+    InstanceUp,
+    InstanceEjected,
+    InstanceReturned,
+    InstanceAdded,
+    InstanceDraining,
+    InstanceRemoved,
+    StrategyChanged,
+    SettingChanged,
 )
 
 
@@ -213,6 +232,9 @@ class LabModel:
     ``min_trip_gap`` thins out the flow picture at high rates: per lane, a served request is drawn only if the
     previous one drawn on that lane started at least that many seconds earlier. Failed and retried requests
     are what a learner must see, so they get a quarter of that gap.
+
+    Set ``name_balancers`` when the lab has more than one balancer: log lines about a balancer's own view then
+    start with its name (each balancer of a pair checks the instances itself, so "b marked DOWN" comes twice).
     """
 
     def __init__(self, window: int = WINDOW_SECONDS, min_trip_gap: float = 0.06) -> None:
@@ -230,6 +252,8 @@ class LabModel:
         self.balancer_failed_recent = RecentTimes()
         self.balancer_latency = RecentValues(window)
         self.clients_seen = False
+        self.name_balancers = False
+        self.balancer_answers: dict[str, RecentTimes] = {}  # per balancer: when it answered a client
         self.new_trips: list[Trip] = []
         self.new_log: list[LogLine] = []
         self._tries: collections.OrderedDict[int, list[str]] = collections.OrderedDict()
@@ -248,7 +272,13 @@ class LabModel:
         elif isinstance(event, ClientRequest):
             self._client(event)
         elif isinstance(event, _LOGGED_KINDS):
-            self.new_log.append(LogLine(event.at, describe(event), tone_of(event)))
+            self.new_log.append(LogLine(event.at, self.log_text(event), tone_of(event)))
+
+    def log_text(self, event: Event) -> str:
+        """The event's own words; with ``name_balancers``, prefixed by the balancer whose view it is."""
+        if self.name_balancers and isinstance(event, _BALANCER_VIEW_KINDS) and not _lab_setting(event):
+            return f"{event.balancer}: {describe(event)}"
+        return describe(event)
 
     def ingest_all(self, events: Iterable[Event]) -> None:
         for event in events:
@@ -271,6 +301,10 @@ class LabModel:
         self._retries_pending[f"{event.instance}: {short_reason(event.reason)}"] += 1
 
     def _completed(self, event: RequestCompleted) -> None:
+        answers = self.balancer_answers.get(event.balancer)
+        if answers is None:
+            answers = self.balancer_answers[event.balancer] = RecentTimes()
+        answers.add(event.at)
         tried = self._tries.pop(event.request_id, [])
         failed = event.outcome == "failed" or event.status >= 500
         last = event.instance or event.last_tried
@@ -353,6 +387,11 @@ class LabModel:
             latency_series=[s / c if c else 0.0 for s, c in zip(sums, counts, strict=True)],
         )
 
+    def balancer_rate(self, name: str, now: float) -> float:
+        """Answers balancer ``name`` gave clients in the last ``RATE_WINDOW`` seconds, per second."""
+        answers = self.balancer_answers.get(name)
+        return answers.per_second(now) if answers is not None else 0.0
+
     def client_figures(self, now: float, history: int = 30) -> ClientFigures:
         """The clients' view; if no client events were ever seen (a remote lab without load generator
         events), the balancer's answers stand in for it."""
@@ -393,6 +432,7 @@ class LabModel:
             self.client_failed_recent,
             self.balancer_ok_recent,
             self.balancer_failed_recent,
+            *self.balancer_answers.values(),
         ):
             recent.clear()
         self.client_latency.clear()
@@ -413,6 +453,11 @@ def short_reason(reason: str) -> str:
     return reason.split(";")[0].split("(")[0].strip()[:32] or "failed"
 
 
+def _lab_setting(event: Event) -> bool:
+    """The load's settings are the lab's, not a balancer's (the event carries the default balancer name)."""
+    return isinstance(event, SettingChanged) and event.setting.startswith("load_")
+
+
 def tone_of(event: Event) -> str:
     if isinstance(event, (InstanceDown, InstanceEjected, FaultInjected)):
         return "bad"
@@ -420,6 +465,11 @@ def tone_of(event: Event) -> str:
         return "good"
     if isinstance(event, (InstanceDraining, InstanceRemoved, InstanceRestarted)):
         return "warn"
+    if isinstance(event, BalancerRoleChanged):
+        # A new master is a takeover (worth a yellow line); a balancer that stopped is one less at the door.
+        return "warn" if event.role == MASTER else ("bad" if event.role == STOPPED else "info")
+    if isinstance(event, DeployStep):
+        return "good" if event.step == "done" else "info"
     return "info"
 
 

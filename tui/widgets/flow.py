@@ -11,6 +11,10 @@ yellow when served *after a retry*, red when it failed. A retried request runs d
 instance that failed it, leaves a red ``✗`` there, and hops sideways to the lane of the instance that
 finally served it — the failover, made visible.
 
+The balancer's box says who clients reach: ``LB`` for a lab with one balancer (red while it cannot answer);
+for a pair, the name of the one holding the service address (``lb2`` after a takeover), ``no LB`` while nobody
+holds it, ``2 MASTERS`` in split brain (see :func:`tui.widgets.front_door.door_label`).
+
 Marks do not move by themselves: a mark's position is a pure function of the lab time ``now`` and the time
 its request completed, so a frozen clock gives a still picture (the snapshot tests rely on that).
 """
@@ -67,6 +71,7 @@ class Layout:
     width: int
     rows: int
     client_start: int
+    label_width: int  # the balancer's box, just before the trunk
     trunk: int  # the column where the balancer fans out to the lanes
     lane_end: int  # last column of a lane (marks stop here)
     tail: int  # first column of the "▶ name state" label
@@ -76,17 +81,17 @@ class Layout:
         return max(1, self.lane_end - self.trunk)
 
 
-def make_layout(width: int, rows: int, tail_width: int) -> Layout:
+def make_layout(width: int, rows: int, tail_width: int, label_width: int = len(BALANCER_LABEL)) -> Layout:
     client_start = len(CLIENT_LABEL)
     client_length = max(3, width // 9)
-    trunk = client_start + client_length + len(BALANCER_LABEL)
+    trunk = client_start + client_length + label_width
     tail = max(trunk + 6, width - tail_width)
-    return Layout(width, max(1, rows), client_start, trunk, tail - 3, tail)
+    return Layout(width, max(1, rows), client_start, label_width, trunk, tail - 3, tail)
 
 
 def trip_path(trip: Trip, layout: Layout, row_of: dict[str, int]) -> tuple[list[Cell], list[int]]:
     """The cells a mark visits, in order, and the indexes where an attempt failed (a "✗" goes there)."""
-    path: list[Cell] = [(0, c) for c in range(layout.client_start, layout.trunk - len(BALANCER_LABEL))]
+    path: list[Cell] = [(0, c) for c in range(layout.client_start, layout.trunk - layout.label_width)]
     rows = [row_of[name] for name in trip.lanes if name in row_of]
     failures: list[int] = []
     if not rows:  # refused at the balancer: the mark dies at the fan-out point
@@ -122,6 +127,7 @@ class FlowView(Widget):
         self.clock = clock
         self.lanes: list[Lane] = []
         self.selected: str | None = None
+        self.door: tuple[str, str] = (BALANCER_LABEL, WHITE)  # the balancer box's text and colour
         self.frames_drawn = 0  # how many pictures were actually painted (the benchmark reads this)
         self._trips: list[tuple[Trip, list[Cell], list[int]]] = []
         self._layout: Layout | None = None
@@ -137,6 +143,14 @@ class FlowView(Widget):
             self._layout = None  # rows moved: paths must be recomputed
             self._still = None
             self.refresh(layout=resized)
+
+    def set_door(self, label: str, colour: str) -> None:
+        """What the balancer's box says (``LB``, ``lb2``, ``no LB``...) and its colour."""
+        if (label, colour) != self.door:
+            self.door = (label, colour)
+            self._layout = None  # its width moves the trunk: paths must be recomputed
+            self._still = None
+            self.refresh()
 
     def add_trips(self, trips: Iterable[Trip]) -> None:
         layout = self._current_layout()
@@ -165,8 +179,10 @@ class FlowView(Widget):
     def _current_layout(self) -> Layout:
         width = max(40, self.size.width)
         layout = self._layout
-        if layout is None or layout.width != width or layout.rows != max(1, len(self.lanes)):
-            layout = self._layout = make_layout(width, len(self.lanes), self._tail_width())
+        label_width = len(self.door[0])
+        rows = max(1, len(self.lanes))
+        if layout is None or (layout.width, layout.rows, layout.label_width) != (width, rows, label_width):
+            layout = self._layout = make_layout(width, len(self.lanes), self._tail_width(), label_width)
             self._still = None
             row_of = {lane.name: row for row, lane in enumerate(self.lanes)}
             self._trips = [(t, *trip_path(t, layout, row_of)) for t, _, _ in self._trips]
@@ -216,10 +232,11 @@ class FlowView(Widget):
         for col, char in enumerate(CLIENT_LABEL):
             grid[0][col] = (char, label_style)
         wire = style(WHITE)
-        for col in range(layout.client_start, layout.trunk - len(BALANCER_LABEL)):
+        label, colour = self.door
+        for col in range(layout.client_start, layout.trunk - len(label)):
             grid[0][col] = ("━", wire)
-        for offset, char in enumerate(BALANCER_LABEL):
-            grid[0][layout.trunk - len(BALANCER_LABEL) + offset] = (char, style(WHITE, bold=True, reverse=True))
+        for offset, char in enumerate(label):
+            grid[0][layout.trunk - len(label) + offset] = (char, style(colour, bold=True, reverse=True))
         lanes = self.lanes or [Lane("", DOWN, "no instances")]
         last = len(lanes) - 1
         for row, lane in enumerate(lanes):

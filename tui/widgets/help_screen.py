@@ -57,6 +57,8 @@ class HelpScreen(ModalScreen[None]):
         intro = Text.assemble(
             ("Fault keys hit the selected instance", f"bold {WHITE}"),
             (" (heavy border; 1-9, arrows, click).\n", DIM),
+            ("C H X U N hit the selected balancer", f"bold {WHITE}"),
+            (" (its name reversed in the front door; l, click).\n", DIM),
             ("Lanes: ", DIM),
             ("● served  ", f"bold {GREEN}"),
             ("◆ served after a retry  ", f"bold {YELLOW}"),

@@ -61,6 +61,11 @@ class KeyBar(Widget):
         super().__init__(id=id)
         self._shown_bindings = list(bindings)
 
+    def show_bindings(self, bindings: Sequence[Binding]) -> None:
+        """Show these bindings from now on (a pair's front-door keys join once the lab says it has two)."""
+        self._shown_bindings = list(bindings)
+        self.refresh(layout=True)
+
     def _lines(self, width: int) -> list[Text]:
         every_key = self._wrap(key_items(self.app, self._shown_bindings, merge_all=False), width)
         merged = self._wrap(key_items(self.app, self._shown_bindings), width)

@@ -11,6 +11,8 @@ import functools
 
 from rich.style import Style
 
+from spofkit.balancer_node import ACTIVE, SINGLE
+from spofkit.policy.pair import BACKUP, MASTER, STOPPED
 from spofkit.status import DOWN, DRAINING, EJECTED, FALLING, RISING, UP
 
 GREEN = "#5fff5f"
@@ -44,9 +46,30 @@ OUTCOME_LOOK: dict[str, tuple[str, str]] = {
 
 TONE_COLOUR = {"good": GREEN, "bad": RED, "warn": YELLOW, "info": CYAN}
 
+# A balancer's state, as :class:`spofkit.status.BalancerStatus` spells it: (glyph, colour, how it is shown).
+# Running is green; one that cannot answer (hung, crashed) or cannot take the address (blocked) is red; one whose
+# adverts are cut still serves, but split brain is on its way: yellow.
+BALANCER_RUNNING = "running"
+BALANCER_CRASHED = "crashed"
+BALANCER_BLOCKED = "blocked"
+BALANCER_STATE_LOOK: dict[str, tuple[str, str, str]] = {
+    BALANCER_RUNNING: ("●", GREEN, "running"),
+    "hang": ("◑", RED, "HANG"),
+    "advert_loss": ("≠", YELLOW, "ADVERT LOSS"),
+    BALANCER_BLOCKED: ("⊗", RED, "BLOCKED"),
+    BALANCER_CRASHED: ("✖", RED, "CRASHED"),
+}
+# A balancer's role (spofkit.policy.pair, spofkit.balancer_node): the one holding the address is bright.
+ROLE_COLOUR = {MASTER: WHITE, ACTIVE: WHITE, SINGLE: WHITE, BACKUP: GREY, STOPPED: DIM}
+
 
 def state_look(state: str) -> tuple[str, str]:
     return STATE_LOOK.get(state, ("?", WHITE))
+
+
+def balancer_state_look(state: str) -> tuple[str, str, str]:
+    """``(glyph, colour, label)`` of a balancer's state; an unknown one is shown as it is spelled, in white."""
+    return BALANCER_STATE_LOOK.get(state, ("?", WHITE, state.upper()))
 
 
 @functools.lru_cache(maxsize=256)
