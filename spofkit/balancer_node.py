@@ -35,15 +35,29 @@ from spofkit.clock import LoopScheduler
 from spofkit.events import EventBus
 from spofkit.pair import Address, PairDriver
 from spofkit.policy import EjectionSettings, HealthSettings, RetrySettings, Strategy
-from spofkit.policy.pair import BACKUP, MASTER, STOPPED, PairMember, PairSettings
-from spofkit.status import BalancerStatus
+from spofkit.policy.pair import PairMember, PairSettings
+from spofkit.status import (
+    ACTIVE as ACTIVE,
+)
+from spofkit.status import (
+    ADVERT_LOSS,
+    BACKUP,
+    BLOCKED,
+    CRASHED,
+    HANG,
+    MASTER,
+    RUNNING,
+    STOPPED,
+    BalancerStatus,
+)
+from spofkit.status import (
+    SINGLE as SINGLE,
+)
 
-SINGLE = "single"
 ACTIVE_PASSIVE = "active-passive"
 ACTIVE_ACTIVE = "active-active"
 PAIR_MODES = (ACTIVE_PASSIVE, ACTIVE_ACTIVE)
-ACTIVE = "active"  # the role of both balancers of an active-active pair
-BALANCER_FAULTS = ("hang", "advert_loss")  # crash is not a fault a node applies to itself: it is killed
+BALANCER_FAULTS = (HANG, ADVERT_LOSS)  # crash is not a fault a node applies to itself: it is killed
 
 
 @dataclass(frozen=True)
@@ -184,9 +198,9 @@ class BalancerNode:
             raise ValueError(f"a balancer fault is one of {BALANCER_FAULTS} (crash is a kill), got {kind!r}")
         await self.recover()
         self.fault = kind
-        if kind == "hang":
+        if kind == HANG:
             self._released = asyncio.Event()
-        elif kind == "advert_loss" and self.pair is not None:
+        elif kind == ADVERT_LOSS and self.pair is not None:
             self.pair.link_cut = True
 
     async def recover(self) -> None:
@@ -197,7 +211,7 @@ class BalancerNode:
 
     async def _hold_if_hung(self) -> None:
         """Called by the proxy for every request: a hung balancer accepts and never answers (until recovered)."""
-        if self.fault == "hang":
+        if self.fault == HANG:
             await self._released.wait()
 
     # --- the service address -------------------------------------------------------------------------------
@@ -277,9 +291,9 @@ class BalancerNode:
 
     def status(self) -> BalancerStatus:
         base = self.balancer.status()
-        state = ("running" if self.fault is None else self.fault) if self.running else "crashed"
+        state = (RUNNING if self.fault is None else self.fault) if self.running else CRASHED
         if self.role == MASTER and not self.holds_address and self.address_error:
-            state = "blocked"
+            state = BLOCKED
         return _with(
             base,
             url=self.own_url,
@@ -287,7 +301,7 @@ class BalancerNode:
             state=state,
             address=self.service_url if self.holds_address else None,
             pid=None,
-            note=self.address_error if state == "blocked" else "",
+            note=self.address_error if state == BLOCKED else "",
         )
 
 

@@ -27,7 +27,9 @@ import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from spofkit.balancer_node import ACTIVE_PASSIVE
 from spofkit.events import DeployStep, Event, InstanceUp
+from spofkit.status import ACTIVE, CRASHED
 
 if TYPE_CHECKING:
     from spofkit.lab import Lab
@@ -140,16 +142,21 @@ async def upgrade_balancers(lab: Lab) -> dict[str, Any]:
                 await node.stop(graceful=True)
         await front.restart(name)
         await _until_settled(lab)
+    if front.front_door.preempt and front.mode == ACTIVE_PASSIVE:
+        # With preempt on, the primary takes the address back once it has rejoined: the deploy is done after that.
+        await _until_settled(lab, holder=front.names[0])
     return {"deployed": order, "seconds": round(lab.now() - started, 3)}
 
 
-async def _until_settled(lab: Lab, timeout: float = 10.0) -> None:
-    """Wait until exactly one running balancer holds the service address (or all, for active-active)."""
+async def _until_settled(lab: Lab, timeout: float = 10.0, holder: str | None = None) -> None:
+    """Wait until exactly one running balancer (``holder``, if given) holds the service address, or every one
+    does, for active-active."""
     deadline = lab.now() + timeout
     while lab.now() < deadline:
-        statuses = [s for s in lab.front.statuses() if s.state != "crashed"]
+        statuses = [s for s in lab.front.statuses() if s.state != CRASHED]
         holders = [s for s in statuses if s.address is not None]
-        if holders and (len(holders) == 1 or all(s.role == "active" for s in holders)):
+        one = len(holders) == 1 and (holder is None or holders[0].name == holder)
+        if holders and (one or all(s.role == ACTIVE for s in holders)):
             return
         await asyncio.sleep(0.02)
     raise DeployFailed("the pair did not settle on one master after the restart")

@@ -294,6 +294,30 @@ class BalancerRoleChanged(Event):
 
 
 @dataclass(frozen=True)
+class BalancerFaultInjected(Event):
+    """A balancer was broken: ``crash`` (its process killed), ``hang`` or ``advert_loss``; ``detail`` says how."""
+
+    balancer: str
+    fault: str
+    detail: str = ""
+
+    def describe(self) -> str:
+        return f"fault on {self.balancer}: {self.fault}" + (f" ({self.detail})" if self.detail else "")
+
+
+@dataclass(frozen=True)
+class BalancerFaultCleared(Event):
+    """A balancer's fault was undone (``recover``), or a crashed balancer was started again (``restart``)."""
+
+    balancer: str
+    how: str
+    detail: str = ""
+
+    def describe(self) -> str:
+        return f"{self.balancer} {self.how}" + (f" ({self.detail})" if self.detail else "")
+
+
+@dataclass(frozen=True)
 class DeployStep(Event):
     """A deploy moved on for ``instance`` (or a balancer): ``step`` is drain, restart, ready?, warm-up or done."""
 

@@ -23,11 +23,11 @@ from typing import Any, Protocol
 from spofkit.balancer import Balancer
 from spofkit.balancer_node import ACTIVE_PASSIVE, PAIR_MODES, SINGLE, BalancerNode, FrontDoor
 from spofkit.commands import UnknownName
-from spofkit.events import EventBus
+from spofkit.events import BalancerFaultCleared, BalancerFaultInjected, EventBus
 from spofkit.pair import Address
 from spofkit.policy import EjectionSettings, HealthSettings, RetrySettings, Strategy
 from spofkit.process_balancer import ProcessBalancer
-from spofkit.status import BalancerStatus
+from spofkit.status import CRASHED, BalancerStatus
 from spofkit.wire import settings_to_dict
 
 MAX_BALANCERS = 2
@@ -248,10 +248,16 @@ class FrontDoorGroup:
             raise UnknownName("balancer", f"no balancer named {name!r}; known: {sorted(self.nodes)}") from None
 
     async def crash(self, name: str) -> None:
-        await self.node(name).crash()
+        node = self.node(name)
+        pid = node.pid
+        await node.crash()
+        how = f"kill -9 of pid {pid}" if pid else "its sockets closed, its connections cut"
+        self.events.publish(BalancerFaultInjected(self.events.now(), name, "crash", how))
 
     async def inject(self, name: str, kind: str) -> None:
         await self.node(name).inject(kind)
+        detail = "accepts, never answers; its adverts go on" if kind == "hang" else "no adverts in or out"
+        self.events.publish(BalancerFaultInjected(self.events.now(), name, kind, detail))
 
     async def recover(self, name: str) -> None:
         """Undo a balancer's fault; a crashed balancer is started again (a new process in process isolation)."""
@@ -260,6 +266,7 @@ class FrontDoorGroup:
             await self.restart(name)
         else:
             await node.recover()
+            self.events.publish(BalancerFaultCleared(self.events.now(), name, "recovered"))
 
     async def restart(self, name: str) -> None:
         """A fresh balancer in place of ``name`` (a new process), configured as the others, rejoining the pair."""
@@ -274,6 +281,8 @@ class FrontDoorGroup:
             options = {k: v for k, v in spec.items() if k != "url"}
             await node.add_member(member, spec["url"], **options)
         await self._join_all()
+        pid = f"new pid {node.pid}" if node.pid else "a fresh balancer"
+        self.events.publish(BalancerFaultCleared(self.events.now(), name, "restarted", pid))
 
     # --- reading ---------------------------------------------------------------------------------------------------
 
@@ -283,8 +292,8 @@ class FrontDoorGroup:
     def serving(self) -> BalancerStatus | None:
         """The balancer whose view the lab shows: the one holding the service address, else the first alive."""
         statuses = self.statuses()
-        holding = [s for s in statuses if s.address is not None and s.state != "crashed"]
-        alive = [s for s in statuses if s.state != "crashed"]
+        holding = [s for s in statuses if s.address is not None and s.state != CRASHED]
+        alive = [s for s in statuses if s.state != CRASHED]
         chosen = holding or alive or statuses
         return chosen[0] if chosen else None
 

@@ -600,7 +600,7 @@ class Lab:
         self._background_task = asyncio.create_task(
             generator.run_open_loop(rate, BACKGROUND_LOAD_MAX_SECONDS), name="background-load"
         )
-        self.events.publish(SettingChanged(self.now(), "load_rate", rate))
+        self.events.publish(SettingChanged(self.now(), "load_rate", rate, balancer=""))
         return generator
 
     def set_load_rate(self, rate: float) -> None:
@@ -608,17 +608,17 @@ class Lab:
             raise ValueError(f"rate must be > 0 requests/s, got {rate!r}")
         if self._background:
             self._background.rate = rate
-        self.events.publish(SettingChanged(self.now(), "load_rate", rate))
+        self.events.publish(SettingChanged(self.now(), "load_rate", rate, balancer=""))
 
     def pause_load(self) -> None:
         if self._background:
             self._background.paused = True
-            self.events.publish(SettingChanged(self.now(), "load_paused", True))
+            self.events.publish(SettingChanged(self.now(), "load_paused", True, balancer=""))
 
     def resume_load(self) -> None:
         if self._background:
             self._background.paused = False
-            self.events.publish(SettingChanged(self.now(), "load_paused", False))
+            self.events.publish(SettingChanged(self.now(), "load_paused", False, balancer=""))
 
     async def stop_background_load(self) -> None:
         task, self._background_task = self._background_task, None

@@ -19,10 +19,8 @@ from spofkit.childproc import ChildGone, ChildProcess
 from spofkit.events import EventBus
 from spofkit.pair import Address
 from spofkit.policy import EjectionSettings, HealthSettings, RetrySettings, Strategy
-from spofkit.status import BalancerStatus
+from spofkit.status import CRASHED, STOPPED, BalancerStatus
 from spofkit.wire import balancer_status_from_dict, event_from_dict, settings_to_dict
-
-CRASHED = "crashed"
 
 
 class ProcessBalancer:
@@ -130,7 +128,7 @@ class ProcessBalancer:
         if not self.child.alive:
             code = self.child.last_exit_code
             note = f"exit status {code}" if code is not None else ""
-            return dataclasses.replace(base, state=CRASHED, role="stopped", address=None, pid=None, note=note)
+            return dataclasses.replace(base, state=CRASHED, role=STOPPED, address=None, pid=None, note=note)
         return base
 
     @property

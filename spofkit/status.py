@@ -19,6 +19,11 @@ draining   being removed: no new requests, the ones in flight finish.
 =========  ==============================================================================================
 
 A member may also be a **backup** (a role, not a state): it serves only while no primary can.
+
+A *balancer* has words of its own. Its **role** in the front door: ``single`` (the only one), ``master`` or
+``backup`` (active-passive pair), ``active`` (active-active pair), ``stopped``. Its **state**: ``running``,
+``hang`` (accepts, never answers), ``advert_loss`` (cut off from its partner), ``blocked`` (master, but the other
+holds the address: split brain on one host), ``crashed``.
 """
 
 from __future__ import annotations
@@ -34,6 +39,21 @@ DRAINING = "draining"
 STATES = (UP, FALLING, DOWN, RISING, EJECTED, DRAINING)
 # The states in which a balancer sends an instance traffic.
 SERVING_STATES = frozenset({UP, FALLING})
+
+
+# A balancer's role in the front door, and its state.
+SINGLE = "single"
+MASTER = "master"
+BACKUP = "backup"
+ACTIVE = "active"
+STOPPED = "stopped"
+ROLES = (SINGLE, MASTER, BACKUP, ACTIVE, STOPPED)
+RUNNING = "running"
+HANG = "hang"
+ADVERT_LOSS = "advert_loss"
+BLOCKED = "blocked"
+CRASHED = "crashed"
+BALANCER_STATES = (RUNNING, HANG, ADVERT_LOSS, BLOCKED, CRASHED)
 
 
 def member_state(*, draining: bool, ejected: bool, health_phase: str | None) -> str:
@@ -102,8 +122,8 @@ class BalancerStatus:
     retried: int = 0
     failed: int = 0
     members: tuple[MemberView, ...] = ()
-    role: str = "single"  # single, or in a pair: master / backup (active-passive), active (active-active)
-    state: str = "running"  # running, hang, advert_loss, blocked (master, but the address is held), crashed
+    role: str = SINGLE  # single, or in a pair: master / backup (active-passive), active (active-active); stopped
+    state: str = RUNNING  # running, hang, advert_loss, blocked (master, but the address is held), crashed
     address: str | None = None  # the service address while this balancer holds it
     pid: int | None = None  # its own process, in process isolation
     note: str = ""  # why it is in that state, when there is something to say

@@ -36,11 +36,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from spofkit.events import BalancerRoleChanged, Event
+from spofkit.status import BACKUP, MASTER, STOPPED
 
-MASTER = "master"
-BACKUP = "backup"
-STOPPED = "stopped"
-ROLES = (MASTER, BACKUP, STOPPED)
+__all__ = [  # the roles are spofkit.status's words, re-exported for the pair's users
+    "BACKUP",
+    "MASTER",
+    "OWNER_PRIORITY",
+    "RESIGN_PRIORITY",
+    "STOPPED",
+    "AddressLease",
+    "PairAction",
+    "PairMember",
+    "PairSettings",
+    "ReleaseAddress",
+    "SendAdvert",
+    "TakeAddress",
+]
+
 OWNER_PRIORITY = 255  # the address owner: master from the start
 RESIGN_PRIORITY = 0  # "I am leaving": the backup takes over after its skew only
 
@@ -99,6 +111,7 @@ class PairMember:
         self.master: str | None = None  # who this member believes holds the address
         self.timer_at: float | None = None  # when tick() is next due: the next advert, or the master-down time
         self.adverts_sent = 0
+        self._resigned: str | None = None  # the master that resigned, while we wait our skew to take over
 
     # --- what the driver tells it ------------------------------------------------------------------------------
 
@@ -117,8 +130,12 @@ class PairMember:
             self.timer_at = now + self.settings.advert_interval
             return [self._advert(self.settings.priority)]
         if self.role == BACKUP:
-            silent = self.settings.master_down_interval
-            return self._become_master(now, f"no advert from {self.master or 'a master'} for {silent:.2f}s")
+            if self._resigned is not None:
+                reason = f"{self._resigned} resigned; took over after a skew of {self.settings.skew:.2f}s"
+            else:
+                silent = self.settings.master_down_interval
+                reason = f"no advert from {self.master or 'a master'} for {silent:.2f}s"
+            return self._become_master(now, reason)
         return []
 
     def advert_received(self, now: float, sender: str, priority: int) -> list[PairAction]:
@@ -128,10 +145,12 @@ class PairMember:
         if self.role == BACKUP:
             if priority == RESIGN_PRIORITY:  # rule 6
                 self.timer_at = now + self.settings.skew
+                self._resigned = sender
                 return []
             if self.settings.preempt and priority < self.settings.priority:  # rule 5: let the timer run out
                 return []
             self.master = sender
+            self._resigned = None
             self.timer_at = now + self.settings.master_down_interval
             return []
         # master
@@ -158,11 +177,13 @@ class PairMember:
         return priority > mine or (priority == mine and sender > self.name)  # names break ties, as addresses do
 
     def _become_master(self, now: float, reason: str) -> list[PairAction]:
+        self._resigned = None
         self._set_role(now, MASTER, reason, self.name)
         self.timer_at = now + self.settings.advert_interval
         return [TakeAddress(reason), self._advert(self.settings.priority)]
 
     def _become_backup(self, now: float, reason: str, master: str | None) -> None:
+        self._resigned = None
         self._set_role(now, BACKUP, reason, master)
         self.timer_at = now + self.settings.master_down_interval
 
