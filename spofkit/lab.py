@@ -466,9 +466,14 @@ class Lab:
         return build_report(records, seen)
 
     def start_background_load(self, rate: float = 50.0, **options: Any) -> LoadGenerator:
-        """Keep a steady open-loop load running (for the TUI and widgets) until stopped, at most an hour."""
+        """Keep a steady open-loop load running (for the TUI and widgets) until stopped, at most an hour.
+
+        ``rate`` is at most :data:`~spofkit.commands.MAX_LOAD_RATE`, as for ``PUT /load``: beyond it the load starves
+        the lab it runs in (a :class:`CommandError` naming ``rate`` says so).
+        """
         if self._background_task and not self._background_task.done():
             raise RuntimeError("background load is already running; use set_load_rate()")
+        _check_load_rate(rate)
         options.setdefault("keep_last", BACKGROUND_LOAD_KEEP_LAST)
         options.setdefault("max_lateness", BACKGROUND_LOAD_MAX_LATENESS)
         generator = self.load_generator(**options)
@@ -481,8 +486,7 @@ class Lab:
         return generator
 
     def set_load_rate(self, rate: float) -> None:
-        if not rate > 0:
-            raise ValueError(f"rate must be > 0 requests/s, got {rate!r}")
+        _check_load_rate(rate)
         if self._background:
             self._background.rate = rate
         self.events.publish(SettingChanged(self.now(), "load_rate", rate))
@@ -506,6 +510,13 @@ class Lab:
                 await asyncio.wait_for(task, timeout=10)
             except (asyncio.TimeoutError, asyncio.CancelledError):
                 task.cancel()
+
+
+def _check_load_rate(rate: float) -> None:
+    """Refuse a background load rate that is not > 0 or is above MAX_LOAD_RATE, with SetLoad's own check."""
+    SetLoad(rate=rate)  # a number 0..MAX_LOAD_RATE, or CommandError("rate", ...)
+    if rate == 0:
+        raise CommandError("rate", "rate must be > 0 requests/s (to stop the load, use stop_background_load())")
 
 
 def _instance_names() -> list[str]:
