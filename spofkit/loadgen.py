@@ -8,9 +8,8 @@ sends requests and writes down, for *each* of them, when it started and ended, w
 whether or not earlier requests have answered, like real users who keep arriving while the service
 is struggling. Each request is its own task, bounded by ``timeout``, and is let go as soon as it is
 recorded: only the requests in flight are held, so an hour of load costs no more memory than a minute.
-(A *closed loop* of N workers,
-each waiting for its answer before sending again, slows down when the service does, and so hides
-part of the outage: it is here so a lesson can show the difference.)
+(A *closed loop* of N workers, each waiting for its answer before sending again, slows down when the
+service does, and so hides part of the outage: it is here so a lesson can show the difference.)
 
 Every scheduled request ends up as a :class:`RequestRecord`, even one that could not be sent because
 too many were already in flight, or (with ``max_lateness``) because the client itself fell too far
