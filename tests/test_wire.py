@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from spofkit.commands import (
     COMMANDS,
+    MAX_LOAD_RATE,
     AddInstance,
     ChangeSettings,
     CommandError,
@@ -157,7 +158,7 @@ commands = st.one_of(
     st.builds(RemoveInstance, names),
     st.builds(SetStrategy, st.sampled_from(sorted(STRATEGIES))),
     st.builds(ChangeSettings, st.none() | st.booleans(), st.none() | st.booleans(), st.none() | st.booleans()),
-    st.builds(SetLoad, st.none() | st.floats(0, 2000), st.none() | st.booleans()),
+    st.builds(SetLoad, st.none() | st.floats(0, MAX_LOAD_RATE), st.none() | st.booleans()),
 )
 
 
