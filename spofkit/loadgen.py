@@ -6,13 +6,15 @@ sends requests and writes down, for *each* of them, when it started and ended, w
 
 **Open loop** is the mode that makes an outage visible. Request ``i`` is due at ``t0 + i / rate``
 whether or not earlier requests have answered, like real users who keep arriving while the service
-is struggling. Each request is its own task, bounded by ``timeout``. (A *closed loop* of N workers,
-each waiting for its answer before sending again, slows down when the service does, and so hides
-part of the outage: it is here so a lesson can show the difference.)
+is struggling. Each request is its own task, bounded by ``timeout``, and is let go as soon as it is
+recorded: only the requests in flight are held, so an hour of load costs no more memory than a minute.
+(A *closed loop* of N workers, each waiting for its answer before sending again, slows down when the
+service does, and so hides part of the outage: it is here so a lesson can show the difference.)
 
 Every scheduled request ends up as a :class:`RequestRecord`, even one that could not be sent because
-too many were already in flight (error ``client_overload``): a load generator that silently drops
-requests would report a better availability than the service has.
+too many were already in flight, or (with ``max_lateness``) because the client itself fell too far
+behind its schedule (error ``client_overload``): a load generator that silently drops requests would
+report a better availability than the service has.
 
 Only loopback URLs are accepted: the lab loads its own servers, never anyone else's.
 """
@@ -20,6 +22,7 @@ Only loopback URLs are accepted: the lab loads its own servers, never anyone els
 from __future__ import annotations
 
 import asyncio
+import collections
 import ipaddress
 import math
 from collections.abc import Callable, Mapping
@@ -40,14 +43,14 @@ _TICK = 0.05
 _EPSILON = 1e-9
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a long run keeps thousands of these
 class RequestRecord:
     """What one request felt like to the client. Times are lab seconds (``Clock.now()``).
 
     ``error`` is ``None`` for a success (2xx/3xx) and otherwise one of ``connect`` (refused /
     unreachable), ``timeout``, ``reset`` (the server disconnected or the body broke off),
     ``http_<status>`` (e.g. ``http_502``), ``client_overload`` (never sent: too many requests in
-    flight) or ``other``.
+    flight, or due more than ``max_lateness`` ago) or ``other``.
     """
 
     id: int
@@ -139,8 +142,17 @@ class LoadGenerator:
     ``rate`` and ``paused`` may be changed while a loop runs (the TUI's load slider does that);
     ``stop()`` ends the schedule early; ``records`` grows as requests finish, so a view can read it
     live. ``keep_last`` bounds memory for long runs (the lab's background load): only the last that
-    many records stay in ``records``, while ``recorded`` counts them all and every one is still
-    published as a ``ClientRequest`` event.
+    many records stay in ``records`` (latency percentiles are then over that window), while
+    ``recorded`` and ``outcomes`` count every request of the run and every one is still published as
+    a ``ClientRequest`` event.
+
+    ``max_lateness`` (seconds, default none) is for a load that shares its process with the service it
+    loads (the lab's background load): when that process stalls (descheduled on a busy machine, a long
+    GC), every request due meanwhile is late, and sending them all at once would swamp the event loop
+    that the balancer and its health checks share, so that the checks time out and every instance is
+    marked DOWN. With ``max_lateness``, a request due more than that long ago is not sent but recorded
+    as ``client_overload``. Without it (experiments), late requests are sent at once, as users keep
+    arriving while a service struggles.
     """
 
     def __init__(
@@ -156,6 +168,7 @@ class LoadGenerator:
         timeout: float = 5.0,
         max_in_flight: int = 2000,
         keep_last: int | None = None,
+        max_lateness: float | None = None,
     ) -> None:
         self._base_url = _check_loopback_url(url)
         if not method or not method.isalpha():
@@ -172,14 +185,20 @@ class LoadGenerator:
         self.timeout = _positive("timeout", timeout)
         self.max_in_flight = _positive_int("max_in_flight", max_in_flight)
         self.keep_last = None if keep_last is None else _positive_int("keep_last", keep_last)
+        self.max_lateness = None if max_lateness is None else _positive("max_lateness", max_lateness)
         self.recorded = 0
+        # Every request of the run by how it ended: "ok" or its error ("timeout", "http_503", ...).
+        self.outcomes: collections.Counter[str] = collections.Counter()
         self.paused = False
-        self.records: list[RequestRecord] = []
+        self.records: collections.deque[RequestRecord] = collections.deque(maxlen=self.keep_last)
         self._rate = 1.0
         self._running = False
         self._stop_requested = False
+        # The only reference to a request's task while it runs (asyncio itself keeps only a weak one); a
+        # finished task leaves the set at once.
         self._in_flight: set[asyncio.Task[None]] = set()
         self._on_record: RecordCallback | None = None
+        self._view_error: Exception | None = None  # the first error on_record raised, re-raised after the run
         # The full URL of every request: base URL (without a trailing slash) followed by ``path``.
         self._target = str(self._base_url).rstrip("/") + path
 
@@ -232,27 +251,26 @@ class LoadGenerator:
             _positive_int("max_requests", max_requests)
         self._begin(on_record)
         self._rate = rate
-        tasks: list[asyncio.Task[None]] = []
         try:
             async with self._session() as session:
                 try:
-                    await self._schedule(session, duration, max_requests, tasks)
+                    await self._schedule(session, duration, max_requests)
                     # Wait for the stragglers: each is bounded by the timeout.
-                    await self._wait_for(tasks)
+                    while self._in_flight:
+                        await asyncio.wait(list(self._in_flight))
                 finally:
-                    await self._cancel(tasks)  # only does something if we got here by an error
+                    await self._cancel(list(self._in_flight))  # only does something if we got here by an error
         finally:
             self._running = False
-        return sorted(self.records, key=lambda record: record.id)
+        return self._results()
 
     async def _schedule(
         self,
         session: aiohttp.ClientSession,
         duration: float,
         max_requests: int | None,
-        tasks: list[asyncio.Task[None]],
     ) -> None:
-        """Launch the open loop's requests on time, appending their tasks to ``tasks``."""
+        """Launch the open loop's requests on time."""
         t0 = self.clock.now()
         end_of_schedule = t0 + duration
         # The schedule is "request i is due at anchor_time + (i - anchor_index) / anchor_rate".
@@ -278,21 +296,26 @@ class LoadGenerator:
             if due > now:
                 await asyncio.sleep(min(due - now, _TICK))
                 continue
-            tasks.append(self._launch(session, i))
+            if self.max_lateness is not None and now - due > self.max_lateness:
+                self._overload(i)  # the client was stalled: no burst of overdue requests on a loop it shares
+            else:
+                self._launch(session, i)
             last_due = due
             i += 1
 
-    def _launch(self, session: aiohttp.ClientSession, request_id: int) -> asyncio.Task[None]:
+    def _launch(self, session: aiohttp.ClientSession, request_id: int) -> None:
         """Start request ``request_id`` as its own task, or record it as ``client_overload``."""
         if len(self._in_flight) >= self.max_in_flight:
-            now = self.clock.now()
-            overload = RequestRecord(request_id, self.method, self.path, now, now, None, None, 1, "client_overload")
-            task = asyncio.ensure_future(self._finish_async(overload))
-        else:
-            task = asyncio.ensure_future(self._send_and_record(session, request_id))
-            self._in_flight.add(task)
-            task.add_done_callback(self._in_flight.discard)
-        return task
+            self._overload(request_id)
+            return
+        task = asyncio.ensure_future(self._send_and_record(session, request_id))
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+
+    def _overload(self, request_id: int) -> None:
+        """Record request ``request_id`` as ``client_overload``: scheduled, never sent."""
+        now = self.clock.now()
+        self._finish(RequestRecord(request_id, self.method, self.path, now, now, None, None, 1, "client_overload"))
 
     # --- closed loop ------------------------------------------------------------------------------
 
@@ -332,12 +355,12 @@ class LoadGenerator:
                 end_time = self.clock.now() + duration
                 tasks = [asyncio.ensure_future(worker(session, end_time)) for _ in range(workers)]
                 try:
-                    await self._wait_for(tasks)
+                    await asyncio.gather(*tasks)
                 finally:
                     await self._cancel(tasks)
         finally:
             self._running = False
-        return sorted(self.records, key=lambda record: record.id)
+        return self._results()
 
     # --- one request ------------------------------------------------------------------------------
 
@@ -369,14 +392,10 @@ class LoadGenerator:
         end = self.clock.now()
         return RequestRecord(request_id, self.method, self.path, start, end, status, instance, attempts, error)
 
-    async def _finish_async(self, record: RequestRecord) -> None:
-        self._finish(record)
-
     def _finish(self, record: RequestRecord) -> None:
-        self.records.append(record)
+        self.records.append(record)  # with keep_last, the deque lets the oldest record go
         self.recorded += 1
-        if self.keep_last is not None and len(self.records) >= 2 * self.keep_last:
-            del self.records[: -self.keep_last]  # trimmed in batches: amortised O(1) per request
+        self.outcomes[record.error or "ok"] += 1
         if self.events is not None:
             self.events.publish(
                 ClientRequest(
@@ -390,7 +409,11 @@ class LoadGenerator:
                 )
             )
         if self._on_record is not None:
-            self._on_record(record)
+            try:
+                self._on_record(record)
+            except Exception as error:  # a broken view must not stop the load: the run raises it at the end
+                if self._view_error is None:
+                    self._view_error = error
 
     # --- housekeeping -----------------------------------------------------------------------------
 
@@ -400,24 +423,22 @@ class LoadGenerator:
         self._running = True
         self._stop_requested = False
         self._on_record = on_record
-        self.records = []
+        self._view_error = None
+        self.records = collections.deque(maxlen=self.keep_last)
         self.recorded = 0
+        self.outcomes = collections.Counter()
+
+    def _results(self) -> list[RequestRecord]:
+        """The kept records sorted by id, or the first error ``on_record`` raised during the run."""
+        if self._view_error is not None:
+            raise self._view_error
+        return sorted(self.records, key=lambda record: record.id)
 
     def _session(self) -> aiohttp.ClientSession:
         # Keep-alive on (the default) and a pool as large as the in-flight limit, so the pool never
         # queues requests behind our back: the open loop's max_in_flight is the only limit.
         connector = aiohttp.TCPConnector(limit=self.max_in_flight, limit_per_host=0)
         return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout))
-
-    @staticmethod
-    async def _wait_for(tasks: list[asyncio.Task[None]]) -> None:
-        """Wait for every task, then re-raise the first error (only ``on_record`` can raise)."""
-        if not tasks:
-            return
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
 
     @staticmethod
     async def _cancel(tasks: list[asyncio.Task[None]]) -> None:

@@ -194,8 +194,13 @@ class UpstreamPool:
         if self.retired:
             connection.close()  # a request that outlived the drain: its connection must not linger
             return
-        connection.idle_since = time.monotonic()
+        now = time.monotonic()
+        connection.idle_since = now
         self._idle.append(connection)
+        # Requests take the most recently used connection, so the oldest idle ones wait at the other end. Close
+        # those idle too long: a burst's extra connections must not stay open (on both sides) for good.
+        while self._idle and not self._idle[0].reusable(now):
+            self._idle.popleft().close()
 
     def close(self) -> None:
         """Close the idle connections; the pool stays usable (a stopped balancer may start again)."""

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from spofkit.commands import (
     COMMANDS,
+    MAX_LOAD_RATE,
     AddInstance,
     BalancerFault,
     BalancerRecover,
@@ -161,7 +162,7 @@ commands = st.one_of(
     st.builds(RemoveInstance, names),
     st.builds(SetStrategy, st.sampled_from(sorted(STRATEGIES))),
     st.builds(ChangeSettings, st.none() | st.booleans(), st.none() | st.booleans(), st.none() | st.booleans()),
-    st.builds(SetLoad, st.none() | st.floats(0, 2000), st.none() | st.booleans()),
+    st.builds(SetLoad, st.none() | st.floats(0, MAX_LOAD_RATE), st.none() | st.booleans()),
     st.builds(BalancerFault, st.sampled_from(["lb1", "lb2"]), st.sampled_from(["crash", "hang", "advert_loss"])),
     st.builds(BalancerRecover, st.sampled_from(["lb1", "lb2"])),
     st.builds(BalancerRestart, st.sampled_from(["lb1", "lb2"])),

@@ -31,6 +31,7 @@ from textual.theme import Theme
 from textual.timer import Timer
 
 from spofkit.commands import (
+    MAX_LOAD_RATE,
     AddInstance,
     BalancerFault,
     BalancerRecover,
@@ -69,8 +70,10 @@ SETTING_PATIENCE = 3.0
 PANEL_WIDTH = 26  # a panel's smallest comfortable width; the grid puts as many side by side as fit
 INBOX_LIMIT = 50_000  # if frames stall, the oldest unread events are dropped rather than memory growing
 
-# Load steps for the +/- keys (requests per second).
-RATE_STEPS = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 50.0, 100.0, 200.0, 300.0, 500.0, 1000.0, 2000.0)
+# Load steps for the +/- keys (requests per second), up to what one machine carries (commands.MAX_LOAD_RATE).
+RATE_STEPS = tuple(
+    step for step in (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 50.0, 100.0, 200.0, 300.0, 500.0) if step <= MAX_LOAD_RATE
+)
 
 HIGH_CONTRAST = Theme(
     name="spofkit-contrast",
