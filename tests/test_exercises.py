@@ -297,7 +297,7 @@ def test_detection_and_recovery_windows_by_hand() -> None:
     assert exercises.detection_window.solution(slow_probes) == pytest.approx(0.5 + 2 * 0.3 + 0.3)
     recovery = numeric_problem(exercises.recovery_window, **{**params, "downinter": 2.0})
     assert exercises.recovery_window.solution(recovery) == pytest.approx(2.0 + 1 * 0.5 + 0.3)
-    assert exercises.recovery_window_bound(HealthSettings()) == pytest.approx(1.3)
+    assert HealthSettings().recovery_window_bound() == pytest.approx(1.3)
 
 
 def test_false_alarm_fall_is_one_more_than_the_misses() -> None:

@@ -65,7 +65,6 @@ from spofkit.exercises.health import (
     HealthCheckMisses,
     RecoveryWindow,
     health_check_notices,
-    recovery_window_bound,
 )
 from spofkit.exercises.pair import (
     DeployDuration,
@@ -170,7 +169,6 @@ __all__ = [
     "check_strategy",
     "exercise",
     "health_check_notices",
-    "recovery_window_bound",
     "reveal",
     "rolling_deploy_seconds",
 ]

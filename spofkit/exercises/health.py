@@ -2,7 +2,7 @@
 
 The right answers come from :mod:`spofkit.health` itself: the detection window from
 :meth:`HealthSettings.detection_window_bound`, the right ``fall`` from running :class:`HealthState`.
-:func:`recovery_window_bound` mirrors the detection bound for an instance coming back, and
+:meth:`HealthSettings.recovery_window_bound` mirrors the detection bound for an instance coming back, and
 :func:`health_check_notices` says which faults a ``GET /health`` probe can notice at all.
 """
 
@@ -18,20 +18,6 @@ from spofkit.faults import Fault, effect, make_fault
 from spofkit.health import HealthSettings, HealthState
 
 # --- lesson 03: health checks ------------------------------------------------------------------------
-
-
-def recovery_window_bound(settings: HealthSettings) -> float:
-    """Worst case from "instance healthy again" to "marked up": detection's bound, mirrored.
-
-    A DOWN instance is probed every ``downinter``; the first passing probe starts within one of those and
-    the ``rise - 1`` after it follow ``fastinter`` apart, each taking up to ``timeout``.
-    """
-    spread = 1 + settings.jitter
-    return (
-        settings.down_interval * spread
-        + (settings.rise - 1) * max(settings.fast_interval * spread, settings.timeout)
-        + settings.timeout
-    )
 
 
 def _health_settings(params: dict[str, Any]) -> HealthSettings:
@@ -121,7 +107,7 @@ class RecoveryWindow(NumericExercise):
         return question, params
 
     def solution(self, problem: Problem) -> float:
-        return recovery_window_bound(_health_settings(problem.params))
+        return _health_settings(problem.params).recovery_window_bound()
 
     def _hint(self, problem: Problem, given: float) -> str:
         params = problem.params
