@@ -2,7 +2,8 @@
 
 * ``wait_for(predicate, timeout, interval)``: poll a condition with a deadline instead of sleeping a fixed time.
   Import it with ``from conftest import wait_for`` (pytest puts ``tests/`` on ``sys.path``) or take the
-  ``wait_for`` fixture.
+  ``wait_for`` fixture. ``wait_until(predicate, timeout, what)`` is the same for code that is not async (a browser
+  driven by Playwright's sync API, a terminal read through tmux, a subprocess).
 * ``no_child_processes``: a fixture that fails the test if it leaves a child process (running or zombie)
   behind. Use it with ``pytestmark = pytest.mark.usefixtures("no_child_processes")`` or as an argument.
 """
@@ -43,6 +44,16 @@ async def wait_for(
             what = message or getattr(predicate, "__name__", repr(predicate))
             raise AssertionError(f"condition not met within {timeout:.1f}s: {what} (last value {value!r})")
         await asyncio.sleep(interval)
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    """The blocking twin of :func:`wait_for`: the predicate's first truthy value, or AssertionError naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:g}s: {what} (last value {value!r})")
+        time.sleep(interval)
+    return value
 
 
 @pytest.fixture(name="wait_for")

@@ -12,32 +12,17 @@ import socket
 import sys
 import time
 import types
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from conftest import child_pids
+from conftest import child_pids, wait_for
 
 from spofkit.cli import ActResult, Pauser, build_parser, main, play_demo
 from spofkit.failover import RetrySettings
 
 pytestmark = pytest.mark.timeout(120)
-
-
-async def wait_for(condition: Callable[[], Any], timeout: float = 15.0) -> None:
-    """Poll ``condition`` (sync or async) until it is true, or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if isinstance(result, Awaitable):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(0.05)
 
 
 def alive(pid: int) -> bool:
@@ -178,7 +163,7 @@ async def test_serve_in_process_isolation_end_to_end() -> None:
 
             async with http.post(f"{admin}/instances/b/fault", json={"kind": "crash"}) as response:
                 assert response.status == 200
-            await wait_for(lambda: not alive(old_pid))  # a real kill -9 of a real process
+            await wait_for(lambda: not alive(old_pid), 15)  # a real kill -9 of a real process
 
             async with http.post(f"{admin}/instances/b/restart") as response:
                 assert response.status == 200

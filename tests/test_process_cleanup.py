@@ -22,13 +22,13 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
+from conftest import wait_until
 from jupyter_client.manager import KernelManager
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,16 +40,6 @@ def running(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
-
-
-def until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``predicate`` until it is truthy; fail after ``timeout`` seconds, saying ``what`` was awaited."""
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:g} s: {what}")
-        time.sleep(0.05)
-    return value
 
 
 @contextlib.contextmanager
@@ -105,7 +95,7 @@ def test_instance_processes_die_with_a_parent_killed_by_sigkill(worker: str, no_
         assert len(instances) == 2 and all(running(pid) for pid in instances)
         os.kill(parent.pid, signal.SIGKILL)  # no clean-up, no atexit, no goodbye
         parent.wait()
-        until(lambda: not any(running(pid) for pid in instances), DEADLINE, f"instances {instances} gone")
+        wait_until(lambda: not any(running(pid) for pid in instances), DEADLINE, f"instances {instances} gone")
         assert all(running(pid) for pid in workers), "the forked worker is not ours to stop: it must still be there"
 
 
@@ -150,7 +140,7 @@ def test_a_lab_left_running_stops_its_instance_processes_when_the_interpreter_ex
     with stopped_at_the_end(seen["pids"]):
         assert len(seen["pids"]) == 2
         assert seen["running_at_exit"] == [], "the instances were still running when the interpreter exited"
-        until(lambda: not any(running(pid) for pid in seen["pids"]), DEADLINE, "instances gone")
+        wait_until(lambda: not any(running(pid) for pid in seen["pids"]), DEADLINE, "instances gone")
 
 
 # --- a real Jupyter kernel ------------------------------------------------------------------------------
@@ -205,7 +195,7 @@ def test_a_kernel_shut_down_restarted_or_killed_leaves_no_instance_process(
                 kernel = psutil.Process(manager.provisioner.process.pid)  # type: ignore[union-attr]
                 kernel.send_signal(signal.SIGKILL)
                 kernel.wait(10)
-            until(lambda: not any(running(pid) for pid in instances), DEADLINE, f"instances {instances} gone")
+            wait_until(lambda: not any(running(pid) for pid in instances), DEADLINE, f"instances {instances} gone")
     finally:
         if manager.has_kernel:
             manager.shutdown_kernel(now=True)

@@ -11,7 +11,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pytest
 pytest.importorskip("textual")
 
 from conftest import child_pids
+from conftest import wait_until as wait_until_in_time
 
 TMUX = shutil.which("tmux")
 REPO = Path(__file__).resolve().parent.parent
@@ -49,11 +49,8 @@ def alive(pid: int) -> bool:
 
 
 def wait_until(condition: Callable[[], object], what: str, timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:.0f}s: {what}")
-        time.sleep(0.1)
+    """conftest's wait_until, with this file's order of arguments and its deadline."""
+    wait_until_in_time(condition, timeout, what, interval=0.1)
 
 
 def app_shell(command: list[str], status_file: Path) -> str:
