@@ -22,11 +22,14 @@ import pytest
 from conftest import wait_for
 
 from spofkit.commands import AddInstance, BalancerFault, BalancerRecover, ChangeSettings, SetStrategy
-from spofkit.events import Event, InstanceDown, InstanceUp, StrategyChanged
+from spofkit.compare import BALANCERS, Comparison, Run, compare_balancers
+from spofkit.events import Event, FaultInjected, InstanceDown, InstanceUp, StrategyChanged
 from spofkit.health import HealthSettings
 from spofkit.lab import Lab
+from spofkit.loadgen import RequestRecord
 from spofkit.policy import RetrySettings
 from spofkit.real_proxy import HAProxyNode, NginxNode, RealProxyNode
+from spofkit.report import build_report
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("no_child_processes")]
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,6 +98,29 @@ async def test_a_crash_under_load_is_measured_by_the_same_report(kind: str) -> N
         assert report.latency_p50 is not None and report.latency_p99 is not None
     finally:
         await stopped_cleanly(lab)
+
+
+async def test_a_fault_is_timed_from_when_it_was_set_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A proxy may notice a crash within milliseconds (nginx's passive marks): the fault's time must be when the kill
+    was set off, not when the lab had finished killing and reaping the process, or the detection came "before" it."""
+    lab = await Lab.start(2, isolation="process")
+    try:
+        instance = lab.instances["b"]
+        read_counters = instance._last_counters
+
+        async def slow_to_read_counters() -> None:  # a busy child: the lab asks for its counters before the kill
+            await asyncio.sleep(0.3)
+            await read_counters()
+
+        monkeypatch.setattr(instance, "_last_counters", slow_to_read_counters)
+        seen: list[Event] = []
+        lab.events.subscribe(seen.append)
+        set_off = lab.now()
+        await lab.inject("b", "crash")
+        fault = next(e for e in seen if isinstance(e, FaultInjected))
+        assert fault.at - set_off < 0.1, f"the fault is dated {fault.at - set_off:.2f} s after it was set off"
+    finally:
+        await lab.stop()
 
 
 @pytest.mark.parametrize("kind", PROXIES)
@@ -278,3 +304,52 @@ async def test_spofkit_serve_with_a_real_proxy(kind: str, tmp_path: Path) -> Non
                 stream.close()
     assert code == 0
     assert not alive(proxy_pid), f"{kind} outlived spofkit serve"
+
+
+# --- side by side -------------------------------------------------------------------------------------------------
+
+
+async def test_one_call_runs_the_scenario_on_the_three_balancers_and_builds_one_table() -> None:
+    progress: list[float] = []
+    comparison = await compare_balancers(
+        "crash", rate=100, duration=3.0, fault_at=1.0, isolation="inprocess", on_progress=progress.append
+    )
+    assert [(run.scenario, run.balancer) for run in comparison.runs] == [("crash", b) for b in BALANCERS]
+    for run in comparison.runs:
+        assert run.report.requests == 300, f"{run.balancer}: every request sent was recorded"
+        assert run.taken_out_after is not None, f"{run.balancer} never took the crashed instance out"
+    table = comparison.table()
+    lines = table.splitlines()
+    assert lines[0].split()[:4] == ["scenario", "balancer", "requests", "client"]
+    for run in comparison.runs:
+        row = next(line for line in lines if line.split()[:2] == ["crash", run.balancer])
+        assert f"{run.report.client_visible_outage:.2f} s" in row
+        assert row.split()[3] == str(run.report.failed)
+    assert "HAProxy 2." in comparison.machine and "nginx 1." in comparison.machine
+    assert progress and progress[-1] == pytest.approx(1.0) and progress == sorted(progress)
+
+
+def test_the_table_says_never_and_lines_up() -> None:
+    """The table on hand-made reports: numbers right-aligned under their header, "never" for a fault nobody saw."""
+    records = [RequestRecord(i, "GET", "/", i / 10, i / 10 + 0.01, 200, "a", 1, None) for i in range(20)]
+    report = build_report(records, [FaultInjected(0.5, "b", "gray", {})])
+    runs = (Run("gray", "spofkit", report, 0.06, "ejected"), Run("gray", "haproxy", report, None, ""))
+    comparison = Comparison(runs, 3, 10.0, 2.0, 0.5, "inprocess")
+    lines = comparison.table().splitlines()
+    header, spofkit_row, haproxy_row = lines[0], lines[2], lines[3]
+    assert spofkit_row.endswith("0.06 s, ejected") and haproxy_row.endswith("never")
+    errors_end = header.index("client errors") + len("client errors")
+    assert spofkit_row[:errors_end].endswith(" 0") and haproxy_row[:errors_end].endswith(" 0")
+    assert "gray, haproxy: b was never taken out, and no client noticed" in comparison.to_text()
+    with pytest.raises(ValueError, match="scenario must be one of"):
+        asyncio.run(compare_balancers("meltdown"))
+
+
+def test_bench_compare_proxies_prints_one_line_per_run_as_json() -> None:
+    command = [sys.executable, str(ROOT / "bench" / "compare_proxies.py"), "--scenarios", "crash"]
+    command += ["--balancers", "haproxy,nginx", "--rate", "50", "--duration", "2", "--fault-at", "0.5", "--json"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    runs = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [run["balancer"] for run in runs] == ["haproxy", "nginx"]
+    assert all(run["requests"] == 100 and run["scenario"] == "crash" for run in runs)
