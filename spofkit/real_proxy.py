@@ -105,10 +105,16 @@ class ProxyProcess:
         ]
 
     @classmethod
-    async def spawn(cls, command: list[str], on_line: Any, *, group: bool = False) -> ProxyProcess:
+    async def spawn(
+        cls, command: list[str], on_line: Any, *, group: bool = False, keep_stdin: bool = False
+    ) -> ProxyProcess:
+        """Start ``command``; ``on_line(process, "stdout" | "stderr", line)`` hears every line it writes.
+
+        ``keep_stdin`` gives it a pipe on stdin, open until it is stopped (a spofkit child ends at its end of file).
+        """
         process = await asyncio.create_subprocess_exec(
             *command,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE if keep_stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,  # a Ctrl-C in the lab's terminal is for the lab, which then stops the proxy
@@ -131,6 +137,8 @@ class ProxyProcess:
 
     async def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """SIGTERM (after SIGCONT: a stopped process cannot act on it), SIGKILL after ``timeout``; reaped."""
+        if self.process.stdin is not None:
+            self.process.stdin.close()
         self.signal(signal.SIGCONT)
         self.signal(signal.SIGTERM)
         try:
@@ -142,6 +150,8 @@ class ProxyProcess:
 
     async def kill(self) -> None:
         self.signal(signal.SIGKILL)
+        if self.process.stdin is not None:
+            self.process.stdin.close()
         await self.process.wait()
         await self._finish_reading()
 
