@@ -304,6 +304,8 @@ def _haproxy_timeouts_and_retries(retries: RetrySettings | None) -> list[str]:
     lines = [
         _why(f"    timeout connect {_haproxy_time(per_try)}", f"per-try timeout {per_try:g} s: to connect..."),
         _why(f"    timeout server {_haproxy_time(per_try)}", "...and to answer (each attempt has its own)"),
+        "    # not in HAProxy: a per-try timeout for the whole answer; `timeout server` is the longest silence,",
+        "    #   restarted at every read (the same for an answer's head, longer for a slowly streamed body)",
         "    timeout client 30s",
         "    timeout http-request 10s",
     ]
@@ -598,7 +600,8 @@ def _nginx_retries(retries: RetrySettings | None) -> list[str]:
         ),
         f"            proxy_send_timeout {_nginx_time(per_try)};",
         _why(f"            proxy_read_timeout {_nginx_time(per_try)};", "and between two reads of the answer"),
-        "            # not in nginx: a per-try timeout for the whole answer; proxy_read_timeout restarts at every read",
+        "            # not in nginx: a per-try timeout for the whole answer; proxy_read_timeout restarts at every",
+        "            #   read (the same for an answer's head, longer for a slowly streamed body)",
     ]
     if retries is None:
         return [*lines, _why("            proxy_next_upstream off;", "retries off: one attempt")]

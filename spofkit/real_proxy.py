@@ -843,7 +843,9 @@ class NginxNode(RealProxyNode):
         seen.out = True
         max_fails, fail_timeout = nginx_passive_limits(self.settings())
         why = f"; the last: {seen.last_error}" if seen.last_error else ""
-        reason = f"nginx: {max_fails} failed attempt(s) within fail_timeout {fail_timeout:g} s, out for as long{why}"
+        attempts = "attempt" if max_fails == 1 else "attempts"
+        window = f"{fail_timeout:g} s"
+        reason = f"nginx: {max_fails} failed {attempts} within fail_timeout ({window}): out for {window}{why}"
         self._publish(InstanceDown(self.events.now(), name, reason, balancer=self.name))
 
     def _member_view(self, member: _Member) -> MemberView:

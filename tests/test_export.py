@@ -276,3 +276,43 @@ def test_find_binary_says_which_package_to_install(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr("spofkit.export.BINARIES", {"haproxy": "/nonexistent/haproxy"})
     with pytest.raises(RuntimeError, match="apt-get install -y haproxy"):
         find_binary("haproxy")
+
+
+# --- lesson 11's exercises read their answers off spofkit ----------------------------------------------------
+
+
+def test_haproxy_s_defaults_take_six_seconds_to_notice_a_crash() -> None:
+    from spofkit.exercises.production import haproxy_crash_detection
+
+    assert haproxy_crash_detection(2.0, 3) == pytest.approx(6.0)  # inter 2s, then 2 more checks inter apart
+    assert haproxy_crash_detection(2.0, 3, fastinter=0.5) == pytest.approx(3.0)  # the 2 more come fastinter apart
+    assert haproxy_crash_detection(1.0, 5, fastinter=0.25) == pytest.approx(2.0)
+
+
+def test_which_proxy_has_which_setting_is_read_off_the_export() -> None:
+    from spofkit.exercises.production import _FEATURES, proxy_has
+
+    names = [words for words, _needles in _FEATURES]
+    has = {target: {names[i] for i in range(len(names)) if proxy_has(target, i)} for target in TARGETS}
+    assert has["haproxy"] == {
+        "active health checks (interval, timeout, rise, fall)",
+        "retrying a failed attempt on another instance",
+        "passive ejection after failures of real requests",
+        "slow start for an instance coming back",
+    }
+    assert has["nginx"] == {
+        "retrying a failed attempt on another instance",
+        "a deadline for all of a request's attempts together",
+        "passive ejection after failures of real requests",
+    }
+
+
+def test_the_nginx_and_keepalived_exercises_by_hand() -> None:
+    from spofkit.exercises import keepalived_takeover, nginx_failed_attempts
+    from spofkit.exercises.base import Problem
+
+    nginx = Problem("11.nginx_failed_attempts", 0, "", {"max_fails": 3, "workers": 4})
+    assert nginx_failed_attempts.solution(nginx) == 12  # each of the 4 workers counts its own 3 failures
+    assert "one worker's count" in nginx_failed_attempts.check(nginx, 3).hint
+    takeover = Problem("11.keepalived_takeover", 0, "", {"advert_int": 1.0, "priority": 100})
+    assert keepalived_takeover.solution(takeover) == pytest.approx(3 + 156 / 256)

@@ -33,7 +33,8 @@ then create one instance below and list it in :data:`EXERCISES`.
 
 Where things live: :mod:`~spofkit.exercises.base` (the kinds of exercise), :mod:`~spofkit.exercises.availability`
 (lessons 00–02), :mod:`~spofkit.exercises.health` (03, and 05's health checks),
-:mod:`~spofkit.exercises.failover` (04, and 05's ejection), :mod:`~spofkit.exercises.strategies` (06).
+:mod:`~spofkit.exercises.failover` (04, and 05's ejection), :mod:`~spofkit.exercises.strategies` (06),
+:mod:`~spofkit.exercises.production` (11: the real proxies' defaults and words).
 """
 
 from __future__ import annotations
@@ -66,6 +67,13 @@ from spofkit.exercises.health import (
     health_check_notices,
     recovery_window_bound,
 )
+from spofkit.exercises.production import (
+    HAProxyCrashDetection,
+    KeepalivedTakeover,
+    NginxFailedAttempts,
+    ProxyEquivalents,
+    haproxy_crash_detection,
+)
 from spofkit.exercises.strategies import LittlesLaw, check_strategy
 
 # --- the registry ------------------------------------------------------------------------------------
@@ -84,6 +92,10 @@ retry_budget = RetryBudgetSize()
 health_check_misses = HealthCheckMisses()
 ejection_time = EjectionTime()
 littles_law = LittlesLaw()
+haproxy_detection = HAProxyCrashDetection()
+nginx_failed_attempts = NginxFailedAttempts()
+proxy_equivalents = ProxyEquivalents()
+keepalived_takeover = KeepalivedTakeover()
 
 EXERCISES: dict[str, list[Exercise]] = {
     "00": [availability_from_counts],
@@ -93,6 +105,7 @@ EXERCISES: dict[str, list[Exercise]] = {
     "04": [safe_to_retry, retry_budget],
     "05": [health_check_misses, ejection_time],
     "06": [littles_law],  # and check_strategy(), which runs code instead of checking a number
+    "11": [haproxy_detection, nginx_failed_attempts, proxy_equivalents, keepalived_takeover],
 }
 
 
@@ -127,12 +140,16 @@ __all__ = [
     "Exercise",
     "FalseAlarmFall",
     "Feedback",
+    "HAProxyCrashDetection",
     "HealthCheckMisses",
+    "KeepalivedTakeover",
     "LittlesLaw",
+    "NginxFailedAttempts",
     "NumericExercise",
     "OutageAvailability",
     "ParallelAvailability",
     "Problem",
+    "ProxyEquivalents",
     "RecoveryWindow",
     "RetryBudgetSize",
     "SafeToRetry",
@@ -140,6 +157,7 @@ __all__ = [
     "allowed_downtime_minutes",
     "check_strategy",
     "exercise",
+    "haproxy_crash_detection",
     "health_check_notices",
     "recovery_window_bound",
     "reveal",
