@@ -353,3 +353,35 @@ def test_bench_compare_proxies_prints_one_line_per_run_as_json() -> None:
     runs = [json.loads(line) for line in done.stdout.splitlines()]
     assert [run["balancer"] for run in runs] == ["haproxy", "nginx"]
     assert all(run["requests"] == 100 and run["scenario"] == "crash" for run in runs)
+
+
+# --- what a person sees: the dashboard attached to a lab whose balancer is HAProxy ----------------------------
+
+
+async def test_the_dashboard_shows_haproxy_marking_a_crashed_instance_down_in_haproxy_s_words() -> None:
+    pytest.importorskip("textual")
+    from spofkit.admin import AdminServer
+    from tui.app import SpofkitApp, make_source
+    from tui.widgets.event_log import EventLog
+    from tui.widgets.instance_panel import InstancePanel
+
+    lab = await Lab.start(3, balancer="haproxy")
+    admin = AdminServer(lab, token="test-token-0123456789")
+    await admin.start()
+    try:
+        app = SpofkitApp(make_source(admin.url, rate=20.0, token=admin.token))
+        async with app.run_test(size=(100, 32)) as pilot:
+            try:
+                await wait_for(lambda: app.lab_ready and app.panels_shown(), 20, message="drawn")
+                await pilot.press("2", "c")  # select b, crash it: HAProxy is the one to notice
+                panel = app.query_one("#panel-b", InstancePanel)
+                await wait_for(lambda: panel.has_class("state-down"), 20, message="b shows DOWN")
+                log = app.query_one(EventLog)
+                await wait_for(
+                    lambda: any("b marked DOWN: HAProxy" in line.text for line in log.lines), 20, message="in the log"
+                )
+            finally:
+                await app.shutdown()
+    finally:
+        await admin.stop()
+        await stopped_cleanly(lab)
