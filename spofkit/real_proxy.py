@@ -536,9 +536,10 @@ class HAProxyNode(RealProxyNode):
         await self._must(f"add server {BACKEND}/{line} {options}".rstrip(), "New server registered")
         if self.health is not None:
             await self.api(f"enable health {name}")
-            if not member.initially_up:
-                await self.api(f"set server {name} health down")  # it must pass `rise` checks first, as in the lab
-        await self.api(f"set server {name} state ready")
+        await self.api(f"set server {name} state ready")  # a new server leaves maintenance UP...
+        if self.health is not None and not member.initially_up:
+            # ...so, as in the lab, it must pass `rise` checks first (HAProxy logs "DOWN, changed from CLI": not news)
+            await self.api(f"set server {name} health down")
         await self._refresh()
 
     async def _member_removed(self, member: _Member, drain_timeout: float) -> None:
@@ -781,6 +782,9 @@ class NginxNode(RealProxyNode):
     async def _member_added(self, member: _Member) -> None:
         self.seen.setdefault(member.name, _NginxSeen())
         await self._reload()
+        if not member.initially_up:  # the lab would wait for `rise` checks; nginx has none and sends at once
+            reason = "nginx has no health checks: a new server takes its share of requests at once"
+            self._publish(InstanceUp(self.events.now(), member.name, reason, balancer=self.name))
 
     async def _member_removed(self, member: _Member, drain_timeout: float) -> None:
         self._publish(InstanceDraining(self.events.now(), member.name, 0, balancer=self.name))

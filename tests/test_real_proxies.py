@@ -21,9 +21,9 @@ import aiohttp
 import pytest
 from conftest import wait_for
 
-from spofkit.commands import AddInstance, BalancerFault, BalancerRecover, ChangeSettings, SetStrategy
+from spofkit.commands import AddInstance, BalancerFault, BalancerRecover, ChangeSettings, Deploy, SetStrategy
 from spofkit.compare import BALANCERS, Comparison, Run, compare_balancers
-from spofkit.events import Event, FaultInjected, InstanceDown, InstanceUp, StrategyChanged
+from spofkit.events import DeployStep, Event, FaultInjected, InstanceDown, InstanceUp, StrategyChanged
 from spofkit.health import HealthSettings
 from spofkit.lab import Lab
 from spofkit.loadgen import RequestRecord
@@ -384,4 +384,23 @@ async def test_the_dashboard_shows_haproxy_marking_a_crashed_instance_down_in_ha
                 await app.shutdown()
     finally:
         await admin.stop()
+        await stopped_cleanly(lab)
+
+
+@pytest.mark.parametrize("kind", PROXIES)
+async def test_a_rolling_deploy_waits_for_what_the_proxy_says(kind: str) -> None:
+    """HAProxy's checks must pass before the deploy moves on; nginx has none, and says a server is up at once."""
+    lab = await Lab.start(2, balancer=kind, health=HealthSettings(interval=0.2, timeout=0.15))
+    try:
+        seen: list[Event] = []
+        lab.events.subscribe(seen.append)
+        await lab.apply(Deploy(batch=1))
+        done = [e.instance for e in seen if isinstance(e, DeployStep) and e.step == "done"]
+        assert done == ["a", "b"]
+        ups = [e for e in seen if isinstance(e, InstanceUp)]
+        assert {e.instance for e in ups} == {"a", "b"} and all(e.reason.lower().startswith(kind) for e in ups)
+        if kind == "nginx":
+            assert "no health checks" in ups[0].reason
+        assert (await get(lab.balancer_url + "/"))[0] == 200
+    finally:
         await stopped_cleanly(lab)
