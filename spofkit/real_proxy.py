@@ -254,7 +254,8 @@ class RealProxyNode:
 
     async def start(self) -> None:
         """Write the configuration, start the proxy, wait until it listens and answers its control socket."""
-        self.workdir = Path(tempfile.mkdtemp(prefix=f"spofkit-{self.kind}-{self.name}-"))
+        _remove_stale_workdirs()
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"spofkit-{self.kind}-{self.name}-{os.getpid()}-"))
         self.service_port = self.service_port or _free_port()
         self.own_port = self.own_port or _free_port()
         self._stopping = False
@@ -878,6 +879,28 @@ def make_real_proxy(kind: str, name: str, events: EventBus, **settings: Any) -> 
     if kind == "nginx":
         return NginxNode(name, events, **settings)
     raise ValueError(f"a real proxy is one of {REAL_PROXIES}, got {kind!r}")
+
+
+# A proxy's folder: spofkit-<kind>-<balancer>-<pid of the lab>-<random>. Only such folders are ever removed as stale.
+_WORKDIR = re.compile(r"^spofkit-(?:haproxy|nginx)-[\w.-]+?-(\d+)-\w+$")
+
+
+def _remove_stale_workdirs() -> None:
+    """Remove the folders of proxies whose lab was killed (a `kill -9` leaves no time to clean up)."""
+    for entry in Path(tempfile.gettempdir()).glob("spofkit-*-*"):
+        match = _WORKDIR.match(entry.name)
+        if match and entry.is_dir() and not _alive(int(match[1])):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive, and not ours to judge
+    return True
 
 
 def _children_of(parent: int) -> set[int]:

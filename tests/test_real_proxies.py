@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -404,3 +405,39 @@ async def test_a_rolling_deploy_waits_for_what_the_proxy_says(kind: str) -> None
         assert (await get(lab.balancer_url + "/"))[0] == 200
     finally:
         await stopped_cleanly(lab)
+
+
+@pytest.mark.parametrize("kind", PROXIES)
+async def test_a_killed_supervisor_takes_its_proxy_with_it(kind: str, tmp_path: Path) -> None:
+    """kill -9 of `spofkit serve`: nothing can clean up, so the kernel must (PR_SET_PDEATHSIG on the proxy)."""
+    env = dict(os.environ, HOME=str(tmp_path))
+    command = [sys.executable, "-m", "spofkit", "serve", "--balancer", kind, "--instances", "1"]
+    command += ["--port", "0", "--admin-port", "0", "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    try:
+        lines = await asyncio.to_thread(read_until_ready, process)
+        proxy_pid = int(lines["front"][0].split(" pid ")[1].split()[0])
+        assert alive(proxy_pid)
+    finally:
+        process.kill()
+        await asyncio.to_thread(process.wait, 30)
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+    await wait_for(lambda: not alive(proxy_pid), 10, message=f"{kind} (pid {proxy_pid}) outlives a killed supervisor")
+    if kind == "nginx":
+
+        def group_gone() -> bool:
+            try:
+                os.killpg(proxy_pid, 0)
+            except ProcessLookupError:
+                return True
+            return False
+
+        await wait_for(group_gone, 10, message="nginx's worker outlives its master")
+    # Its folder stayed behind (nobody lived to remove it); the next lab that starts a proxy removes it.
+    stale = [p for p in Path(tempfile.gettempdir()).glob(f"spofkit-{kind}-lb1-{process.pid}-*")]
+    assert stale
+    lab = await Lab.start(1, balancer=kind)
+    await stopped_cleanly(lab)
+    assert not [p for p in stale if p.exists()]
