@@ -233,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         type=_member,
         default=[],
-        metavar="NAME=HOST:PORT",
+        metavar="NAME=HOST:PORT[,weight=N][,max_conns=N][,backup]",
         help="an instance at this address (repeat; replaces --instances and --first-port)",
     )
     export.add_argument("--port", type=_int_in(1, 65535), default=8080, help="the service port (default 8080)")
@@ -251,12 +251,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _member(text: str) -> tuple[str, str]:
-    name, equals, address = text.partition("=")
+def _member(text: str) -> tuple[str, str, dict[str, Any]]:
+    """``a=127.0.0.1:9001`` and options after commas: ``weight=2``, ``max_conns=10``, ``backup``."""
+    first, *extras = text.split(",")
+    name, equals, address = first.partition("=")
     host, _, port = address.rpartition(":")
     if not equals or not name or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"must be NAME=HOST:PORT, such as a=127.0.0.1:9001; got {text!r}")
-    return name, address
+        raise argparse.ArgumentTypeError(
+            f"must be NAME=HOST:PORT[,weight=N][,max_conns=N][,backup], such as a=127.0.0.1:9001; got {text!r}"
+        )
+    options: dict[str, Any] = {}
+    for extra in extras:
+        key, _, value = extra.strip().partition("=")
+        if key == "backup" and not value:
+            options["backup"] = True
+        elif key in ("weight", "max_conns") and value.isdigit():
+            options[key] = int(value)
+        else:
+            raise argparse.ArgumentTypeError(f"unknown member option {extra!r} (known: weight=N, max_conns=N, backup)")
+    return name, address, options
 
 
 def _isolation_option(parser: argparse.ArgumentParser, default: str = "inprocess") -> None:
@@ -926,7 +939,8 @@ def export_config(args: argparse.Namespace) -> int:
                 source="the serve flags",
             )
         if args.member:
-            settings = settings.with_members(ExportMember(name, address) for name, address in args.member)
+            members = [ExportMember(name, address, **options) for name, address, options in args.member]
+            settings = settings.with_members(members)
         text = config_for(args.target, settings)
     except ExportError as error:
         print(f"spofkit export: {error.field}: {error}", file=sys.stderr)

@@ -259,10 +259,13 @@ def test_cli_export_writes_a_valid_configuration_and_checks_it(tmp_path: Path) -
 
 
 def test_cli_export_members_and_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    members = ["--member", "x=127.0.0.1:7001", "--member", "y=127.0.0.1:7002"]
+    members = ["--member", "x=127.0.0.1:7001,weight=3,max_conns=5", "--member", "y=127.0.0.1:7002,backup"]
     assert main(["export", "nginx", *members, "--port", "81"]) == 0
     out = capsys.readouterr().out
-    assert "server 127.0.0.1:7001" in out and "server 127.0.0.1:7002" in out and "listen 127.0.0.1:81;" in out
+    assert re.search(r"server 127\.0\.0\.1:7001 weight=3 max_conns=5 .*; +# x", out)
+    assert re.search(r"server 127\.0\.0\.1:7002 .*backup; +# y", out) and "listen 127.0.0.1:81;" in out
+    assert main(["export", "haproxy", "--member", "x=127.0.0.1:7001,heavy"]) == 2
+    assert "unknown member option 'heavy'" in capsys.readouterr().err
     assert main(["export", "nginx", "--member", "x=nowhere"]) == 2
     assert "--member" in capsys.readouterr().err
     bad = tmp_path / "bad.toml"
