@@ -60,6 +60,7 @@ TARGETS = ("haproxy", "nginx")
 # Where Debian puts the binaries (/usr/sbin is not on every user's PATH).
 BINARIES = {"haproxy": "/usr/sbin/haproxy", "nginx": "/usr/sbin/nginx", "keepalived": "/usr/sbin/keepalived"}
 BACKEND = "instances"  # the name of the pool in both configurations
+NGINX_TEMP_PATHS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")  # nginx's own files, in the lab's folder
 HASH_HEADER = "X-Hash-Key"  # the lab's consistent_hash strategy hashes this header, else the client address
 # The methods the lab retries after they may have reached a backend (spofkit.policy.failover).
 IDEMPOTENT = ("GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE")
@@ -424,10 +425,7 @@ def nginx_config(settings: LabSettings, runtime: RuntimeOptions | None = None) -
             "    # --- for the lab: one line per request (which servers were tried, with which status) on stdout",
             '    log_format spofkit \'$msec $status "$upstream_addr" "$upstream_status" $request_time\';',
             "    access_log /dev/stdout spofkit;",
-            *(
-                f"    {kind}_temp_path {workdir / kind};"
-                for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-            ),
+            *(f"    {kind}_temp_path {workdir / kind};" for kind in NGINX_TEMP_PATHS),
             "    # the number of servers tried, for the lab's load generator (X-Spof-Attempts, as the lab sends it)",
             "    map $upstream_addr $spof_attempts {",
             '        "~^[^,]*$" 1;',
