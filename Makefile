@@ -6,8 +6,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-# Debian packages the tests need: a real browser for the widget tests, a real terminal for the TUI test.
-SYSTEM_PACKAGES ?= chromium tmux
+# Debian packages the tests need: a real browser for the widget tests, a real terminal for the TUI test, the real
+# proxies the lab is compared with; and, as root only (its experiment needs root), keepalived for the proxies' pair.
+SYSTEM_PACKAGES ?= chromium tmux haproxy nginx
+ROOT_PACKAGES ?= keepalived
+# Where the proxies' binaries live on Debian, off many users' PATH.
+SBIN_DIRS ?= /usr/sbin /sbin
 
 .PHONY: setup system-packages lab test lint tui demo bench clean
 
@@ -25,7 +29,12 @@ setup: $(STAMP)
 
 # As root on a Debian-like system, install what is missing with apt-get; otherwise stop at once and say how.
 system-packages:
-	@missing=""; for p in $(SYSTEM_PACKAGES); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@wanted="$(SYSTEM_PACKAGES)"; if [ "$$(id -u)" = "0" ]; then wanted="$$wanted $(ROOT_PACKAGES)"; fi; \
+	missing=""; for p in $$wanted; do \
+		found=""; command -v $$p >/dev/null 2>&1 && found=yes; \
+		for d in $(SBIN_DIRS); do [ -x "$$d/$$p" ] && found=yes; done; \
+		[ -n "$$found" ] || missing="$$missing $$p"; \
+	done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
 		echo "make: installing Debian packages the tests need:$$missing"; \

@@ -7,6 +7,7 @@
     spofkit lab                  # JupyterLab on the lessons
     spofkit tui [--connect URL]  # the terminal dashboard, on its own lab or attached to a served one
     spofkit bench                # the benchmark scripts in bench/
+    spofkit export haproxy|nginx [--instances 3 ...] [--scenario FILE] [--check] [-o FILE]
 
 ``serve`` keeps a lab running until Ctrl+C (or SIGTERM) and prints where everything listens, one
 ``key value`` line each, so a person can read it and a script can parse it::
@@ -159,6 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--seed", type=int, default=0, help="seed for every random choice")
     serve.add_argument("--quiet", action="store_true", help="do not print events as they happen")
     serve.add_argument(
+        "--balancer",
+        choices=("spofkit", "haproxy", "nginx"),
+        default="spofkit",
+        help="the balancer: spofkit's own, or the real HAProxy or nginx configured alike (default spofkit)",
+    )
+    serve.add_argument(
         "--admin-token",
         default=None,
         metavar="TOKEN",
@@ -223,7 +230,65 @@ def build_parser() -> argparse.ArgumentParser:
     tui.set_defaults(command_parser=tui)
 
     commands.add_parser("bench", help="run the benchmark scripts in bench/")
+
+    export = commands.add_parser(
+        "export",
+        help="write the lab's settings as an HAProxy or nginx configuration",
+        description="Write the lab's settings (the serve flags, or a scenario file) as a configuration for HAProxy or "
+        "nginx. Settings the proxy has no word for are comments that say what the nearest is.",
+    )
+    export.add_argument("target", choices=("haproxy", "nginx"), help="the proxy to write a configuration for")
+    export.add_argument("--instances", type=_int_in(1, 26), default=3, metavar="N", help="primaries (default 3)")
+    export.add_argument("--backups", type=_int_in(0, 25), default=0, metavar="N", help="backups (default 0)")
+    export.add_argument(
+        "--first-port",
+        type=_int_in(1, 65000),
+        default=9001,
+        metavar="PORT",
+        help="the instances listen on 127.0.0.1:PORT, PORT+1, ... (default 9001)",
+    )
+    export.add_argument(
+        "--member",
+        action="append",
+        type=_member,
+        default=[],
+        metavar="NAME=HOST:PORT[,weight=N][,max_conns=N][,backup]",
+        help="an instance at this address (repeat; replaces --instances and --first-port)",
+    )
+    export.add_argument("--port", type=_int_in(1, 65535), default=8080, help="the service port (default 8080)")
+    export.add_argument("--strategy", type=_strategy, default="round_robin", help="balancing strategy")
+    export.add_argument("--no-retries", action="store_true", help="do not retry failed attempts")
+    export.add_argument("--no-health-checks", action="store_true", help="no active health checks")
+    export.add_argument("--no-ejection", action="store_true", help="no passive ejection")
+    export.add_argument(
+        "--slow-start", type=_number_in(0, 3600), default=0.0, metavar="S", help="slow start (seconds, default 0)"
+    )
+    export.add_argument("--scenario", type=Path, default=None, metavar="FILE", help="take the settings from a scenario")
+    export.add_argument("-o", "--output", type=Path, default=None, metavar="FILE", help="write here (default: stdout)")
+    export.add_argument("--check", action="store_true", help="validate it with the real binary (haproxy -c, nginx -t)")
+    export.set_defaults(command_parser=export)
     return parser
+
+
+def _member(text: str) -> tuple[str, str, dict[str, Any]]:
+    """``a=127.0.0.1:9001`` and options after commas: ``weight=2``, ``max_conns=10``, ``backup``."""
+    first, *extras = text.split(",")
+    name, equals, address = first.partition("=")
+    host, _, port = address.rpartition(":")
+    if not equals or not name or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(
+            f"must be NAME=HOST:PORT[,weight=N][,max_conns=N][,backup], such as a=127.0.0.1:9001; got {text!r}"
+        )
+    options: dict[str, Any] = {}
+    for extra in extras:
+        key, _, value = extra.strip().partition("=")
+        if key == "backup" and not value:
+            options["backup"] = True
+        elif key in ("weight", "max_conns") and value.isdigit():
+            options[key] = int(value)
+        else:
+            raise argparse.ArgumentTypeError(f"unknown member option {extra!r} (known: weight=N, max_conns=N, backup)")
+    return name, address, options
 
 
 def _isolation_option(parser: argparse.ArgumentParser, default: str = "inprocess") -> None:
@@ -249,6 +314,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.command_parser.error("--pair and --no-preempt are for a pair: add --balancers 2")
         if args.command == "tui":
             _check_tui_options(args)
+        if args.command == "serve" and args.balancer != "spofkit" and args.balancers != 1:
+            args.command_parser.error(
+                f"--balancer {args.balancer} runs one {args.balancer}; a pair of real proxies is keepalived's "
+                "(python -m spofkit.keepalived_pair)"
+            )
     except SystemExit as exit_:  # argparse has printed the error (or the help)
         return exit_.code if isinstance(exit_.code, int) else 2
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -257,6 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "lab": open_lab,
         "tui": open_tui,
         "bench": run_bench,
+        "export": export_config,
     }
     try:
         return commands[args.command](args)
@@ -299,6 +370,7 @@ async def serve(args: argparse.Namespace) -> int:
         balancers=args.balancers,
         pair=args.pair if args.balancers == 2 else None,
         preempt=not args.no_preempt,
+        balancer=args.balancer,
     )
     try:
         admin = AdminServer(lab, port=args.admin_port, token=args.admin_token or os.environ.get(TOKEN_ENV) or None)
@@ -311,7 +383,8 @@ async def serve(args: argparse.Namespace) -> int:
                 f"health checks {'on' if status.health_checks else 'off'}",
                 f"ejection {'on' if status.ejection else 'off'}",
             ]
-            say(f"# spofkit serve: {status.strategy}, {', '.join(protections)}, {args.isolation}")
+            which = "" if args.balancer == "spofkit" else f", balancer {args.balancer}"
+            say(f"# spofkit serve: {status.strategy}, {', '.join(protections)}, {args.isolation}{which}")
             say(f"balancer {lab.balancer_url}")
             for front in status.balancers:
                 pid = front.pid if front.pid else "-"
@@ -884,3 +957,52 @@ def run_bench(args: argparse.Namespace) -> int:
         say(f"== {script.name} ==")
         status = subprocess.run([sys.executable, str(script)], check=False).returncode or status
     return status
+
+
+# --- export ----------------------------------------------------------------------------------------------
+
+
+def export_config(args: argparse.Namespace) -> int:
+    """``spofkit export haproxy|nginx``: the configuration on stdout (or ``-o FILE``); ``--check`` validates it."""
+    from spofkit.export import ExportError, ExportMember, LabSettings, ProxyNotInstalled, config_for, validate
+    from spofkit.export import settings_from_scenario as from_scenario
+
+    try:
+        if args.scenario is not None:
+            settings = from_scenario(args.scenario, first_port=args.first_port)
+        else:
+            settings = LabSettings.for_instances(
+                args.instances,
+                backups=args.backups,
+                first_port=args.first_port,
+                strategy=args.strategy,
+                health=None if args.no_health_checks else HealthSettings(),
+                retries=None if args.no_retries else RetrySettings(),
+                ejection=None if args.no_ejection else EjectionSettings(),
+                slow_start=args.slow_start,
+                listen=(f"127.0.0.1:{args.port}",),
+                source="the serve flags",
+            )
+        if args.member:
+            members = [ExportMember(name, address, **options) for name, address, options in args.member]
+            settings = settings.with_members(members)
+        text = config_for(args.target, settings)
+    except ExportError as error:
+        print(f"spofkit export: {error.field}: {error}", file=sys.stderr)
+        return 2
+    if args.check:
+        try:
+            checked = validate(args.target, text)
+        except ProxyNotInstalled as error:
+            print(f"spofkit export: {error}", file=sys.stderr)
+            return 1
+        if not checked.ok:
+            print(f"spofkit export: {' '.join(checked.command)} refused it:\n{checked.output}", file=sys.stderr)
+            return 1
+        print(f"# {' '.join(checked.command[:2])}: the configuration is valid", file=sys.stderr)
+    if args.output is not None:
+        args.output.write_text(text)
+        print(f"# written to {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0

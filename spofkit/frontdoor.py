@@ -27,10 +27,12 @@ from spofkit.events import BalancerFaultCleared, BalancerFaultInjected, EventBus
 from spofkit.pair import Address
 from spofkit.policy import EjectionSettings, HealthSettings, RetrySettings, Strategy
 from spofkit.process_balancer import ProcessBalancer
+from spofkit.real_proxy import REAL_PROXIES, make_real_proxy
 from spofkit.status import CRASHED, BalancerStatus
 from spofkit.wire import settings_to_dict
 
 MAX_BALANCERS = 2
+BALANCER_KINDS = ("spofkit", *REAL_PROXIES)  # spofkit's own balancer, or a real HAProxy or nginx in its place
 PRIORITIES = (200, 100)  # lb1 is the primary: with preempt on it takes the address back when it returns
 
 
@@ -101,7 +103,17 @@ class FrontDoorGroup:
         port: int = 0,
         advert_interval: float = 0.2,
         preempt: bool = True,
+        balancer: str = "spofkit",
     ) -> None:
+        if balancer not in BALANCER_KINDS:
+            raise ValueError(f"balancer must be one of {BALANCER_KINDS}, got {balancer!r}")
+        if balancer != "spofkit" and count != 1:
+            raise ValueError(
+                f"balancer={balancer!r} runs one {balancer} (a pair of real HAProxies with keepalived: "
+                "spofkit.keepalived_pair)"
+            )
+        if balancer != "spofkit" and not isinstance(configuration.strategy, str):
+            raise ValueError(f"{balancer} takes a strategy by name (your own class cannot run inside {balancer})")
         if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_BALANCERS:
             raise ValueError(f"balancers must be 1 or 2, got {count!r}")
         mode = mode or (ACTIVE_PASSIVE if count == 2 else SINGLE)
@@ -115,6 +127,7 @@ class FrontDoorGroup:
         self.configuration = configuration
         self.front_door = FrontDoor(mode, service_port=port, advert_interval=advert_interval, preempt=preempt)
         self.isolation = isolation
+        self.balancer = balancer
         self.names = [f"lb{i + 1}" for i in range(count)]
         self.nodes: dict[str, Node] = {}
         self._own_ports: dict[str, int] = {}
@@ -162,6 +175,20 @@ class FrontDoorGroup:
         priority = PRIORITIES[self.names.index(name)]
         front_door = self.front_door
         own_port = self._own_ports.get(name, 0)
+        if self.balancer in REAL_PROXIES:
+            assert isinstance(config.strategy, str)
+            return make_real_proxy(
+                self.balancer,
+                name,
+                self.events,
+                strategy=config.strategy,
+                retries=config.retries,
+                ejection=config.ejection,
+                health=config.health,
+                slow_start=config.slow_start,
+                service_port=front_door.service_port,
+                own_port=own_port,
+            )
         if self.isolation == "process":
             child_config = {
                 "strategy": config.strategy,
@@ -217,7 +244,7 @@ class FrontDoorGroup:
         await self._each(lambda node: node.remove_member(name, drain_timeout=drain_timeout))
 
     async def set_strategy(self, strategy: Strategy | str) -> None:
-        if self.isolation == "process" and not isinstance(strategy, str):
+        if (self.isolation == "process" or self.balancer != "spofkit") and not isinstance(strategy, str):
             raise ValueError("balancers in their own processes take a strategy by name (your own class stays here)")
         self.configuration.strategy = strategy
         await self._each(lambda node: node.set_strategy(strategy))

@@ -179,6 +179,9 @@ class Instance(abc.ABC):
                 await self._inject_locked(warmup)
 
     async def _inject_locked(self, fault: Fault) -> None:
+        # The fault's time is when it was set off, not when killing (and reaping) a process was over: a balancer
+        # that notices within milliseconds must not seem to have noticed before the fault.
+        struck_at = self._now()
         self._cancel_warmup_end()
         previous = self.fault
         came_back = False
@@ -192,7 +195,7 @@ class Instance(abc.ABC):
             await self._apply(fault)
         self.fault = fault
         self._announce_change(previous, came_back)
-        self._publish(FaultInjected(self._now(), self.name, fault.kind, fault.params()))
+        self._publish(FaultInjected(struck_at, self.name, fault.kind, fault.params()))
         if isinstance(fault, Warmup):
             self._warmup_end = asyncio.get_running_loop().call_later(fault.seconds, self._end_warmup, fault)
 

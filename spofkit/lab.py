@@ -115,6 +115,7 @@ class Lab:
         pair: str | None = None,
         advert_interval: float = 0.2,
         preempt: bool = True,
+        balancer: str = "spofkit",
     ) -> None:
         if isolation not in ISOLATIONS:
             raise ValueError(f"isolation must be one of {ISOLATIONS}, got {isolation!r}")
@@ -139,6 +140,7 @@ class Lab:
             port=port,
             advert_interval=advert_interval,
             preempt=preempt,
+            balancer=balancer,
         )
         self.instances: dict[str, Any] = {}
         self._background: LoadGenerator | None = None
@@ -169,11 +171,14 @@ class Lab:
         pair: str | None = None,
         advert_interval: float = 0.2,
         preempt: bool = True,
+        balancer: str = "spofkit",
     ) -> Lab:
         """Start ``instances`` primaries (+ ``backups``), and the balancer (or a pair: ``balancers=2``) in front.
 
         ``pair`` is ``"active-passive"`` (the default for two) or ``"active-active"``; ``advert_interval`` and
-        ``preempt`` are the active-passive pair's VRRP settings (:mod:`spofkit.policy.pair`).
+        ``preempt`` are the active-passive pair's VRRP settings (:mod:`spofkit.policy.pair`). ``balancer`` is
+        ``"spofkit"`` (the lab's own), or ``"haproxy"`` / ``"nginx"``: the real proxy, configured from the same
+        settings, in front of the same instances (:mod:`spofkit.real_proxy`).
         """
         if not isinstance(instances, int) or not 1 <= instances <= 26:
             raise ValueError(f"instances must be a whole number 1..26, got {instances!r}")
@@ -193,6 +198,7 @@ class Lab:
             pair=pair,
             advert_interval=advert_interval,
             preempt=preempt,
+            balancer=balancer,
         )
         try:
             await lab.front.start()

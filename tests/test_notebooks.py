@@ -124,6 +124,7 @@ def test_the_lessons_are_there() -> None:
         "06_strategies.ipynb",
         "07_balancer_pair.ipynb",
         "08_zero_downtime_deploys.ipynb",
+        "11_lab_to_production.ipynb",
     ):
         assert expected in names
 
@@ -205,6 +206,14 @@ WORKED_EXAMPLES: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
             "budget = RetryBudget(ratio=0.2, min_per_second=0.0, window=10.0)",
             "04.retry_budget",
             {"rate": 100, "ratio": 0.2, "min_per_second": 0.0, "window": 10.0},
+        ),
+    ],
+    "11_lab_to_production": [
+        # HAProxy's defaults, worked out on screen: a crash is marked DOWN after at most 6 s.
+        (
+            "haproxy_crash_detection(2.0, 3)",
+            "11.haproxy_crash_detection",
+            {"inter": 2.0, "fastinter": None, "fall": 3, "defaults": True},
         ),
     ],
     "05_gray_failures": [

@@ -35,6 +35,7 @@ Where things live: :mod:`~spofkit.exercises.base` (the kinds of exercise), :mod:
 (lessons 00–02), :mod:`~spofkit.exercises.health` (03, and 05's health checks),
 :mod:`~spofkit.exercises.failover` (04, and 05's ejection), :mod:`~spofkit.exercises.strategies` (06),
 :mod:`~spofkit.exercises.pair` (07, the pair of balancers, and 08, deploys).
+:mod:`~spofkit.exercises.production` (11: the real proxies' defaults and words).
 """
 
 from __future__ import annotations
@@ -77,6 +78,13 @@ from spofkit.exercises.pair import (
     WhoIsMaster,
     rolling_deploy_seconds,
 )
+from spofkit.exercises.production import (
+    HAProxyCrashDetection,
+    KeepalivedTakeover,
+    NginxFailedAttempts,
+    ProxyEquivalents,
+    haproxy_crash_detection,
+)
 from spofkit.exercises.strategies import LittlesLaw, check_strategy
 
 # --- the registry ------------------------------------------------------------------------------------
@@ -102,6 +110,10 @@ split_brain = SplitBrainOrNot()
 deploy_duration = DeployDuration()
 largest_batch = LargestBatch()
 which_step = WhichStepPrevents()
+haproxy_detection = HAProxyCrashDetection()
+nginx_failed_attempts = NginxFailedAttempts()
+proxy_equivalents = ProxyEquivalents()
+keepalived_takeover = KeepalivedTakeover()
 
 EXERCISES: dict[str, list[Exercise]] = {
     "00": [availability_from_counts],
@@ -113,6 +125,7 @@ EXERCISES: dict[str, list[Exercise]] = {
     "06": [littles_law],  # and check_strategy(), which runs code instead of checking a number
     "07": [takeover_time, who_is_master, requests_lost, split_brain],
     "08": [deploy_duration, largest_batch, which_step],
+    "11": [haproxy_detection, nginx_failed_attempts, proxy_equivalents, keepalived_takeover],
 }
 
 
@@ -148,14 +161,18 @@ __all__ = [
     "Exercise",
     "FalseAlarmFall",
     "Feedback",
+    "HAProxyCrashDetection",
     "HealthCheckMisses",
+    "KeepalivedTakeover",
     "LargestBatch",
     "LittlesLaw",
+    "NginxFailedAttempts",
     "NumericExercise",
     "OutageAvailability",
     "PairSimulation",
     "ParallelAvailability",
     "Problem",
+    "ProxyEquivalents",
     "RecoveryWindow",
     "RequestsLost",
     "RetryBudgetSize",
@@ -168,6 +185,7 @@ __all__ = [
     "allowed_downtime_minutes",
     "check_strategy",
     "exercise",
+    "haproxy_crash_detection",
     "health_check_notices",
     "reveal",
     "rolling_deploy_seconds",
