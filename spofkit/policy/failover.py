@@ -214,6 +214,10 @@ class OutlierDetector:
         ejected = sum(1 for n in self._records if self.is_ejected(n, now))
         return pool_size > 0 and (ejected + 1) * 100 <= self.settings.max_ejected_percent * pool_size
 
+    def ejected_at(self, now: float) -> set[str]:
+        """The names ejected at ``now`` (usually none: one pass over the few with an ejection on record)."""
+        return {name for name, r in self._records.items() if r.ejected_until is not None and now < r.ejected_until}
+
     def is_ejected(self, name: str, now: float) -> bool:
         record = self._records.get(name)
         return bool(record and record.ejected_until is not None and now < record.ejected_until)

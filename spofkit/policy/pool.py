@@ -40,9 +40,10 @@ from spofkit.policy.failover import EjectionSettings, OutlierDetector
 from spofkit.policy.strategies import Backend, RequestInfo, Strategy, make_strategy
 
 MAX_WEIGHT = 256
+_tuple_new = tuple.__new__
 
 
-@dataclass
+@dataclass(eq=False)  # a member is itself: compared by identity, never field by field
 class Member:
     """One configured instance, as one balancer sees it."""
 
@@ -97,6 +98,7 @@ class Pool:
         self.strategy_rng = strategy_rng or random.Random(0)
         self.slow_start_rng = slow_start_rng or random.Random(1)
         self.members: dict[str, Member] = {}
+        self._primaries = 0  # members that are not backups (passive ejection ejects at most a share of them)
 
     # --- membership -----------------------------------------------------------------------------------
 
@@ -125,6 +127,7 @@ class Pool:
             raise ValueError(f"max_conns must be a whole number >= 1, got {max_conns!r}")
         member = Member(name, url, weight, backup, max_conns, healthy=healthy, up_since=now)
         self.members[name] = member
+        self._primaries += not backup
         self.emit(InstanceAdded(now, name, url, backup, balancer=self.balancer))
         return member
 
@@ -137,7 +140,7 @@ class Pool:
         return member
 
     def remove(self, name: str, now: float) -> None:
-        self.member(name)
+        self._primaries -= not self.member(name).backup
         del self.members[name]
         self.outliers.forget(name)
         self.emit(InstanceRemoved(now, name, balancer=self.balancer))
@@ -170,10 +173,11 @@ class Pool:
 
     def eligible(self, now: float, tried: set[str] | frozenset[str] = frozenset()) -> list[Member]:
         """Rules 1 and 2: who may take the next attempt, before max_conns and the strategy."""
+        ejected = self.outliers.ejected_at(now) if self.ejection is not None else ()
         usable = [
             m
             for m in self.members.values()
-            if m.name not in tried and not m.draining and m.healthy and not self.is_ejected(m.name, now)
+            if m.healthy and not m.draining and m.name not in tried and m.name not in ejected
         ]
         primaries = [m for m in usable if not m.backup]
         return primaries or [m for m in usable if m.backup]
@@ -189,10 +193,12 @@ class Pool:
         if not candidates:
             raise NoInstance(503, "every available instance is at its max_conns limit")
         while True:
-            backends = [Backend(m.name, m.weight, m.in_flight) for m in candidates]
+            # Backend(m.name, m.weight, m.in_flight) for each candidate, made the quickest way a named tuple can be
+            # (this runs for every request, for every candidate: at 100 instances it is half the cost of choosing).
+            backends = [_tuple_new(Backend, (m.name, m.weight, m.in_flight)) for m in candidates]
             picked = self.strategy.pick(backends, request, now, self.strategy_rng)
             member = self.members.get(picked.name)
-            if member is None or member not in candidates:
+            if member is None or not any(m is member for m in candidates):
                 raise ValueError(f"strategy {self.strategy_name} picked {picked.name!r}, which was not offered")
             if len(candidates) == 1 or self._admitted_by_slow_start(member, now):
                 return member
@@ -221,8 +227,7 @@ class Pool:
             observe(member.name, latency, ok, now)
         if self.ejection is None or member.name not in self.members:
             return
-        primaries = sum(1 for m in self.members.values() if not m.backup) or 1
-        ejected_for = self.outliers.record(member.name, ok, now, primaries)
+        ejected_for = self.outliers.record(member.name, ok, now, self._primaries or 1)
         if ejected_for is not None:
             failures = self.ejection.consecutive_failures
             self.emit(InstanceEjected(now, member.name, ejected_for, failures, balancer=self.balancer))
