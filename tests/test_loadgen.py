@@ -7,7 +7,9 @@ import collections
 import gc
 import socket
 import time
+import weakref
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -116,32 +118,29 @@ async def test_outcomes_count_every_request_by_how_it_ended(server: str) -> None
     assert len(generator.records) == 2
 
 
-def load_generator_tasks(generator: LoadGenerator) -> int:
-    """``generator``'s asyncio Tasks still alive, finished or not (asyncio.all_tasks() counts only unfinished
-    ones). The test server's tasks, and those of any other generator still around from another test, are not."""
-    gc.collect()
-    count = 0
-    for obj in gc.get_objects():
-        if not isinstance(obj, asyncio.Task):
-            continue
-        coro = obj.get_coro()
-        if not getattr(coro, "__qualname__", "").startswith("LoadGenerator."):
-            continue
-        frame = getattr(coro, "cr_frame", None)
-        owner = frame.f_locals.get("self") if frame is not None else None
-        count += owner is generator or owner is None  # a finished coroutine has no frame left: count it
-    return count
-
-
 async def test_a_finished_request_lets_go_of_its_task(server: str) -> None:
     # The lab's background load runs for up to an hour: the open loop must not hold the task of every request
     # it ever sent (issue 9: ~0.7 KiB a request, 40 MiB a minute at 1,000 req/s).
     generator = LoadGenerator(server, clock=Clock(), keep_last=10)
+    tasks: list[weakref.ref[asyncio.Task[Any]]] = []  # every request task of this generator, held weakly
+    send_and_record = generator._send_and_record
+
+    async def tracked(session: Any, request_id: int) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        tasks.append(weakref.ref(task))
+        await send_and_record(session, request_id)
+
+    generator._send_and_record = tracked  # type: ignore[method-assign]
     counts: dict[int, int] = {}
+
+    def alive_and_finished() -> int:
+        gc.collect()
+        return sum(1 for ref in tasks if ref() is not None) - generator.in_flight
 
     def count_tasks(record: RequestRecord) -> None:
         if generator.recorded in (50, 250):
-            counts[generator.recorded] = load_generator_tasks(generator) - generator.in_flight
+            counts[generator.recorded] = alive_and_finished()
 
     await generator.run_open_loop(rate=500, duration=5, max_requests=300, on_record=count_tasks)
     assert set(counts) == {50, 250}
