@@ -188,6 +188,7 @@ class SimBalancer:
             return
         attempts.finish(now, action.status)
         del self._calls[call]
+        call.visit = None  # no cycle left for the garbage collector to find
         self._note_drained(attempts)
         status = action.status
         call.caller.answered(status, action.instance if isinstance(action, Relay) else None, attempts.attempts)

@@ -169,17 +169,40 @@ def _merged(name: str, spans: list[tuple[float, float, str]], horizon: float) ->
             yield FailureChange(end, name, False, cause)
 
 
-def time_up(changes: Sequence[FailureChange], instances: Sequence[str], horizon: float) -> Mapping[str, float]:
-    """How long each instance was up between 0 and ``horizon``, from a plan."""
+@dataclass(frozen=True)
+class UpTime:
+    """Shares of ``[0, horizon]`` from a plan: each instance's, and the service's (at least ``needed`` up)."""
+
+    per_instance: Mapping[str, float]
+    service: float  # the share of time at least ``needed`` instances were up
+    needed: int
+
+
+def up_time(changes: Sequence[FailureChange], instances: Sequence[str], horizon: float, needed: int = 1) -> UpTime:
+    """Sweep a plan from 0 to ``horizon``: how long each instance, and the service, were up (as shares)."""
+    if not 1 <= needed <= len(instances):
+        raise ModelError("needed", f"needed must be 1..{len(instances)}, got {needed!r}")
     up = dict.fromkeys(instances, 0.0)
-    since = dict.fromkeys(instances, 0.0)
+    down_since: dict[str, float] = {}
+    service_up, service_down_since = 0.0, None
+    running = len(instances)
+    last = 0.0
     for change in changes:
+        if change.at > horizon:
+            break
+        if running >= needed:
+            service_up += change.at - last
+        last = change.at
         if change.down:
-            up[change.instance] += change.at - since[change.instance]
+            down_since[change.instance] = change.at
+            running -= 1
         else:
-            since[change.instance] = change.at
-    for name in instances:
-        went_down = [c for c in changes if c.instance == name]
-        if not went_down or not went_down[-1].down:
-            up[name] += horizon - since[name]
-    return up
+            up[change.instance] -= change.at - down_since.pop(change.instance)
+            running += 1
+    if running >= needed:
+        service_up += horizon - last
+    del service_down_since
+    for name, since in down_since.items():
+        up[name] -= horizon - since
+    shares = {name: (horizon + minus) / horizon for name, minus in up.items()}
+    return UpTime(shares, service_up / horizon, needed)

@@ -45,6 +45,7 @@ from spofkit.commands import (
 )
 from spofkit.events import PER_REQUEST_EVENTS, Clock, DeployStep, Event, EventBus, InstanceUp, SettingChanged
 from spofkit.faults import Crash, make_fault
+from spofkit.loadgen import RequestRecord
 from spofkit.policy import EjectionSettings, HealthSettings, RetrySettings, Strategy, rng_for
 from spofkit.report import Report, build_report
 from spofkit.sim.balancer import SimBalancer
@@ -132,6 +133,7 @@ class SimLab:
         self._causes: dict[str, dict[str, None]] = {}  # instance -> causes of failure now active
         self._background: OpenLoop | None = None
         self._deploying = False
+        self.records: list[RequestRecord] = []  # the last run_load's, for figures the Report does not give
         self.front: FrontDoor = self._make_front_door(balancers, pair, advert_interval, preempt, fencing)
         # A live lab starts its instances one after another; here they boot at random moments of the first health
         # interval, so that their probes are not in lockstep and a fault at a round time falls anywhere in the
@@ -505,7 +507,8 @@ class SimLab:
             unsubscribe()
         if on_progress is not None:
             on_progress(1.0)
-        return build_report(sorted(load.records, key=lambda record: record.id), seen)
+        self.records = sorted(load.records, key=lambda record: record.id)
+        return build_report(self.records, seen)
 
     def _report_progress(
         self, on_progress: Callable[[float], None], started: float, duration: float, load: OpenLoop
