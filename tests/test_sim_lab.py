@@ -205,3 +205,23 @@ def test_capacity_settings_are_checked_and_named() -> None:
         Capacity(queue=3)
     with pytest.raises(ValueError, match="exponential work time takes no spread"):
         Capacity(work_ms=5, spread_ms=1, distribution="exponential")
+
+
+@pytest.mark.parametrize(("ms", "fails"), [(299.0, False), (300.0, True), (450.0, True)])
+def test_a_probe_fails_exactly_when_the_effect_says_it_does(ms: float, fails: bool) -> None:
+    """Effect.fails_probe: a delay of the check's whole timeout (0.3 s) or more fails the probe; less passes."""
+    from spofkit.faults import Slow, effect
+
+    settings = HealthSettings(interval=0.5, timeout=0.3, fall=1, rise=1)
+    assert (
+        effect(Slow(ms=ms), health_check=True, elapsed=0.0, dice=__import__("random").Random()).fails_probe(
+            settings.timeout
+        )
+        is fails
+    )
+    lab = SimLab(2, health=settings, seed=0)
+    lab.apply_sync(InjectFault("b", "slow", {"ms": ms}))
+    lab.advance_sync(2.0)
+    probes = [e for e in lab.events.history if isinstance(e, HealthProbe) and e.instance == "b"]
+    assert probes and all(e.ok is not fails for e in probes)
+    assert lab.status().instance("b").state == ("down" if fails else "up")

@@ -293,6 +293,9 @@ class SimBalancer:
     def _probe_done(self, visit: Visit) -> None:
         if visit.give_up is not None:
             visit.give_up.cancel()
+            if self.scheduler._now >= visit.give_up.at:  # an answer just as the timeout runs out is too late
+                self._probe_timed_out(visit)
+                return
         monitor = self.policy.health
         if visit.outcome == ANSWER:
             expect = monitor.settings.expect if monitor is not None else (200,)

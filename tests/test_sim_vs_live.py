@@ -1,0 +1,65 @@
+"""The same small scenario on both drivers: 3 instances, a crash, 200 req/s, with and without retries.
+
+What must agree, and why it can only agree within a tolerance:
+
+- **Detection windows**: both within :meth:`HealthSettings.detection_window_bound`. Live, the timers fire a little
+  late on a busy machine, so it gets the live tests' usual slack of 0.3 s. They are not compared with each other:
+  where the crash falls in the probe cycle is chance in both drivers (a live lab's start-up time, the
+  simulator's seeded boot times), and the window moves with it between ``(fall - 1) * interval`` and the bound.
+- **Failure counts**. With retries, none in either: every refused attempt is retried elsewhere. Without retries,
+  passive ejection takes ``b`` out after 3 failures in a row, so both drivers fail 3 requests — live may fail one
+  or two more, caught in flight by the kill (at 200 req/s and ~1-3 ms per request live, a request is in flight
+  on ``b`` about 0.2 % of the time), so the tolerance is +-2 requests. And with ejection off too, every request
+  round robin sends to ``b`` until it is marked down fails: about ``rate / 3 x detection window`` in both, within
+  25 % plus 3 requests (live requests are not exactly evenly spaced, and the count is small).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from spofkit.scenario import parse_scenario, run_live, run_scenario
+
+HEALTH = {"interval": 0.2, "timeout": 0.15, "rise": 2, "fall": 2}
+LIVE_SLACK = 0.3
+
+
+def scenario(**sections: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "seed": 3,
+        "lab": {"instances": 3, "work_ms": 1},
+        "health": HEALTH,
+        "load": {"rate": 200, "duration": 3},
+        "faults": [{"at": 1.0, "instance": "b", "kind": "crash"}],
+    }
+    base.update(sections)
+    return base
+
+
+@pytest.mark.parametrize(
+    ("name", "sections"),
+    [
+        ("retries on", {}),
+        ("retries off", {"retries": False}),
+        ("retries and ejection off", {"retries": False, "ejection": False}),
+    ],
+)
+async def test_the_simulator_and_a_live_lab_agree(name: str, sections: dict[str, object]) -> None:
+    checked = parse_scenario(scenario(**sections))
+    bound = checked.health.detection_window_bound() if checked.health else 0.0
+    simulated = run_scenario(checked, "sim").report
+    live = (await run_live(checked, checked.seed)).report
+    assert simulated.requests == live.requests == 600
+    assert simulated.detection_window is not None and live.detection_window is not None
+    assert 0.2 - 1e-9 <= simulated.detection_window <= bound, simulated.to_text()
+    assert 0.2 * 0.9 <= live.detection_window <= bound + LIVE_SLACK, live.to_text()
+    if name == "retries on":
+        assert simulated.failed == live.failed == 0, (simulated.to_text(), live.to_text())
+    elif name == "retries off":
+        assert simulated.failed == 3, simulated.to_text()
+        assert abs(live.failed - simulated.failed) <= 2, live.to_text()
+    else:
+        for report in (simulated, live):
+            assert report.detection_window is not None
+            expected = 200 / 3 * report.detection_window
+            assert abs(report.failed - expected) <= 0.25 * expected + 3, report.to_text()
