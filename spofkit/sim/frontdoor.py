@@ -95,9 +95,13 @@ class BalancerSlot:
             if not call.done:
                 self.balancer.handle(call)
 
-    def status(self, **changes: object) -> BalancerStatus:
-        state = self.state
-        return dataclasses.replace(self.balancer.status(), state=state, **changes)  # type: ignore[arg-type]
+    def status(
+        self, *, state: str | None = None, address: str | None = None, role: str = "single", note: str = ""
+    ) -> BalancerStatus:
+        """The balancer's own status, with its state (``running``, ``hang``, ``crashed``…), role and address."""
+        return dataclasses.replace(
+            self.balancer.status(), state=state or self.state, address=address, role=role, note=note
+        )
 
 
 class SingleFrontDoor:

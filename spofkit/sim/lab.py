@@ -170,7 +170,11 @@ class SimLab:
     ) -> FrontDoor:
         if balancers == 1 and pair is None:
             return SingleFrontDoor(self._make_balancer)
-        raise ValueError("a simulated pair of balancers is not there yet: balancers must be 1")
+        from spofkit.sim.pair import make_pair  # only labs with two balancers need it
+
+        return make_pair(
+            self, balancers=balancers, mode=pair, advert_interval=advert_interval, preempt=preempt, fencing=fencing
+        )
 
     def _make_balancer(self, name: str) -> SimBalancer:
         """A balancer configured as the lab says, with every member the lab has (a restarted one, too)."""
