@@ -111,7 +111,9 @@ class SimLab:
             capacity = Capacity(work_ms=work_time * 1000.0)
         self.seed = seed
         self.capacity = capacity
-        self.scheduler = SimScheduler()
+        # The lab boots during the health interval before lab time 0 (see below), so it is ready at 0.0.
+        boot_time = (health or HealthSettings()).interval
+        self.scheduler = SimScheduler(start=-boot_time)
         self.clock = Clock(self.scheduler.now, start=0.0)
         self.events = EventBus(self.clock, history_size=history_size)
         self.digest = EventDigest()
@@ -135,15 +137,15 @@ class SimLab:
         self._deploying = False
         self.records: list[RequestRecord] = []  # the last run_load's, for figures the Report does not give
         self.front: FrontDoor = self._make_front_door(balancers, pair, advert_interval, preempt, fencing)
-        # A live lab starts its instances one after another; here they boot at random moments of the first health
-        # interval, so that their probes are not in lockstep and a fault at a round time falls anywhere in the
-        # probe cycle, as it does live.
+        # A live lab starts its instances one after another; here they boot at random moments of the health
+        # interval before lab time 0, so that their probes are not in lockstep and a fault at a round time falls
+        # anywhere in the probe cycle, as it does live. At 0.0 the lab is ready, and a first run starts there.
         boot = rng_for(seed, "boot")
-        for index, at in enumerate(
-            sorted(boot.uniform(0, self.health_settings.interval) for _ in range(instances + backups))
-        ):
+        moments = sorted(boot.uniform(-boot_time, 0.0) for _ in range(instances + backups))
+        for index, at in enumerate(moments):
             self.scheduler.run(until=at)
             self._add(None, backup=index >= instances, initially_up=True)
+        self.scheduler.run(until=0.0)
         self._start_failures()
 
     @classmethod
