@@ -616,7 +616,10 @@ def _seed(text: str) -> int:
 
 def run_scenario_cli(argv: Sequence[str] | None = None) -> int:
     """``spofkit run SCENARIO.toml [--sim | --live] [--seed S] [--json]``. Returns the exit status (2: bad input)."""
-    options = _parser().parse_args(argv)
+    try:
+        options = _parser().parse_args(argv)
+    except SystemExit as exit_:  # argparse has printed the error (or the help)
+        return exit_.code if isinstance(exit_.code, int) else 2
     try:
         scenario = load_scenario(options.scenario)
         result = run_scenario(scenario, options.driver, seed=options.seed)

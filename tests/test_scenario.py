@@ -182,6 +182,13 @@ def test_bad_input_exits_2_with_the_key(tmp_path: Path, capsys: pytest.CaptureFi
     assert "lab.concurrency" in err and "1..100000" in err
 
 
+def test_bad_arguments_exit_2_without_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_scenario_cli(["x.toml", "--sim", "--live"]) == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+    assert run_scenario_cli(["x.toml", "--seed", "minus one"]) == 2
+    assert "--seed: must be a whole number" in capsys.readouterr().err
+
+
 def test_the_live_driver_refuses_what_only_the_simulator_can_do() -> None:
     for change, key in [
         ({"lab": {"concurrency": 4}}, "lab.concurrency"),

@@ -16,6 +16,7 @@ from spofkit.commands import (
     InjectFault,
     Recover,
     RemoveInstance,
+    SetLoad,
     SetStrategy,
     UnknownName,
 )
@@ -226,3 +227,27 @@ def test_a_probe_fails_exactly_when_the_effect_says_it_does(ms: float, fails: bo
     probes = [e for e in lab.events.history if isinstance(e, HealthProbe) and e.instance == "b" and e.at > began]
     assert probes and all(e.ok is not fails for e in probes)
     assert lab.status().instance("b").state == ("down" if fails else "up")
+
+
+def test_a_rolling_deploy_costs_nothing_and_restarting_all_at_once_an_outage() -> None:
+    from spofkit.commands import Deploy
+    from spofkit.events import DeployStep
+
+    rolling = SimLab(3, health=HEALTH, capacity=Capacity(work_ms=5.0), seed=0)
+    rolling.apply_sync(SetLoad(rate=100))
+    answer = rolling.apply_sync(Deploy(batch=1))
+    assert answer["deployed"] == ["a", "b", "c"] and answer["seconds"] > 3 * (HEALTH.rise - 1) * HEALTH.interval
+    steps = [(e.instance, e.step) for e in rolling.events.history if isinstance(e, DeployStep)]
+    assert steps[:4] == [("a", "drain"), ("a", "restart"), ("a", "ready?"), ("a", "done")]
+    assert [name for name, step in steps if step == "done"] == ["a", "b", "c"]
+    background = rolling._background
+    assert background is not None and background.recorded >= 0.9 * 100 * answer["seconds"]
+    assert all(record.ok for record in background.records), "a rolling restart must cost clients nothing"
+
+    at_once = SimLab(3, health=HEALTH, retries=None, capacity=Capacity(work_ms=5.0), seed=0)
+    at_once.apply_sync(SetLoad(rate=100))
+    at_once.advance_sync(0.5)
+    at_once.apply_sync(Deploy(how="all-at-once"))
+    at_once.advance_sync(1.0)
+    assert at_once._background is not None
+    assert any(not record.ok for record in at_once._background.records)  # every in-flight request was cut
