@@ -423,9 +423,9 @@ def show(run: Run, model_events: int) -> None:
         print(f"   {run.extra}")
 
 
-def compare(ours: Run, setup: Setup) -> None:
-    """Run the SimPy model of ``setup`` and compare it with spofkit's run of the same."""
-    theirs = run_simpy(setup)
+def compare(ours: Run, setup: Setup, repeat: int = 1) -> None:
+    """Run the SimPy model of ``setup`` and compare it with spofkit's run of the same (the best of ``repeat``)."""
+    theirs = min((run_simpy(setup) for _ in range(repeat)), key=lambda run: run.cpu)
     if ours.name != "spofkit.sim" or setup.instances < 100:
         show(ours, ours.model_events)
     show(theirs, ours.model_events)
@@ -445,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--skip-simpy", action="store_true")
     parser.add_argument("--skip-day", action="store_true")
-    parser.add_argument("--small-requests", type=int, default=200_000, help="requests of the 5-instance comparison")
+    parser.add_argument("--small-requests", type=int, default=100_000, help="requests of the 5-instance comparison")
     parser.add_argument("--day-instances", type=int, default=1000)
     parser.add_argument("--day-rate", type=float, default=1.0)
     parser.add_argument("--day-health-interval", type=float, default=30.0)
@@ -492,7 +492,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"\n== 2b. the same, over {small.instances} instances ({small.requests:,} requests): "
                 "where the driver, not the policy, is most of the work =="
             )
-            compare(run_spofkit(small), small)
+            # Short runs on a shared machine: the best of three of each, so that neither pays for a neighbour.
+            best = min((run_spofkit(small) for _ in range(3)), key=lambda run: run.cpu)
+            compare(best, small, repeat=3)
     if not options.skip_day:
         run_day(options.day_instances, options.day_rate, options.day_health_interval, options.seed)
     return 0

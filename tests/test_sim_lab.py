@@ -251,3 +251,14 @@ def test_a_rolling_deploy_costs_nothing_and_restarting_all_at_once_an_outage() -
     at_once.advance_sync(1.0)
     assert at_once._background is not None
     assert any(not record.ok for record in at_once._background.records)  # every in-flight request was cut
+
+
+def test_status_and_events_travel_over_the_wire_like_a_live_labs() -> None:
+    from spofkit import wire
+
+    lab = SimLab(3, health=HEALTH, seed=0)
+    lab.run_load_sync(rate=50, duration=1.0, faults=[(0.2, "b", "crash", {})])
+    status = lab.status()
+    assert wire.status_from_dict(wire.status_to_dict(status)) == status
+    for event in lab.events.history:
+        assert wire.event_from_dict(wire.event_to_dict(event)) == event

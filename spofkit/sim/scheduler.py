@@ -11,6 +11,8 @@ depends on nothing but its inputs: no wall clock, no thread, no hash order.
 from __future__ import annotations
 
 import heapq
+import itertools
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -38,7 +40,7 @@ class SimScheduler:
     def __init__(self, start: float = 0.0) -> None:
         self._now = float(start)
         self._heap: list[tuple[float, int, SimTimer]] = []
-        self._sequence = 0
+        self._sequence = itertools.count()  # breaks ties between timers due at the same time: first set, first run
         self._stopped = False
         self.processed = 0
 
@@ -50,8 +52,7 @@ class SimScheduler:
         if at < self._now:
             at = self._now
         timer = SimTimer(at, callback)
-        self._sequence += 1
-        heapq.heappush(self._heap, (at, self._sequence, timer))
+        heapq.heappush(self._heap, (at, next(self._sequence), timer))
         return timer
 
     def call_later(self, delay: float, callback: Callable[[], Any]) -> SimTimer:
@@ -96,14 +97,12 @@ class SimScheduler:
             raise ValueError(f"cannot run until {until!r}: the simulation is already at {self._now!r}")
         heap = self._heap
         pop = heapq.heappop
+        limit = math.inf if until is None else until
         self._stopped = False
         processed = 0
         try:
-            while heap and not self._stopped:
-                at, _, timer = heap[0]
-                if until is not None and at > until:
-                    break
-                pop(heap)
+            while heap and heap[0][0] <= limit:
+                at, _, timer = pop(heap)
                 callback = timer.callback
                 if callback is None:
                     continue  # cancelled
@@ -111,6 +110,8 @@ class SimScheduler:
                 self._now = at
                 processed += 1
                 callback()
+                if self._stopped:
+                    break
         finally:
             self.processed += processed
         if until is not None and not self._stopped:
