@@ -13,6 +13,8 @@ import pytest
 from spofkit.scenario import parse_scenario, run_scenario
 from spofkit.sim.replicate import replicate, summarise, t_quantile
 
+pytestmark = pytest.mark.usefixtures("no_child_processes")  # the process pool's workers are gone after
+
 SCENARIO = parse_scenario(
     {
         "name": "two-with-failures",

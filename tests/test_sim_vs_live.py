@@ -3,7 +3,8 @@
 What must agree, and why it can only agree within a tolerance:
 
 - **Detection windows**: both within :meth:`HealthSettings.detection_window_bound`. Live, the timers fire a little
-  late on a busy machine, so it gets the live tests' usual slack of 0.3 s. They are not compared with each other:
+  late on a busy machine, so it gets the live tests' usual slack of 0.3 s (and a probe that started just before the
+  kill may meet it, so live can be quicker than ``(fall - 1) * interval``). They are not compared with each other:
   where the crash falls in the probe cycle is chance in both drivers (a live lab's start-up time, the
   simulator's seeded boot times), and the window moves with it between ``(fall - 1) * interval`` and the bound.
 - **Failure counts**. With retries, none in either: every refused attempt is retried elsewhere. Without retries,
@@ -19,6 +20,8 @@ from __future__ import annotations
 import pytest
 
 from spofkit.scenario import parse_scenario, run_live, run_scenario
+
+pytestmark = pytest.mark.usefixtures("no_child_processes")
 
 HEALTH = {"interval": 0.2, "timeout": 0.15, "rise": 2, "fall": 2}
 LIVE_SLACK = 0.3
@@ -52,7 +55,9 @@ async def test_the_simulator_and_a_live_lab_agree(name: str, sections: dict[str,
     assert simulated.requests == live.requests == 600
     assert simulated.detection_window is not None and live.detection_window is not None
     assert 0.2 - 1e-9 <= simulated.detection_window <= bound, simulated.to_text()
-    assert 0.2 * 0.9 <= live.detection_window <= bound + LIVE_SLACK, live.to_text()
+    # Live, a probe that started just before the kill can meet it, so the window can be shorter than fall - 1
+    # intervals; the bound is what the health checks promise.
+    assert 0 < live.detection_window <= bound + LIVE_SLACK, (live.detection_window, live.to_text())
     if name == "retries on":
         assert simulated.failed == live.failed == 0, (simulated.to_text(), live.to_text())
     elif name == "retries off":

@@ -66,7 +66,6 @@ MAX_INSTANCES = 10_000
 BACKGROUND_LOAD_MAX_SECONDS = 3600.0
 BACKGROUND_LOAD_KEEP_LAST = 10_000
 READY_TIMEOUT = 30.0
-_REPORT_EVENTS = tuple(PER_REQUEST_EVENTS)
 
 
 def instance_names() -> Iterator[str]:
@@ -474,7 +473,7 @@ class SimLab:
         seen: list[Event] = []
 
         def keep(event: Event) -> None:
-            if not isinstance(event, _REPORT_EVENTS):  # the report reads faults and detections, not requests
+            if not isinstance(event, PER_REQUEST_EVENTS):  # the report reads faults and detections, not requests
                 seen.append(event)
 
         unsubscribe = self.events.subscribe(keep)
