@@ -262,3 +262,16 @@ def test_status_and_events_travel_over_the_wire_like_a_live_labs() -> None:
     assert wire.status_from_dict(wire.status_to_dict(status)) == status
     for event in lab.events.history:
         assert wire.event_from_dict(wire.event_to_dict(event)) == event
+
+
+def test_removing_an_instance_waits_only_until_its_last_attempt_is_over_even_if_that_one_is_retried() -> None:
+    lab = SimLab(3, health=None, retries=RetrySettings(per_try_timeout=0.3), seed=0)
+    lab.apply_sync(InjectFault("b", "hang"))
+    lab.apply_sync(SetLoad(rate=30))
+    lab.advance_sync(0.1)  # a request is hung on b now
+    assert lab.balancer.policy.pool.member("b").in_flight == 1
+    began = lab.now()
+    lab.apply_sync(RemoveInstance("b"))
+    # The hung attempt times out after 0.3 s and is retried on another instance: then b has nothing in flight.
+    assert lab.now() - began == pytest.approx(0.3, abs=0.1)
+    assert lab.instance_names == ["a", "c"]

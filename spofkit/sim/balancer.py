@@ -27,7 +27,6 @@ from spofkit.policy import (
     Action,
     BalancerPolicy,
     EjectionSettings,
-    Fail,
     HealthMonitor,
     HealthSettings,
     Relay,
@@ -57,7 +56,7 @@ class Caller(Protocol):
 class _Call:
     """One client request inside the balancer: its attempt machine and the attempt in progress."""
 
-    __slots__ = ("attempts", "caller", "per_try", "timeout", "visit")
+    __slots__ = ("attempts", "caller", "instance", "per_try", "timeout", "visit")
 
     def __init__(self, caller: Caller, attempts: RequestAttempts) -> None:
         self.caller = caller
@@ -65,6 +64,7 @@ class _Call:
         self.visit: Visit | None = None
         self.timeout: SimTimer | None = None
         self.per_try = 0.0
+        self.instance = ""  # the instance of the attempt in progress
 
 
 class SimBalancer:
@@ -175,9 +175,9 @@ class SimBalancer:
         attempts = call.attempts
         while isinstance(action, Try):
             visit = Visit(self, False, call)
-            call.visit = visit
+            call.visit, call.instance = visit, action.instance
             if self.instances[action.instance].receive(visit):
-                action = self._outcome(attempts, visit, now)
+                action = self._outcome(call, visit, now)
                 continue
             deadline = now + action.timeout
             # A timer only when the answer may come too late: most answers are known in advance.
@@ -189,23 +189,23 @@ class SimBalancer:
         attempts.finish(now, action.status)
         del self._calls[call]
         call.visit = None  # no cycle left for the garbage collector to find
-        self._note_drained(attempts)
         status = action.status
         call.caller.answered(status, action.instance if isinstance(action, Relay) else None, attempts.attempts)
 
-    def _outcome(self, attempts: RequestAttempts, visit: Visit, now: float) -> Action:
+    def _outcome(self, call: _Call, visit: Visit, now: float) -> Action:
         """Tell the attempt machine how the attempt went; it answers what to do next."""
-        self._note_drained(attempts)
+        attempts = call.attempts
         if visit.outcome == ANSWER:
             action = attempts.answered(now, visit.status)
             if visit.status >= 500:  # a 5xx counts as a failure: it may have ejected the instance
                 self._arm_wakeup()
-            return action
-        if visit.outcome == REFUSED:
+        elif visit.outcome == REFUSED:
             action = attempts.failed(now, CONNECT, "connect failed (Connect call failed)", reached_backend=False)
+            self._arm_wakeup()  # a failure may have ejected someone: be there when it ends
         else:
             action = attempts.failed(now, RESET, "connection lost (ServerDisconnectedError)")
-        self._arm_wakeup()  # a failure may have ejected someone: be there when it ends
+            self._arm_wakeup()
+        self._note_drained(call.instance)
         return action
 
     def visit_done(self, visit: Visit) -> None:
@@ -220,7 +220,7 @@ class SimBalancer:
             call.timeout.cancel()
             call.timeout = None
         now = self.scheduler._now
-        self._carry_out(call, self._outcome(call.attempts, visit, now), now)
+        self._carry_out(call, self._outcome(call, visit, now), now)
 
     def _timed_out(self, call: _Call) -> None:
         visit, call.visit, call.timeout = call.visit, None, None
@@ -229,16 +229,15 @@ class SimBalancer:
         now = self.scheduler._now
         action = call.attempts.failed(now, TIMEOUT, f"no answer within {call.per_try:.2f}s")
         self._arm_wakeup()
-        self._note_drained(call.attempts)
+        self._note_drained(call.instance)
         self._carry_out(call, action, now)
 
-    def _note_drained(self, attempts: RequestAttempts) -> None:
-        if not self._drained or not attempts.tried:
-            return
-        name = attempts.tried[-1]
-        member = self.policy.pool.members.get(name)
-        if name in self._drained and (member is None or member.in_flight == 0):
-            self._drained.pop(name)()
+    def _note_drained(self, name: str) -> None:
+        """An attempt on ``name`` is over: if ``name`` is being drained and that was its last, say so."""
+        if name in self._drained:
+            member = self.policy.pool.members.get(name)
+            if member is None or member.in_flight == 0:
+                self._drained.pop(name)()
 
     # --- ejections running out -------------------------------------------------------------------------------
 
@@ -331,4 +330,4 @@ class SimBalancer:
         return self.policy.status(self.scheduler.now(), self.url)
 
 
-__all__ = ["Caller", "Fail", "SimBalancer"]
+__all__ = ["Caller", "SimBalancer"]
