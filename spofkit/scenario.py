@@ -28,6 +28,11 @@ A scenario is a TOML file that says what a lab is made of, what load it gets and
     kind = "crash"         # any fault of spofkit.faults, with its parameters: kind = "slow", ms = 300
     recover_at = 3.0       # optional
 
+    [[faults]]             # a balancer's own fault (crash, hang, advert_loss), with [lab] balancers = 2
+    at = 2.0
+    balancer = "lb1"
+    kind = "advert_loss"
+
     [failures]             # random failures of every instance
     mtbf = 30
     mttr = 3
@@ -62,7 +67,14 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from spofkit.commands import Command, InjectFault, Recover
+from spofkit.commands import (
+    BALANCER_FAULT_KINDS,
+    BalancerFault,
+    BalancerRecover,
+    Command,
+    InjectFault,
+    Recover,
+)
 from spofkit.faults import FAULT_KINDS, FaultError, make_fault
 from spofkit.policy import EjectionSettings, HealthSettings, RetrySettings, strategy_names
 from spofkit.report import Report
@@ -79,7 +91,7 @@ MAX_LIVE_DURATION = 300.0  # a live run takes real time: longer ones belong to t
 MAX_LIVE_INSTANCES = 26
 MAX_SIM_DURATION = 366 * 86400.0
 PAIR_MODES = ("active-passive", "active-active")
-FAULT_KEYS = ("at", "instance", "kind", "recover_at")
+FAULT_KEYS = ("at", "instance", "balancer", "kind", "recover_at")
 
 
 class ScenarioError(ValueError):
@@ -93,13 +105,18 @@ class ScenarioError(ValueError):
 
 @dataclass(frozen=True)
 class ScenarioFault:
-    """A fault injected ``at`` seconds into the run, undone at ``recover_at`` (if given)."""
+    """A fault injected ``at`` seconds into the run, undone at ``recover_at`` (if given).
+
+    It breaks an instance (``instance``, one of the 8 faults) or a balancer (``balancer``: crash, hang or
+    advert_loss), never both.
+    """
 
     at: float
-    instance: str
+    instance: str | None
     kind: str
     params: Mapping[str, Any] = field(default_factory=dict)
     recover_at: float | None = None
+    balancer: str | None = None
 
 
 @dataclass(frozen=True)
@@ -220,7 +237,10 @@ def parse_scenario(data: Mapping[str, Any], *, name: str = "scenario") -> Scenar
         client_timeout=_number(load, "load", "timeout", 5.0, low=0.0, high=3600.0, low_open=True),
     )
     names = scenario.instance_names
-    faults = tuple(_fault(entry, index, names, scenario.duration) for index, entry in enumerate(_list(data, "faults")))
+    faults = tuple(
+        _fault(entry, index, names, scenario.duration, scenario.balancers)
+        for index, entry in enumerate(_list(data, "faults"))
+    )
     failures = _failure_process(_table(data, "failures"), "failures") if "failures" in data else None
     groups = tuple(_group(entry, index, names) for index, entry in enumerate(_list(data, "groups")))
     seen: set[str] = set()
@@ -355,16 +375,25 @@ def _settings(data: Mapping[str, Any], key: str, cls: type[Any]) -> Any:
         raise ScenarioError(f"{key}.{culprit}" if culprit else key, str(error)) from None
 
 
-def _fault(entry: Mapping[str, Any], index: int, names: list[str], duration: float) -> ScenarioFault:
+def _fault(entry: Mapping[str, Any], index: int, names: list[str], duration: float, balancers: int) -> ScenarioFault:
     where = f"faults[{index}]"
-    for required in ("at", "instance", "kind"):
+    for required in ("at", "kind"):
         if required not in entry:
             raise ScenarioError(f"{where}.{required}", "is missing")
     at = _number(entry, where, "at", 0.0, low=0.0, high=duration)
+    recover_at = None
+    if "recover_at" in entry:
+        recover_at = _number(entry, where, "recover_at", 0.0, low=at, high=duration)
+    kind = entry["kind"]
+    if "balancer" in entry:
+        if "instance" in entry:
+            raise ScenarioError(f"{where}.balancer", "a fault breaks an instance or a balancer, not both")
+        return _balancer_fault(entry, where, at, recover_at, balancers)
+    if "instance" not in entry:
+        raise ScenarioError(f"{where}.instance", "is missing (or name a balancer)")
     instance = _text(entry, where, "instance", "")
     if instance not in names:
         raise ScenarioError(f"{where}.instance", f"no instance named {instance!r} (the lab has {', '.join(names)})")
-    kind = entry["kind"]
     if kind not in FAULT_KINDS:
         raise ScenarioError(f"{where}.kind", f"unknown fault kind {kind!r} (known: {', '.join(FAULT_KINDS)})")
     params = {key: value for key, value in entry.items() if key not in FAULT_KEYS}
@@ -372,10 +401,25 @@ def _fault(entry: Mapping[str, Any], index: int, names: list[str], duration: flo
         make_fault(kind, **params)
     except FaultError as error:
         raise ScenarioError(f"{where}.{error.field}", str(error)) from None
-    recover_at = None
-    if "recover_at" in entry:
-        recover_at = _number(entry, where, "recover_at", 0.0, low=at, high=duration)
     return ScenarioFault(at, instance, kind, params, recover_at)
+
+
+def _balancer_fault(
+    entry: Mapping[str, Any], where: str, at: float, recover_at: float | None, balancers: int
+) -> ScenarioFault:
+    known = [f"lb{i + 1}" for i in range(balancers)]
+    balancer = entry["balancer"]
+    if balancer not in known:
+        raise ScenarioError(f"{where}.balancer", f"no balancer named {balancer!r} (the lab has {', '.join(known)})")
+    kind = entry["kind"]
+    if kind not in BALANCER_FAULT_KINDS:
+        raise ScenarioError(
+            f"{where}.kind", f"a balancer fault is one of {', '.join(BALANCER_FAULT_KINDS)}, got {kind!r}"
+        )
+    extra = [key for key in entry if key not in FAULT_KEYS]
+    if extra:
+        raise ScenarioError(f"{where}.{extra[0]}", f"a balancer fault takes no parameters, got {extra[0]!r}")
+    return ScenarioFault(at, None, kind, {}, recover_at, balancer=balancer)
 
 
 def _failure_process(table: Mapping[str, Any], where: str, extra: Sequence[str] = ()) -> FailureProcess:
@@ -458,9 +502,22 @@ def run_scenario(scenario: Scenario, driver: str = "sim", *, seed: int | None = 
     return asyncio.run(run_live(scenario, chosen))
 
 
-def _recoveries(scenario: Scenario) -> list[tuple[float, Command]]:
-    """The faults' ``recover_at``, as commands at times in the run."""
-    return [(fault.recover_at, Recover(fault.instance)) for fault in scenario.faults if fault.recover_at is not None]
+def _instance_faults(scenario: Scenario) -> list[tuple[float, str, str, dict[str, Any]]]:
+    """The instance faults, as ``run_load`` takes them."""
+    return [(f.at, f.instance, f.kind, dict(f.params)) for f in scenario.faults if f.instance is not None]
+
+
+def _timed_commands(scenario: Scenario) -> list[tuple[float, Command]]:
+    """The balancer faults, and every ``recover_at``, as commands at times in the run."""
+    commands: list[tuple[float, Command]] = []
+    for fault in scenario.faults:
+        if fault.balancer is not None:
+            commands.append((fault.at, BalancerFault(fault.balancer, fault.kind)))
+            if fault.recover_at is not None:
+                commands.append((fault.recover_at, BalancerRecover(fault.balancer)))
+        elif fault.recover_at is not None and fault.instance is not None:
+            commands.append((fault.recover_at, Recover(fault.instance)))
+    return commands
 
 
 def _run_sim(scenario: Scenario, seed: int) -> ScenarioResult:
@@ -489,8 +546,8 @@ def _run_sim(scenario: Scenario, seed: int) -> ScenarioResult:
     report = lab.run_load_sync(
         scenario.rate,
         scenario.duration,
-        faults=[(f.at, f.instance, f.kind, dict(f.params)) for f in scenario.faults],
-        commands=_recoveries(scenario),
+        faults=_instance_faults(scenario),
+        commands=_timed_commands(scenario),
         method=scenario.method,
         timeout=scenario.client_timeout,
         arrivals=scenario.arrivals,
@@ -537,7 +594,7 @@ async def run_live(scenario: Scenario, seed: int) -> ScenarioResult:
 
     check_live(scenario)
     started = time.perf_counter()
-    commands = _recoveries(scenario)
+    commands = _timed_commands(scenario)
     if scenario.failures is not None or scenario.groups:
         plan = failure_plan(
             scenario.instance_names, scenario.failures, scenario.groups, horizon=scenario.duration, seed=seed
@@ -574,7 +631,7 @@ async def run_live(scenario: Scenario, seed: int) -> ScenarioResult:
             report = await lab.run_load(
                 scenario.rate,
                 scenario.duration,
-                faults=[(f.at, f.instance, f.kind, dict(f.params)) for f in scenario.faults],
+                faults=_instance_faults(scenario),
                 method=scenario.method,
                 timeout=scenario.client_timeout,
             )

@@ -226,3 +226,41 @@ def test_python_dash_m_runs_it(tmp_path: Path) -> None:
         check=True,
     )
     assert json.loads(done.stdout)["requests"] == 20
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "spofkit" / "sim" / "examples"
+
+
+def test_the_example_scenarios_run_and_show_what_their_comments_say() -> None:
+    results = {path.stem: run_scenario(load_scenario(path)).report for path in sorted(EXAMPLES.glob("*.toml"))}
+    assert sorted(results) == ["crash", "overload", "split_brain", "zones"]
+    assert results["crash"].failed == 0 and results["crash"].detection_window is not None
+    overload = results["overload"]
+    assert overload.errors_by_kind.get("http_503", 0) > 0 and overload.first_failure_at is not None
+    assert overload.first_failure_at >= 2.0  # only once the crash has left too little capacity
+    assert "reset" in results["split_brain"].errors_by_kind  # the clients flip between two masters
+    assert 0.99 < results["zones"].availability < 1.0  # the zone left carries the load; detection costs a little
+
+
+def test_a_fault_can_break_a_balancer() -> None:
+    scenario = parse_scenario(
+        {
+            "lab": {"instances": 2, "balancers": 2},
+            "load": {"rate": 20, "duration": 4},
+            "faults": [{"at": 1.0, "balancer": "lb1", "kind": "crash", "recover_at": 3.0}],
+        }
+    )
+    (fault,) = scenario.faults
+    assert (fault.balancer, fault.instance, fault.kind, fault.recover_at) == ("lb1", None, "crash", 3.0)
+    report = run_scenario(scenario).report
+    assert 0 < report.failed < 20  # until lb2 took over the address
+    for change, key, words in [
+        ({"balancer": "lb3", "kind": "crash"}, "faults[0].balancer", "no balancer named 'lb3'"),
+        ({"balancer": "lb1", "kind": "slow"}, "faults[0].kind", "crash, hang, advert_loss"),
+        ({"balancer": "lb1", "kind": "hang", "ms": 3}, "faults[0].ms", "no parameters"),
+        ({"balancer": "lb1", "instance": "a", "kind": "hang"}, "faults[0].balancer", "not both"),
+        ({"kind": "hang"}, "faults[0].instance", "is missing"),
+    ]:
+        with pytest.raises(ScenarioError) as error:
+            parse_scenario({"lab": {"balancers": 2}, "faults": [{"at": 1.0, **change}]})
+        assert error.value.key == key and words in str(error.value), (key, str(error.value))

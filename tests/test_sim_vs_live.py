@@ -68,3 +68,27 @@ async def test_the_simulator_and_a_live_lab_agree(name: str, sections: dict[str,
             assert report.detection_window is not None
             expected = 200 / 3 * report.detection_window
             assert abs(report.failed - expected) <= 0.25 * expected + 3, report.to_text()
+
+
+async def test_random_failures_are_the_same_plan_on_both_drivers() -> None:
+    """The live driver applies the simulator's failure plan for the seed: the first crash is at the same time."""
+    from spofkit.sim.failures import failure_plan
+
+    checked = parse_scenario(
+        {
+            "seed": 5,
+            "lab": {"instances": 2},
+            "health": HEALTH,
+            "load": {"rate": 50, "duration": 3},
+            "failures": {"mtbf": 1.5, "mttr": 0.5},
+        }
+    )
+    plan = failure_plan(["a", "b"], checked.failures, horizon=3.0, seed=5)
+    assert plan and plan[0].down
+    simulated = run_scenario(checked, "sim").report
+    live = (await run_live(checked, checked.seed)).report
+    for report in (simulated, live):
+        assert report.fault_instance == plan[0].instance
+        assert report.run_start is not None and report.fault_at is not None
+    assert simulated.fault_at == pytest.approx(plan[0].at)
+    assert live.fault_at - live.run_start == pytest.approx(plan[0].at, abs=0.1)  # type: ignore[operator]

@@ -110,9 +110,11 @@ class SimLab:
             capacity = Capacity(work_ms=work_time * 1000.0)
         self.seed = seed
         self.capacity = capacity
-        # The lab boots during the health interval before lab time 0 (see below), so it is ready at 0.0.
+        # The lab boots before lab time 0 (see below), so it is ready at 0.0: its instances during the health
+        # interval before 0, and a pair of balancers early enough to have elected a master by then.
         boot_time = (health or HealthSettings()).interval
-        self.scheduler = SimScheduler(start=-boot_time)
+        settle = 4 * advert_interval + 0.1 if balancers == 2 else 0.0  # VRRP's master-down interval, and a margin
+        self.scheduler = SimScheduler(start=-max(boot_time, settle))
         self.clock = Clock(self.scheduler.now, start=0.0)
         self.events = EventBus(self.clock, history_size=history_size)
         self.digest = EventDigest()
