@@ -92,3 +92,23 @@ async def test_random_failures_are_the_same_plan_on_both_drivers() -> None:
         assert report.run_start is not None and report.fault_at is not None
     assert simulated.fault_at == pytest.approx(plan[0].at)
     assert live.fault_at - live.run_start == pytest.approx(plan[0].at, abs=0.1)  # type: ignore[operator]
+
+
+async def test_a_pair_loses_the_same_requests_when_its_master_is_killed() -> None:
+    """lb1 (the master) crashes; lb2 takes the address once it has heard no advert for its master-down interval
+    (0.72 s). Clients fail from the kill until then: rate x (0.72 s minus the time since lb1's last advert).
+    Tolerance between the drivers: one advert interval's worth of requests (where the kill falls between two
+    adverts is chance in both) and 5 more for the live balancer's start-up of its listener."""
+    checked = parse_scenario(
+        {
+            "seed": 2,
+            "lab": {"instances": 2, "balancers": 2},
+            "load": {"rate": 100, "duration": 4},
+            "faults": [{"at": 1.0, "balancer": "lb1", "kind": "crash"}],
+        }
+    )
+    simulated = run_scenario(checked, "sim").report
+    live = (await run_live(checked, checked.seed)).report
+    for report in (simulated, live):
+        assert 100 * (0.72 - 0.2) - 2 <= report.failed <= 100 * 0.72 + 10, report.to_text()
+    assert abs(simulated.failed - live.failed) <= 100 * 0.2 + 5, (simulated.to_text(), live.to_text())
