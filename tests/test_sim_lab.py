@@ -275,3 +275,20 @@ def test_removing_an_instance_waits_only_until_its_last_attempt_is_over_even_if_
     # The hung attempt times out after 0.3 s and is retried on another instance: then b has nothing in flight.
     assert lab.now() - began == pytest.approx(0.3, abs=0.1)
     assert lab.instance_names == ["a", "c"]
+
+
+def test_the_idempotency_rule_sees_the_clients_method() -> None:
+    """A POST that may have reached a hung instance is not retried; one refused by a crashed instance is."""
+    retries = RetrySettings(per_try_timeout=0.2)
+    outcomes = {}
+    for method in ("GET", "POST"):
+        for kind in ("hang", "crash"):
+            lab = SimLab(3, health=None, ejection=None, retries=retries, seed=0)
+            lab.apply_sync(InjectFault("b", kind))
+            report = lab.run_load_sync(rate=30, duration=1.0, method=method)
+            outcomes[(method, kind)] = report.errors_by_kind
+    assert outcomes[("GET", "hang")] == {} and outcomes[("GET", "crash")] == {}
+    assert outcomes[("POST", "crash")] == {}  # refused: provably never reached b, so retried
+    assert outcomes[("POST", "hang")] == {"http_504": 10}  # every third request met b and timed out there
+    with pytest.raises(ValueError, match="method must be an HTTP method"):
+        SimLab(1).run_load_sync(rate=1, duration=1, method="G T")

@@ -44,6 +44,11 @@ from spofkit.status import BalancerStatus
 class Caller(Protocol):
     """The client side of one request, as a balancer answers it."""
 
+    @property
+    def request(self) -> RequestInfo:
+        """What the client sent: method, path, headers."""
+        ...
+
     def answered(self, status: int, instance: str | None, attempts: int) -> None: ...
 
     def failed(self, error: str) -> None:
@@ -99,7 +104,6 @@ class SimBalancer:
             slow_start=slow_start,
             seed=seed,
         )
-        self.request = RequestInfo("GET", "/")
         self.running = True
         self._probe_timers: dict[str, SimTimer] = {}
         self._probing: dict[str, Visit] = {}
@@ -165,7 +169,7 @@ class SimBalancer:
     def handle(self, caller: Caller) -> None:
         """A client request arrived now."""
         now = self.scheduler._now
-        attempts = self.policy.new_request(self.request, now)
+        attempts = self.policy.new_request(caller.request, now)
         call = _Call(caller, attempts)
         self._calls[call] = None
         self._carry_out(call, attempts.begin(now), now)

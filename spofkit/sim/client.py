@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from spofkit.events import ClientRequest, Event
 from spofkit.loadgen import RequestRecord
+from spofkit.policy import RequestInfo
 from spofkit.sim.capacity import quantized
 from spofkit.sim.scheduler import SimScheduler, SimTimer
 
@@ -28,10 +29,11 @@ CLIENT_TIMEOUT = 5.0
 class ClientCall:
     """One request as its client sees it: sent at ``start``, answered (or given up on) once."""
 
-    __slots__ = ("done", "id", "load", "start", "timer")
+    __slots__ = ("done", "id", "load", "request", "start", "timer")
 
     def __init__(self, load: OpenLoop, request_id: int, start: float) -> None:
         self.load = load
+        self.request = load.request
         self.id = request_id
         self.start = start
         self.done = False
@@ -95,6 +97,10 @@ class OpenLoop:
                 or not (math.isfinite(value) and value > 0)
             ):
                 raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+        if not isinstance(method, str) or not method.isalpha():
+            raise ValueError(f"method must be an HTTP method such as 'GET', got {method!r}")
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise ValueError(f"path must start with '/', got {path!r}")
         if arrivals not in ARRIVALS:
             raise ValueError(f"arrivals must be one of {', '.join(ARRIVALS)}, got {arrivals!r}")
         if max_requests is not None and (
@@ -108,6 +114,7 @@ class OpenLoop:
         self.duration = float(duration)
         self.method = method.upper()
         self.path = path
+        self.request = RequestInfo(self.method, path)  # the same for every request of this load
         self.timeout = float(timeout)
         self.arrivals = arrivals
         self.rng = rng or random.Random(0)
