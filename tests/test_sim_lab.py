@@ -292,3 +292,11 @@ def test_the_idempotency_rule_sees_the_clients_method() -> None:
     assert outcomes[("POST", "hang")] == {"http_504": 10}  # every third request met b and timed out there
     with pytest.raises(ValueError, match="method must be an HTTP method"):
         SimLab(1).run_load_sync(rate=1, duration=1, method="G T")
+
+
+def test_requests_queued_behind_a_hang_are_served_once_it_is_recovered() -> None:
+    lab = SimLab(1, capacity=Capacity(concurrency=1, queue=10, work_ms=1.0), health=None, retries=None, seed=0)
+    lab.apply_sync(InjectFault("a", "hang"))
+    report = lab.run_load_sync(rate=10, duration=1.0, commands=[(0.55, Recover("a"))], timeout=5.0)
+    assert report.failed == 0, report.to_text()  # the first hung, the others waited behind it; all answered
+    assert report.latency_max == pytest.approx(0.551, abs=0.002)

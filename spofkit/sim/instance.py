@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from spofkit.events import Event, FaultCleared, FaultInjected, InstanceRestarted, InstanceStarted, InstanceStopped
-from spofkit.faults import Crash, Effect, Fault, Flap, Warmup, effect
+from spofkit.faults import Crash, Effect, Fault, Flap, Hang, Warmup, effect
 from spofkit.sim.capacity import Capacity, ServiceTime
 from spofkit.sim.scheduler import SimScheduler, SimTimer
 
@@ -150,9 +150,9 @@ class SimInstance:
         self._serving[visit] = None
         met = visit.effect
         assert met is not None
-        if met.hangs:
+        if met.hangs and isinstance(self.fault, Hang):
             return  # the worker is stuck until recover() or a crash
-        done = now + met.delay
+        done = now + met.delay  # (a request that queued during a hang now over is served as usual)
         if met.status is not None:
             visit.status = met.status  # fails fast, without the work
         elif not visit.health_check:
