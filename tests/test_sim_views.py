@@ -6,14 +6,11 @@ import os
 from pathlib import Path
 from typing import Any, cast
 
-import pytest
-
+from spofkit import widgets
 from spofkit.lab import Lab
 from spofkit.policy import HealthSettings
 from spofkit.report import plot_timeline
 from spofkit.sim import SimLab
-
-widgets = pytest.importorskip("spofkit.widgets")
 
 HEALTH = HealthSettings(interval=0.2, timeout=0.15, rise=2, fall=2)
 
