@@ -18,6 +18,7 @@ goes, whether it is retried, when an instance is marked down or ejected, who hol
 :mod:`.digest`           one hash of a whole event log
 :mod:`.lab`              :class:`SimLab`: the Lab's interface over all of it
 :mod:`.replicate`        seeded replications on any ``concurrent.futures.Executor``
+``examples/``            scenario files to start from (:mod:`spofkit.scenario` runs them)
 =======================  ======================================================================================
 """
 
