@@ -1,0 +1,207 @@
+"""The clients, simulated: an open-loop load that records what every request felt like.
+
+The same as :class:`spofkit.loadgen.LoadGenerator`'s open loop: request ``i`` is sent at ``t0 + i / rate``
+whether or not earlier ones have been answered (or at random, exponentially spaced times with
+``arrivals="poisson"``), each client gives up after ``timeout`` seconds, and every request becomes a
+:class:`~spofkit.loadgen.RequestRecord` and a :class:`~spofkit.events.ClientRequest` event, with the error names
+the live client uses (``connect``, ``timeout``, ``reset``, ``http_<status>``).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+
+from spofkit.events import ClientRequest, Event
+from spofkit.loadgen import RequestRecord
+from spofkit.policy import RequestInfo
+from spofkit.sim.capacity import quantized
+from spofkit.sim.scheduler import SimScheduler, SimTimer
+
+ARRIVALS = ("uniform", "poisson")
+# Float noise when comparing a scheduled time with the end of the run (0.1 * 3 != 0.3), as the live client.
+_EPSILON = 1e-9
+# The live client's default: how long a user waits for an answer.
+CLIENT_TIMEOUT = 5.0
+
+
+class ClientCall:
+    """One request as its client sees it: sent at ``start``, answered (or given up on) once."""
+
+    __slots__ = ("done", "id", "load", "request", "start", "timer")
+
+    def __init__(self, load: OpenLoop, request_id: int, start: float) -> None:
+        self.load = load
+        self.request = load.request
+        self.id = request_id
+        self.start = start
+        self.done = False
+        self.timer: SimTimer | None = None
+
+    def answered(self, status: int, instance: str | None, attempts: int) -> None:
+        """The answer came (now). Ignored if the client gave up already."""
+        if self.done:
+            return
+        if self.timer is not None:
+            self.timer.cancel()
+        load = self.load
+        error = f"http_{status}" if status >= 400 else None
+        load._record(self, load.scheduler._now, status, instance, attempts, error)
+
+    def failed(self, error: str) -> None:
+        """No answer: ``connect`` (nobody listens), ``reset`` (the connection broke)."""
+        if not self.done:
+            if self.timer is not None:
+                self.timer.cancel()
+            self.load._record(self, self.load.scheduler._now, None, None, 1, error)
+
+    def needs_timer(self, by: float) -> None:
+        """The answer may come after the client gives up: set the client's own timeout (once)."""
+        if self.timer is None and by > self.start + self.load.timeout:
+            self.timer = self.load.scheduler.call_at(self.start + self.load.timeout, self._gave_up)
+
+    def _gave_up(self) -> None:
+        if not self.done:
+            self.load._record(self, self.load.scheduler._now, None, None, 1, "timeout")
+
+
+class OpenLoop:
+    """Send requests into ``deliver`` at ``rate`` per second for ``duration`` seconds, from the time of :meth:`start`.
+
+    ``records`` holds every record (or the last ``keep_last``); ``on_done()`` is called once the schedule is over
+    and every request sent has its record.
+    """
+
+    def __init__(
+        self,
+        scheduler: SimScheduler,
+        deliver: Callable[[ClientCall], None],
+        publish: Callable[[Event], None] | None,
+        *,
+        rate: float,
+        duration: float,
+        method: str = "GET",
+        path: str = "/",
+        timeout: float = CLIENT_TIMEOUT,
+        arrivals: str = "uniform",
+        rng: random.Random | None = None,
+        max_requests: int | None = None,
+        keep_last: int | None = None,
+        on_done: Callable[[], None] | None = None,
+    ) -> None:
+        for name, value in (("rate", rate), ("duration", duration), ("timeout", timeout)):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not (math.isfinite(value) and value > 0)
+            ):
+                raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+        if not isinstance(method, str) or not method.isalpha():
+            raise ValueError(f"method must be an HTTP method such as 'GET', got {method!r}")
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise ValueError(f"path must start with '/', got {path!r}")
+        if arrivals not in ARRIVALS:
+            raise ValueError(f"arrivals must be one of {', '.join(ARRIVALS)}, got {arrivals!r}")
+        if max_requests is not None and (
+            isinstance(max_requests, bool) or not isinstance(max_requests, int) or max_requests < 1
+        ):
+            raise ValueError(f"max_requests must be a whole number >= 1, got {max_requests!r}")
+        self.scheduler = scheduler
+        self.deliver = deliver
+        self.publish = publish
+        self.rate = float(rate)
+        self.duration = float(duration)
+        self.method = method.upper()
+        self.path = path
+        self.request = RequestInfo(self.method, path)  # the same for every request of this load
+        self.timeout = float(timeout)
+        self.arrivals = arrivals
+        self.rng = rng or random.Random(0)
+        self.max_requests = max_requests
+        self.keep_last = keep_last
+        self.on_done = on_done
+        self.paused = False
+        self.records: list[RequestRecord] = []
+        self.recorded = 0
+        self.sent = 0
+        self.outstanding = 0
+        self.finished = False
+        self._t0 = 0.0
+        self._end = 0.0
+        self._next_due = 0.0
+        # The uniform schedule is "request i is due at anchor_time + (i - anchor_index) / rate"; a pause or a new
+        # rate moves the anchor, as in the live client.
+        self._anchor_time = 0.0
+        self._anchor_index = 0
+        self._stopped = False
+        self._timer: SimTimer | None = None
+
+    def start(self) -> None:
+        self._t0 = self._next_due = self._anchor_time = self.scheduler.now()
+        self._end = self._t0 + self.duration
+        self._timer = self.scheduler.call_at(self._t0, self._send)
+
+    def set_rate(self, rate: float) -> None:
+        """A new rate from the next request on (the TUI's slider, a SetLoad command)."""
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not (math.isfinite(rate) and rate > 0):
+            raise ValueError(f"rate must be a positive finite number, got {rate!r}")
+        self._anchor_time, self._anchor_index = self._next_due, self.sent
+        self.rate = float(rate)
+
+    def stop(self) -> None:
+        """Send no more requests; those in flight still get their records."""
+        self._stopped = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._check_done()
+
+    def _send(self) -> None:
+        self._timer = None
+        now = self.scheduler._now
+        if not self.paused:
+            call = ClientCall(self, self.sent, now)
+            self.sent += 1
+            self.outstanding += 1
+            self.deliver(call)
+        # Uniform: request i at anchor + i / rate exactly (no drift from adding 1/rate up); Poisson: random gaps.
+        if self.paused:
+            due = self._anchor_time = now + 1 / self.rate
+            self._anchor_index = self.sent
+        elif self.arrivals == "uniform":
+            due = self._anchor_time + (self.sent - self._anchor_index) / self.rate
+        else:
+            due = quantized(self._next_due + self.rng.expovariate(self.rate))
+        self._next_due = due
+        if (
+            self._stopped
+            or due >= self._end - _EPSILON
+            or (self.max_requests is not None and self.sent >= self.max_requests)
+        ):
+            self._stopped = True
+            self._check_done()
+            return
+        self._timer = self.scheduler.call_at(due, self._send)
+
+    def _record(
+        self, call: ClientCall, end: float, status: int | None, instance: str | None, attempts: int, error: str | None
+    ) -> None:
+        call.done = True
+        record = RequestRecord(call.id, self.method, self.path, call.start, end, status, instance, attempts, error)
+        self.records.append(record)
+        self.recorded += 1
+        keep = self.keep_last
+        if keep is not None and len(self.records) >= 2 * keep:
+            del self.records[:-keep]
+        if self.publish is not None:
+            self.publish(ClientRequest(end, call.id, status, end - call.start, instance, attempts, error))
+        self.outstanding -= 1
+        if self._stopped:
+            self._check_done()
+
+    def _check_done(self) -> None:
+        if self._stopped and self.outstanding == 0 and not self.finished:
+            self.finished = True
+            if self.on_done is not None:
+                self.on_done()

@@ -1,0 +1,667 @@
+"""The simulated lab: the :class:`spofkit.lab.Lab` interface, with virtual time and modelled instances.
+
+A :class:`SimLab` is built like a lab and driven like one — the same commands through :meth:`SimLab.apply`, the
+same :class:`~spofkit.status.LabStatus`, the same event stream and the same :class:`~spofkit.report.Report` from
+:meth:`SimLab.run_load` — so reports, plots, widgets and exercises work on either::
+
+    lab = await SimLab.start(instances=3, seed=7)          # or SimLab(3, seed=7) outside asyncio
+    report = await lab.run_load(rate=200, duration=5, faults=[(1.0, "b", "crash", {})])
+    print(report.to_text(), lab.digest.hexdigest())
+
+What is different is time. Nothing waits: five seconds of load take as long as their events take to compute,
+and time moves only while the lab runs (:meth:`run_load`, :meth:`advance`, or a command that takes time such as
+removing an instance). Everything random comes from streams seeded by ``seed``, so a run can be replayed, and
+``lab.digest`` fingerprints its whole event log. It adds what one machine cannot hold: instances with capacity
+(:class:`~spofkit.sim.capacity.Capacity`), random failures of instances and zones
+(:mod:`spofkit.sim.failures`), hundreds of instances.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+import string
+from collections.abc import Callable, Iterator, Sequence
+from types import TracebackType
+from typing import Any
+
+from spofkit.commands import (
+    AddInstance,
+    BalancerFault,
+    BalancerRecover,
+    BalancerRestart,
+    ChangeSettings,
+    Command,
+    CommandError,
+    Deploy,
+    InjectFault,
+    Recover,
+    RemoveInstance,
+    Restart,
+    SetLoad,
+    SetStrategy,
+    UnknownName,
+)
+from spofkit.events import PER_REQUEST_EVENTS, Clock, DeployStep, Event, EventBus, InstanceUp, SettingChanged
+from spofkit.faults import Crash, make_fault
+from spofkit.loadgen import RequestRecord
+from spofkit.policy import EjectionSettings, HealthSettings, RetrySettings, Strategy, rng_for
+from spofkit.report import Report, build_report
+from spofkit.sim.balancer import SimBalancer
+from spofkit.sim.capacity import Capacity
+from spofkit.sim.client import OpenLoop
+from spofkit.sim.digest import EventDigest
+from spofkit.sim.failures import FailureGroup, FailureProcess, cause_rng, causes_of
+from spofkit.sim.frontdoor import FrontDoor, SingleFrontDoor
+from spofkit.sim.instance import SimInstance
+from spofkit.sim.scheduler import SimScheduler
+from spofkit.status import InstanceFacts, InstanceStatus, LabStatus
+
+__all__ = ["SimLab"]
+
+ScheduledFault = tuple[float, str, str, dict[str, Any]]
+# Far more than one machine could run live, few enough that a typo (instances = 1e6) is caught.
+MAX_INSTANCES = 10_000
+BACKGROUND_LOAD_MAX_SECONDS = 3600.0
+BACKGROUND_LOAD_KEEP_LAST = 10_000
+READY_TIMEOUT = 30.0
+
+
+def instance_names() -> Iterator[str]:
+    """a, b, … z, aa, ab, … zz, aaa, …: the live lab's names, continued for large simulated labs."""
+    for length in itertools.count(1):
+        for letters in itertools.product(string.ascii_lowercase, repeat=length):
+            yield "".join(letters)
+
+
+class SimLab:
+    """Instances, balancer(s) and load in virtual time, behind the same facade as :class:`spofkit.lab.Lab`."""
+
+    def __init__(
+        self,
+        instances: int = 3,
+        *,
+        strategy: str | Strategy = "round_robin",
+        health: HealthSettings | None = HealthSettings(),  # noqa: B008 - frozen, so sharing is safe
+        retries: RetrySettings | None = RetrySettings(),  # noqa: B008
+        ejection: EjectionSettings | None = EjectionSettings(),  # noqa: B008
+        capacity: Capacity | None = None,
+        work_time: float = 0.0,
+        backups: int = 0,
+        slow_start: float = 0.0,
+        seed: int = 0,
+        balancers: int = 1,
+        pair: str | None = None,
+        advert_interval: float = 0.2,
+        preempt: bool = True,
+        fencing: bool = False,
+        failures: FailureProcess | None = None,
+        groups: Sequence[FailureGroup] = (),
+        history_size: int = 5000,
+    ) -> None:
+        if isinstance(instances, bool) or not isinstance(instances, int) or not 1 <= instances <= MAX_INSTANCES:
+            raise ValueError(f"instances must be a whole number 1..{MAX_INSTANCES}, got {instances!r}")
+        if isinstance(backups, bool) or not isinstance(backups, int) or backups < 0:
+            raise ValueError(f"backups must be a whole number >= 0, got {backups!r}")
+        if capacity is None:
+            if isinstance(work_time, bool) or not isinstance(work_time, (int, float)) or work_time < 0:
+                raise ValueError(f"work_time must be >= 0 seconds, got {work_time!r}")
+            capacity = Capacity(work_ms=work_time * 1000.0)
+        self.seed = seed
+        self.capacity = capacity
+        # The lab boots before lab time 0 (see below), so it is ready at 0.0: its instances during the health
+        # interval before 0, and a pair of balancers early enough to have elected a master by then.
+        boot_time = (health or HealthSettings()).interval
+        settle = 4 * advert_interval + 0.1 if balancers == 2 else 0.0  # VRRP's master-down interval, and a margin
+        self.scheduler = SimScheduler(start=-max(boot_time, settle))
+        self.clock = Clock(self.scheduler.now, start=0.0)
+        self.events = EventBus(self.clock, history_size=history_size)
+        self.digest = EventDigest()
+        self.events.subscribe(self.digest)
+        self.isolation = "sim"
+        self.strategy: str | Strategy = strategy
+        self.retries = retries
+        self.ejection = ejection
+        self.health = health
+        self.slow_start = slow_start
+        self.health_settings = health or HealthSettings()
+        self.retry_settings = retries or RetrySettings()
+        self.ejection_settings = ejection or EjectionSettings()
+        self.instances: dict[str, SimInstance] = {}
+        self.members: dict[str, dict[str, Any]] = {}  # the supervisor's copy: name -> weight, backup
+        self.failures = failures
+        self.groups = tuple(groups)
+        self._names = instance_names()
+        self._causes: dict[str, dict[str, None]] = {}  # instance -> causes of failure now active
+        self._background: OpenLoop | None = None
+        self._deploying = False
+        self.records: list[RequestRecord] = []  # the last run_load's, for figures the Report does not give
+        self.front: FrontDoor = self._make_front_door(balancers, pair, advert_interval, preempt, fencing)
+        # A live lab starts its instances one after another; here they boot at random moments of the health
+        # interval before lab time 0, so that their probes are not in lockstep and a fault at a round time falls
+        # anywhere in the probe cycle, as it does live. At 0.0 the lab is ready, and a first run starts there.
+        boot = rng_for(seed, "boot")
+        moments = sorted(boot.uniform(-boot_time, 0.0) for _ in range(instances + backups))
+        for index, at in enumerate(moments):
+            self.scheduler.run(until=at)
+            self._add(None, backup=index >= instances, initially_up=True)
+        self.scheduler.run(until=0.0)
+        self._start_failures()
+
+    @classmethod
+    async def start(cls, instances: int = 3, **options: Any) -> SimLab:
+        """``await SimLab.start(...)``: the same call as ``await Lab.start(...)`` (nothing to wait for here)."""
+        return cls(instances, **options)
+
+    async def stop(self) -> None:
+        """Nothing runs between calls, so there is nothing to stop; here so code written for a Lab works."""
+        self.stop_background_load_now()
+
+    async def __aenter__(self) -> SimLab:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    # --- the front door --------------------------------------------------------------------------------
+
+    def _make_front_door(
+        self, balancers: int, pair: str | None, advert_interval: float, preempt: bool, fencing: bool
+    ) -> FrontDoor:
+        if balancers == 1 and pair is None:
+            return SingleFrontDoor(self._make_balancer)
+        from spofkit.sim.pair import make_pair  # only labs with two balancers need it
+
+        return make_pair(
+            self, balancers=balancers, mode=pair, advert_interval=advert_interval, preempt=preempt, fencing=fencing
+        )
+
+    def _make_balancer(self, name: str) -> SimBalancer:
+        """A balancer configured as the lab says, with every member the lab has (a restarted one, too)."""
+        balancer = SimBalancer(
+            self.scheduler,
+            self.events,
+            self.instances,
+            name=name,
+            strategy=self.strategy,
+            retries=self.retries,
+            ejection=self.ejection,
+            health=self.health,
+            slow_start=self.slow_start,
+            seed=self.seed,
+        )
+        for member, options in self.members.items():
+            balancer.add_member(member, **options)
+        return balancer
+
+    @property
+    def balancer(self) -> SimBalancer:
+        """The serving balancer."""
+        serving = self.front.serving()
+        if serving is None:
+            raise RuntimeError("no balancer is serving")
+        return serving
+
+    @property
+    def balancer_url(self) -> str:
+        return "sim://service"
+
+    # --- reading -----------------------------------------------------------------------------------------
+
+    def now(self) -> float:
+        return self.scheduler.now()
+
+    @property
+    def instance_names(self) -> list[str]:
+        return list(self.instances)
+
+    def status(self) -> LabStatus:
+        balancers = self.front.statuses()
+        holding = [b for b in balancers if b.address is not None and b.state != "crashed"]
+        alive = [b for b in balancers if b.state != "crashed"]
+        serving = (holding or alive or balancers)[0]
+        rows = []
+        for view in serving.members:
+            instance = self.instances.get(view.name)
+            facts = InstanceFacts(
+                name=view.name,
+                url=instance.url if instance else "",
+                fault=instance.fault.kind if instance and instance.fault else None,
+                running=bool(instance and instance.running),
+            )
+            rows.append(InstanceStatus.of(facts, view))
+        background = self._background
+        return LabStatus(
+            at=self.now(),
+            strategy=serving.strategy,
+            retries=self.retries is not None,
+            health_checks=self.health is not None,
+            ejection=self.ejection is not None,
+            balancer_url=self.balancer_url,
+            load_rate=background.rate if background and not background.finished else None,
+            load_paused=bool(background and background.paused),
+            instances=rows,
+            balancers=balancers,
+        )
+
+    # --- commands ------------------------------------------------------------------------------------------
+
+    async def apply(self, command: Command) -> dict[str, Any]:
+        """The same commands as :meth:`spofkit.lab.Lab.apply`, applied at once in virtual time."""
+        return self.apply_sync(command)
+
+    def apply_sync(self, command: Command) -> dict[str, Any]:
+        """:meth:`apply` for code outside asyncio (scripts, benchmarks, a scenario's schedule)."""
+        if isinstance(command, InjectFault):
+            fault = make_fault(command.kind, **command.params)
+            self._instance(command.instance).inject(fault)
+            return {"instance": command.instance, "fault": fault.kind, "params": fault.params()}
+        if isinstance(command, Recover):
+            self._instance(command.instance).recover()
+            return self._row(command.instance)
+        if isinstance(command, Restart):
+            self._instance(command.instance).restart()
+            return self._row(command.instance)
+        if isinstance(command, AddInstance):
+            name = self._add(command.name, backup=command.backup, weight=command.weight, initially_up=False)
+            return {"name": name, **self._row(name)}
+        if isinstance(command, RemoveInstance):
+            self._remove(command.instance)
+            return {"removed": command.instance}
+        if isinstance(command, SetStrategy):
+            self.strategy = command.strategy
+            for balancer in self.front.balancers.values():
+                balancer.policy.set_strategy(command.strategy, self.now())
+            return {"strategy": self.status().strategy}
+        if isinstance(command, ChangeSettings):
+            return self._change_settings(command)
+        if isinstance(command, SetLoad):
+            return self._set_load(command)
+        if isinstance(command, BalancerFault):
+            self._balancer_name(command.balancer)
+            if command.kind == "crash":
+                self.front.crash(command.balancer)
+            else:
+                try:
+                    self.front.inject(command.balancer, command.kind)
+                except ValueError as error:
+                    raise CommandError("kind", str(error), status=409) from None
+            return self._balancer_row(command.balancer)
+        if isinstance(command, BalancerRecover):
+            self.front.recover(self._balancer_name(command.balancer))
+            return self._balancer_row(command.balancer)
+        if isinstance(command, BalancerRestart):
+            self.front.restart(self._balancer_name(command.balancer))
+            return self._balancer_row(command.balancer)
+        if isinstance(command, Deploy):
+            return self._deploy(command)
+        raise CommandError("command", f"a simulated lab cannot apply {type(command).__name__}")
+
+    def _instance(self, name: str) -> SimInstance:
+        try:
+            return self.instances[name]
+        except KeyError:
+            known = sorted(self.instances)
+            raise UnknownName("name", f"no instance named {name!r}; known: {known}") from None
+
+    def _balancer_name(self, name: str) -> str:
+        if name not in self.front.balancers:
+            raise UnknownName("balancer", f"no balancer named {name!r}; known: {sorted(self.front.balancers)}")
+        return name
+
+    def _row(self, name: str) -> dict[str, Any]:
+        return dataclasses.asdict(self.status().instance(name))
+
+    def _balancer_row(self, name: str) -> dict[str, Any]:
+        status = self.status().balancer(name)
+        return {k: v for k, v in dataclasses.asdict(status).items() if k != "members"}
+
+    def _add(self, name: str | None, *, backup: bool = False, weight: int = 1, initially_up: bool = False) -> str:
+        if len(self.instances) >= MAX_INSTANCES:
+            raise CommandError("name", f"a simulated lab holds at most {MAX_INSTANCES} instances", 409)
+        if name is None:
+            name = next(n for n in self._names if n not in self.instances)
+        if name in self.instances:
+            raise CommandError("name", f"instance name {name!r} is already in use", status=409)
+        instance = SimInstance(
+            name,
+            self.scheduler,
+            self.events.publish,
+            capacity=self.capacity,
+            dice=rng_for(self.seed, f"instance/{name}"),
+            work_rng=rng_for(self.seed, f"work/{name}"),
+        )
+        instance.start()
+        self.instances[name] = instance
+        self.members[name] = {"weight": weight, "backup": backup}
+        for balancer in self.front.balancers.values():
+            balancer.add_member(name, weight=weight, backup=backup, initially_up=initially_up)
+        return name
+
+    def _remove(self, name: str, drain_timeout: float = 10.0) -> None:
+        instance = self._instance(name)
+        self.members.pop(name, None)
+        balancers = list(self.front.balancers.values())
+        drained: dict[str, None] = {}
+        for balancer in balancers:
+            balancer.drain(name, functools.partial(drained.setdefault, balancer.name, None))
+        # Draining takes time: the lab runs (load, probes, faults go on) until the requests in flight are done.
+        self.scheduler.run_until(lambda: len(drained) == len(balancers), self.now() + drain_timeout)
+        for balancer in balancers:
+            balancer.remove_member(name)
+        self._causes.pop(name, None)
+        instance.stop()
+        del self.instances[name]
+
+    def _change_settings(self, command: ChangeSettings) -> dict[str, Any]:
+        now = self.now()
+        if command.retries is not None:
+            self.retries = self.retry_settings if command.retries else None
+            for balancer in self.front.balancers.values():
+                balancer.policy.set_retries(self.retries, now)
+        if command.ejection is not None:
+            self.ejection = self.ejection_settings if command.ejection else None
+            for balancer in self.front.balancers.values():
+                balancer.policy.set_ejection(self.ejection, now)
+        if command.health_checks is not None and command.health_checks != (self.health is not None):
+            self.health = self.health_settings if command.health_checks else None
+            for balancer in self.front.balancers.values():
+                balancer.set_health(self.health)
+        return {
+            "retries": self.retries is not None,
+            "health_checks": self.health is not None,
+            "ejection": self.ejection is not None,
+        }
+
+    # --- the same, as methods for notebooks and scripts ----------------------------------------------------
+
+    async def inject(self, name: str, kind: str, **params: Any) -> None:
+        self.apply_sync(InjectFault(name, kind, params))
+
+    async def recover(self, name: str) -> None:
+        self.apply_sync(Recover(name))
+
+    async def restart(self, name: str) -> None:
+        self.apply_sync(Restart(name))
+
+    async def add_instance(
+        self, name: str | None = None, *, backup: bool = False, weight: int = 1, initially_up: bool = False
+    ) -> str:
+        return self._add(name, backup=backup, weight=weight, initially_up=initially_up)
+
+    async def remove_instance(self, name: str, *, drain_timeout: float = 10.0) -> None:
+        self._remove(name, drain_timeout)
+
+    def set_strategy(self, strategy: str | Strategy) -> None:
+        self.apply_sync(SetStrategy(strategy))
+
+    def set_retries(self, enabled: bool | RetrySettings) -> None:
+        if isinstance(enabled, RetrySettings):
+            self.retry_settings, enabled = enabled, True
+        self.retries = self.retry_settings if enabled else None
+        for balancer in self.front.balancers.values():
+            balancer.policy.set_retries(self.retries, self.now())
+
+    def set_ejection(self, enabled: bool | EjectionSettings) -> None:
+        if isinstance(enabled, EjectionSettings):
+            self.ejection_settings, enabled = enabled, True
+        self.ejection = self.ejection_settings if enabled else None
+        for balancer in self.front.balancers.values():
+            balancer.policy.set_ejection(self.ejection, self.now())
+
+    async def set_health_checks(self, enabled: bool | HealthSettings) -> None:
+        if isinstance(enabled, HealthSettings):
+            self.health_settings = enabled
+            self.health = enabled
+            for balancer in self.front.balancers.values():
+                balancer.set_health(enabled)
+            return
+        self.apply_sync(ChangeSettings(health_checks=bool(enabled)))
+
+    # --- time and load -----------------------------------------------------------------------------------
+
+    async def advance(self, seconds: float) -> None:
+        """Let ``seconds`` of virtual time pass (the background load, probes and failures go on)."""
+        self.advance_sync(seconds)
+
+    def advance_sync(self, seconds: float) -> None:
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0:
+            raise ValueError(f"seconds must be a number >= 0, got {seconds!r}")
+        self.scheduler.run(until=self.now() + seconds)
+
+    async def run_load(
+        self,
+        rate: float = 100.0,
+        duration: float = 5.0,
+        *,
+        faults: Sequence[ScheduledFault] = (),
+        max_requests: int | None = None,
+        on_progress: Callable[[float], None] | None = None,
+        **options: Any,
+    ) -> Report:
+        """:meth:`spofkit.lab.Lab.run_load` in virtual time: the same arguments, the same Report."""
+        return self.run_load_sync(
+            rate, duration, faults=faults, max_requests=max_requests, on_progress=on_progress, **options
+        )
+
+    def run_load_sync(
+        self,
+        rate: float = 100.0,
+        duration: float = 5.0,
+        *,
+        faults: Sequence[ScheduledFault] = (),
+        max_requests: int | None = None,
+        on_progress: Callable[[float], None] | None = None,
+        commands: Sequence[tuple[float, Command]] = (),
+        **options: Any,
+    ) -> Report:
+        """:meth:`run_load` for code outside asyncio. ``commands``: ``(at, command)`` applied during the run.
+
+        ``options`` are the client's: ``method``, ``path``, ``timeout`` (how long a client waits, 5 s),
+        ``arrivals`` (``uniform``, the live client's even spacing, or ``poisson``).
+        """
+        for at, name, kind, params in faults:
+            self._instance(name)
+            make_fault(kind, **params)  # validate before any load is sent
+            if not 0 <= at <= duration:
+                raise ValueError(f"fault time {at!r} must be within the run (0..{duration})")
+        for at, _command in commands:
+            if not 0 <= at <= duration:
+                raise ValueError(f"command time {at!r} must be within the run (0..{duration})")
+        started = self.now()
+        seen: list[Event] = []
+
+        def keep(event: Event) -> None:
+            if not isinstance(event, PER_REQUEST_EVENTS):  # the report reads faults and detections, not requests
+                seen.append(event)
+
+        unsubscribe = self.events.subscribe(keep)
+        pending = {"load": 1, "timed": len(faults) + len(commands)}
+
+        def one_done(what: str) -> None:
+            pending[what] -= 1
+            if not any(pending.values()):
+                self.scheduler.stop()
+
+        load = OpenLoop(
+            self.scheduler,
+            self.front.deliver,
+            self.events.publish,
+            rate=rate,
+            duration=duration,
+            rng=rng_for(self.seed, f"arrivals/{started!r}"),
+            max_requests=max_requests,
+            on_done=lambda: one_done("load"),
+            **options,
+        )
+
+        def apply_then_count(command: Command) -> None:
+            self.apply_sync(command)
+            one_done("timed")
+
+        timed = [(at, InjectFault(name, kind, params)) for at, name, kind, params in faults] + list(commands)
+        for at, command in timed:
+            self.scheduler.call_at(started + at, functools.partial(apply_then_count, command))
+        if on_progress is not None:
+            self._report_progress(on_progress, started, duration, load)
+        try:
+            load.start()
+            self.scheduler.run()
+        finally:
+            unsubscribe()
+        if on_progress is not None:
+            on_progress(1.0)
+        self.records = sorted(load.records, key=lambda record: record.id)
+        return build_report(self.records, seen)
+
+    def _report_progress(
+        self, on_progress: Callable[[float], None], started: float, duration: float, load: OpenLoop
+    ) -> None:
+        def tick() -> None:
+            on_progress(min(1.0, (self.now() - started) / duration))
+            if not load.finished:
+                self.scheduler.call_later(duration / 20, tick)
+
+        self.scheduler.call_at(started, tick)
+
+    def _set_load(self, command: SetLoad) -> dict[str, Any]:
+        if command.rate == 0:
+            self.stop_background_load_now()
+        elif command.rate is not None:
+            if self._background is None or self._background.finished:
+                self._background = OpenLoop(
+                    self.scheduler,
+                    self.front.deliver,
+                    self.events.publish,
+                    rate=command.rate,
+                    duration=BACKGROUND_LOAD_MAX_SECONDS,
+                    keep_last=BACKGROUND_LOAD_KEEP_LAST,
+                    rng=rng_for(self.seed, f"background/{self.now()!r}"),
+                )
+                self._background.start()
+            else:
+                self._background.set_rate(command.rate)
+            self.events.publish(SettingChanged(self.now(), "load_rate", command.rate))
+        if command.paused is not None and self._background is not None:
+            self._background.paused = command.paused
+            self.events.publish(SettingChanged(self.now(), "load_paused", command.paused))
+        status = self.status()
+        return {"load_rate": status.load_rate, "load_paused": status.load_paused}
+
+    def stop_background_load_now(self) -> None:
+        if self._background is not None:
+            self._background.stop()
+
+    # --- random failures ---------------------------------------------------------------------------------
+
+    def _start_failures(self) -> None:
+        """Each cause of failure (an instance's own, a group's) runs its own failure process from now on."""
+        for cause, (process, members) in causes_of(list(self.instances), self.failures, self.groups).items():
+            missing = [name for name in members if name not in self.instances]
+            if missing:
+                raise ValueError(f"failure group {cause.split(':', 1)[1]!r} names unknown instances {missing}")
+            self._next_failure(cause, members, process.intervals(cause_rng(self.seed, cause), self.now()))
+
+    def _next_failure(self, cause: str, members: tuple[str, ...], draws: Iterator[tuple[float, float]]) -> None:
+        fails_at, repaired_at = next(draws)
+        self.scheduler.call_at(fails_at, lambda: self._cause_began(cause, members, repaired_at, draws))
+
+    def _cause_began(
+        self, cause: str, members: tuple[str, ...], repaired_at: float, draws: Iterator[tuple[float, float]]
+    ) -> None:
+        for name in members:
+            if name in self.instances:
+                active = self._causes.setdefault(name, {})
+                active[cause] = None
+                if len(active) == 1:  # the first cause takes it down; others only keep it down longer
+                    self.apply_sync(InjectFault(name, Crash.kind))
+        self.scheduler.call_at(repaired_at, lambda: self._cause_ended(cause, members, draws))
+
+    def _cause_ended(self, cause: str, members: tuple[str, ...], draws: Iterator[tuple[float, float]]) -> None:
+        for name in members:
+            active = self._causes.get(name)
+            if active is not None and cause in active:
+                del active[cause]
+                if not active and name in self.instances:
+                    self.apply_sync(Recover(name))
+        self._next_failure(cause, members, draws)
+
+    # --- deploys -----------------------------------------------------------------------------------------
+
+    def _deploy(self, command: Deploy) -> dict[str, Any]:
+        if command.target == "balancers":
+            raise CommandError("target", "a simulated lab deploys instances only (target = 'instances')", 409)
+        if self._deploying:
+            raise CommandError("deploy", "a deploy is already running; wait for it to finish", status=409)
+        self._deploying = True
+        try:
+            return self._rolling(command.batch if command.how == "rolling" else len(self.instances), command.how)
+        finally:
+            self._deploying = False
+
+    def _rolling(self, batch: int, how: str) -> dict[str, Any]:
+        """The steps of :func:`spofkit.deploy.rolling_restart` (drain, restart, ready?, warm-up), in virtual time."""
+        started = self.now()
+        names = list(self.instances)
+        for first in range(0, len(names), batch):
+            group = names[first : first + batch]
+            if how == "all-at-once":
+                for name in group:
+                    self._step(name, "restart", "all at once, without draining")
+                    self.instances[name].restart()
+            else:
+                self._replace(group)
+        return {"deployed": names, "batch": batch, "seconds": round(self.now() - started, 3)}
+
+    def _replace(self, group: list[str]) -> None:
+        """One batch of a rolling restart: drained, restarted, back once ready, warmed up."""
+        for name in group:
+            self._step(name, "drain", "no new requests; the ones in flight finish")
+        members = {name: self.members[name] for name in group}
+        for name in group:
+            self._remove_from_pool(name)
+        for name in group:
+            self.instances[name].restart()
+            self._step(name, "restart", "restarted")
+        up: dict[tuple[str, str], None] = {}
+
+        def heard(event: Event) -> None:
+            if isinstance(event, InstanceUp) and event.instance in members:
+                up[(event.instance, event.balancer)] = None
+
+        unsubscribe = self.events.subscribe(heard)
+        try:
+            for name, options in members.items():
+                self.members[name] = options
+                for balancer in self.front.balancers.values():
+                    balancer.add_member(name, initially_up=self.health is None, **options)
+                if self.health is not None:
+                    self._step(name, "ready?", f"back in the pool, waiting for {self.health.rise} passed checks")
+            wanted = len(members) * len(self.front.balancers)
+            if self.health is not None and not self.scheduler.run_until(
+                lambda: len(up) >= wanted, self.now() + READY_TIMEOUT
+            ):
+                raise CommandError("deploy", f"{sorted(members)} did not pass their health checks in time", 409)
+        finally:
+            unsubscribe()
+        if self.slow_start > 0:
+            for name in group:
+                self._step(name, "warm-up", f"slow start: its share grows over {self.slow_start:g}s")
+            self.advance_sync(self.slow_start)
+        for name in group:
+            self._step(name, "done", "UP and serving its full share")
+
+    def _remove_from_pool(self, name: str, drain_timeout: float = 10.0) -> None:
+        balancers = list(self.front.balancers.values())
+        drained: dict[str, None] = {}
+        for balancer in balancers:
+            balancer.drain(name, functools.partial(drained.setdefault, balancer.name, None))
+        self.scheduler.run_until(lambda: len(drained) == len(balancers), self.now() + drain_timeout)
+        for balancer in balancers:
+            balancer.remove_member(name)
+
+    def _step(self, name: str, what: str, detail: str) -> None:
+        self.events.publish(DeployStep(self.now(), name, what, detail))

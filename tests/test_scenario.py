@@ -1,0 +1,266 @@
+"""Scenario files: parsed and checked key by key, run on the simulator (or refused live, naming the key)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from spofkit.policy import HealthSettings
+from spofkit.scenario import (
+    ScenarioError,
+    check_live,
+    load_scenario,
+    parse_scenario,
+    run_scenario,
+    run_scenario_cli,
+)
+from spofkit.sim import Capacity, FailureProcess
+
+FULL = """
+seed = 4
+name = "full"
+
+[lab]
+instances = 4
+strategy = "least_connections"
+work_ms = 5
+spread_ms = 2
+concurrency = 8
+queue = 16
+
+[health]
+interval = 0.25
+fall = 2
+
+retries = false
+
+[ejection]
+consecutive_failures = 5
+
+[load]
+rate = 150
+duration = 4
+arrivals = "poisson"
+
+[[faults]]
+at = 1.0
+instance = "b"
+kind = "slow"
+ms = 300
+recover_at = 2.5
+
+[[faults]]
+at = 2.0
+instance = "c"
+kind = "crash"
+
+[failures]
+mtbf = 60
+mttr = 5
+distribution = "weibull"
+shape = 1.5
+
+[[groups]]
+name = "rack-1"
+instances = ["a", "b"]
+mtbf = 600
+mttr = 20
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "scenario.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_every_key_lands_where_it_should(tmp_path: Path) -> None:
+    # "retries = false" inside [health] would be a health key: TOML puts top-level keys before the first table.
+    text = "retries = false\n" + FULL.replace("\nretries = false\n", "\n")
+    scenario = load_scenario(write(tmp_path, text))
+    assert scenario.name == "full" and scenario.seed == 4
+    assert scenario.instances == 4 and scenario.strategy == "least_connections"
+    assert scenario.capacity == Capacity(concurrency=8, queue=16, work_ms=5.0, spread_ms=2.0)
+    assert scenario.capacity.distribution == "lognormal"
+    assert scenario.health == HealthSettings(interval=0.25, fall=2)
+    assert scenario.retries is None
+    assert scenario.ejection is not None and scenario.ejection.consecutive_failures == 5
+    assert (scenario.rate, scenario.duration, scenario.arrivals) == (150.0, 4.0, "poisson")
+    slow, crash = scenario.faults
+    assert (slow.at, slow.instance, slow.kind, dict(slow.params), slow.recover_at) == (
+        1.0,
+        "b",
+        "slow",
+        {"ms": 300},
+        2.5,
+    )
+    assert (crash.kind, crash.recover_at) == ("crash", None)
+    assert scenario.failures == FailureProcess(60.0, 5.0, "weibull", 1.5)
+    (group,) = scenario.groups
+    assert (group.name, group.instances, group.process.mtbf) == ("rack-1", ("a", "b"), 600.0)
+
+
+@pytest.mark.parametrize(
+    ("change", "key", "words"),
+    [
+        ({"lab": {"instances": 0}}, "lab.instances", "1..10000"),
+        ({"lab": {"concurrency": "eight"}}, "lab.concurrency", "whole number"),
+        ({"lab": {"queue": 4}}, "lab.queue", "needs a concurrency"),
+        ({"lab": {"strategy": "fastest"}}, "lab.strategy", "unknown strategy 'fastest'"),
+        ({"lab": {"instance": 3}}, "lab.instance", "unknown key 'instance'"),
+        ({"lab": {"work_ms": -1}}, "lab.work_ms", "0..60000"),
+        ({"health": {"interval": 0}}, "health.interval", "must be > 0"),
+        ({"health": {"intervall": 1}}, "health.intervall", "unknown key"),
+        ({"retries": "off"}, "retries", "a table of settings or false"),
+        ({"retries": {"max_attempts": 0}}, "retries.max_attempts", ">= 1"),
+        ({"load": {"rate": 0}}, "load.rate", "> 0"),
+        ({"load": {"arrivals": "bursty"}}, "load.arrivals", "uniform, poisson"),
+        ({"faults": [{"at": 1, "instance": "z", "kind": "crash"}]}, "faults[0].instance", "no instance named 'z'"),
+        ({"faults": [{"at": 1, "instance": "a", "kind": "explode"}]}, "faults[0].kind", "unknown fault kind"),
+        ({"faults": [{"at": 1, "instance": "a", "kind": "slow", "ms": -5}]}, "faults[0].ms", "slow.ms must be >= 0"),
+        ({"faults": [{"at": 1, "instance": "a", "kind": "crash", "speed": 1}]}, "faults[0].speed", "no parameter"),
+        ({"faults": [{"instance": "a", "kind": "crash"}]}, "faults[0].at", "is missing"),
+        ({"faults": [{"at": 9, "instance": "a", "kind": "crash"}]}, "faults[0].at", "<= 5"),
+        ({"faults": [{"at": 2, "instance": "a", "kind": "hang", "recover_at": 1}]}, "faults[0].recover_at", ">= 2"),
+        ({"failures": {"mtbf": 10}}, "failures.mttr", "is missing"),
+        ({"failures": {"mtbf": 10, "mttr": 1, "distribution": "normal"}}, "failures.distribution", "exponential"),
+        ({"failures": {"mtbf": -1, "mttr": 1}}, "failures.mtbf", "> 0"),
+        ({"groups": [{"name": "z", "instances": ["q"], "mtbf": 1, "mttr": 1}]}, "groups[0].instances", "'q'"),
+        ({"seed": -3}, "seed", "0.."),
+        ({"colour": "red"}, "colour", "unknown key 'colour'"),
+    ],
+)
+def test_a_bad_key_or_value_is_named(change: dict[str, object], key: str, words: str) -> None:
+    with pytest.raises(ScenarioError) as error:
+        parse_scenario(change)
+    assert error.value.key == key
+    assert words in str(error.value)
+    assert str(error.value).startswith(f"{key}: ")
+
+
+def test_a_file_that_is_not_toml_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ScenarioError, match=r"^file: broken.toml is not valid TOML"):
+        load_scenario(write(tmp_path, "[lab\ninstances = 3", "broken.toml"))
+    with pytest.raises(ScenarioError, match="cannot read"):
+        load_scenario(tmp_path / "missing.toml")
+
+
+def test_the_json_output_has_the_figures_and_the_seed_decides_the_digest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, FULL.replace("retries = false\n", ""))
+    outputs = []
+    for seed in ("4", "4", "5"):
+        assert run_scenario_cli([str(path), "--sim", "--seed", seed, "--json"]) == 0
+        outputs.append(json.loads(capsys.readouterr().out))
+    first, again, other = outputs
+    for key in ("requests", "failed", "availability", "detection_window", "wall_s", "digest"):
+        assert key in first, key
+    assert first["driver"] == "sim" and first["seed"] == 4
+    assert first["requests"] > 0 and 0 < first["availability"] <= 1
+    assert first["detection_window"] is not None  # c crashed at 2.0 s and was marked down
+    assert again["digest"] == first["digest"]
+    assert other["digest"] != first["digest"]
+
+
+def test_the_text_output_is_the_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, "[load]\nrate = 50\nduration = 2\n[[faults]]\nat = 0.5\ninstance = 'a'\nkind = 'crash'\n")
+    assert run_scenario_cli([str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("== scenario (sim, seed 0) ==")
+    assert "requests      100" in out and "detected" in out and "digest" in out
+
+
+def test_bad_input_exits_2_with_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, "[lab]\nconcurrency = 0\n")
+    assert run_scenario_cli([str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "lab.concurrency" in err and "1..100000" in err
+
+
+def test_bad_arguments_exit_2_without_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_scenario_cli(["x.toml", "--sim", "--live"]) == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+    assert run_scenario_cli(["x.toml", "--seed", "minus one"]) == 2
+    assert "--seed: must be a whole number" in capsys.readouterr().err
+
+
+def test_the_live_driver_refuses_what_only_the_simulator_can_do() -> None:
+    for change, key in [
+        ({"lab": {"concurrency": 4}}, "lab.concurrency"),
+        ({"lab": {"instances": 40}}, "lab.instances"),
+        ({"load": {"duration": 3600}}, "load.duration"),
+        ({"load": {"arrivals": "poisson"}}, "load.arrivals"),
+    ]:
+        with pytest.raises(ScenarioError) as error:
+            check_live(parse_scenario(change))
+        assert error.value.key == key
+        assert "--sim" in str(error.value)
+
+
+def test_a_fault_with_recover_at_is_undone_on_time() -> None:
+    scenario = parse_scenario(
+        {
+            "lab": {"instances": 1},
+            "health": False,
+            "load": {"rate": 100, "duration": 2},
+            "faults": [{"at": 0.5, "instance": "a", "kind": "crash", "recover_at": 1.0}],
+        }
+    )
+    result = run_scenario(scenario)
+    assert result.report.failed == 50  # refused from 0.5 s to 1.0 s, at 100 req/s
+    assert result.report.outage_periods[0][1] - result.report.outage_periods[0][0] == pytest.approx(0.5, abs=0.11)
+
+
+def test_python_dash_m_runs_it(tmp_path: Path) -> None:
+    path = write(tmp_path, "[load]\nrate = 20\nduration = 1\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "spofkit.scenario", str(path), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert json.loads(done.stdout)["requests"] == 20
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "spofkit" / "sim" / "examples"
+
+
+def test_the_example_scenarios_run_and_show_what_their_comments_say() -> None:
+    results = {path.stem: run_scenario(load_scenario(path)).report for path in sorted(EXAMPLES.glob("*.toml"))}
+    assert sorted(results) == ["crash", "overload", "split_brain", "zones"]
+    assert results["crash"].failed == 0 and results["crash"].detection_window is not None
+    overload = results["overload"]
+    assert overload.errors_by_kind.get("http_503", 0) > 0 and overload.first_failure_at is not None
+    assert overload.first_failure_at >= 2.0  # only once the crash has left too little capacity
+    assert "reset" in results["split_brain"].errors_by_kind  # the clients flip between two masters
+    assert 0.99 < results["zones"].availability < 1.0  # the zone left carries the load; detection costs a little
+
+
+def test_a_fault_can_break_a_balancer() -> None:
+    scenario = parse_scenario(
+        {
+            "lab": {"instances": 2, "balancers": 2},
+            "load": {"rate": 20, "duration": 4},
+            "faults": [{"at": 1.0, "balancer": "lb1", "kind": "crash", "recover_at": 3.0}],
+        }
+    )
+    (fault,) = scenario.faults
+    assert (fault.balancer, fault.instance, fault.kind, fault.recover_at) == ("lb1", None, "crash", 3.0)
+    report = run_scenario(scenario).report
+    assert 0 < report.failed < 20  # until lb2 took over the address
+    for change, key, words in [
+        ({"balancer": "lb3", "kind": "crash"}, "faults[0].balancer", "no balancer named 'lb3'"),
+        ({"balancer": "lb1", "kind": "slow"}, "faults[0].kind", "crash, hang, advert_loss"),
+        ({"balancer": "lb1", "kind": "hang", "ms": 3}, "faults[0].ms", "no parameters"),
+        ({"balancer": "lb1", "instance": "a", "kind": "hang"}, "faults[0].balancer", "not both"),
+        ({"kind": "hang"}, "faults[0].instance", "is missing"),
+    ]:
+        with pytest.raises(ScenarioError) as error:
+            parse_scenario({"lab": {"balancers": 2}, "faults": [{"at": 1.0, **change}]})
+        assert error.value.key == key and words in str(error.value), (key, str(error.value))
