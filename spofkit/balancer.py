@@ -507,10 +507,8 @@ def _chunked(write: Callable[[bytes], None]) -> Callable[[bytes], None]:
 
 
 def _declared_length(reply: Reply) -> bytes:
-    for name, value in reply.headers:
-        if name.lower() == b"content-length":
-            return b"Content-Length: " + value + b"\r\n"
-    return b""
+    length = reply.headers.content_length
+    return b"" if length is None else b"Content-Length: " + length + b"\r\n"
 
 
 def _host_and_port(url: str) -> tuple[str, int]:

@@ -84,15 +84,6 @@ class Refused(Exception):
         self.reason = reason
 
 
-def connection_tokens(headers: Headers) -> set[bytes]:
-    """The lowercase tokens of every ``Connection`` header: options such as ``close``, and headers to drop."""
-    tokens: set[bytes] = set()
-    for name, value in headers:
-        if name.lower() == b"connection":
-            tokens.update(token.strip().lower() for token in value.split(b","))
-    return tokens
-
-
 def origin_form(target: bytes, own_authorities: set[bytes]) -> bytes:
     """Rule 3: the target to send the instance, or :class:`Refused`. ``own_authorities``: ``b"host:port"``, lower."""
     if target[:1] == b"/":
@@ -112,38 +103,86 @@ def request_head(headers: Headers, client: str, framing: bytes) -> bytes:
     """The head of the request as the instance gets it (rules 1–3), from the end of the ``Host`` line on (each
     attempt starts it with its own request line and ``Host``); ``framing`` is a ``Content-Length`` or
     ``Transfer-Encoding: chunked`` line (with CRLF), or empty."""
-    dropped = connection_tokens(headers)
-    lines = [b"\r\n"]
+    tokens: set[bytes] = set()
+    kept: list[tuple[bytes, bytes, bytes]] = []
     forwarded_for: list[bytes] = []
     for name, value in headers:
         lower = name.lower()
-        if lower in REPLACED_IN_REQUESTS or lower in dropped:
-            continue
-        if lower == b"x-forwarded-for":
+        if lower in REPLACED_IN_REQUESTS:
+            if lower == b"connection":
+                tokens.update(token.strip().lower() for token in value.split(b","))
+        elif lower == b"x-forwarded-for":
             forwarded_for.append(value)
-            continue
+        else:
+            kept.append((lower, name, value))
+    if tokens - {b"close", b"keep-alive"}:  # rare: the Connection header names headers to drop
+        kept = [header for header in kept if header[0] not in tokens]
+        if b"x-forwarded-for" in tokens:
+            forwarded_for = []
+    lines = [b"\r\n"]
+    for _lower, name, value in kept:
         lines += (name, b": ", value, b"\r\n")
     forwarded_for.append(client.encode("latin-1"))
     lines += (b"X-Forwarded-For: ", b", ".join(forwarded_for), b"\r\nX-Forwarded-Proto: http\r\n", framing, b"\r\n")
     return b"".join(lines)
 
 
-def response_head(status: int, reason: bytes, headers: Headers, served_by: str, attempts: str, framing: bytes) -> bytes:
+class AnswerHead:
+    """An instance's answer head, sorted once: the header lines the client gets, and what the proxy must know.
+
+    ``kept`` is the bytes of the headers passed on (rule 1 applied); ``content_length`` the raw value if one was
+    given; ``chunked`` whether the body was chunked; ``tokens`` the ``Connection`` options (e.g. ``close``).
+    """
+
+    __slots__ = ("chunked", "content_length", "has_served_by", "kept", "tokens")
+
+    def __init__(self, headers: Headers) -> None:
+        tokens: set[bytes] = set()
+        kept: list[tuple[bytes, bytes, bytes]] = []
+        self.content_length: bytes | None = None
+        self.chunked = False
+        self.has_served_by = False
+        for name, value in headers:
+            lower = name.lower()
+            if lower in REPLACED_IN_RESPONSES:
+                if lower == b"connection":
+                    tokens.update(token.strip().lower() for token in value.split(b","))
+                elif lower == b"content-length":
+                    self.content_length = value
+                elif lower == b"transfer-encoding":
+                    self.chunked = True
+                continue
+            if lower == b"x-spof-attempts":
+                continue  # the balancer's own header: an instance cannot set it
+            if lower == b"x-served-by":
+                self.has_served_by = True
+            kept.append((lower, name, value))
+        self.tokens = tokens
+        if tokens - {b"close", b"keep-alive"}:  # rare: the Connection header names headers to drop
+            kept = [header for header in kept if header[0] not in tokens]
+        lines: list[bytes] = []
+        for _lower, name, value in kept:
+            lines += (name, b": ", value, b"\r\n")
+        self.kept = b"".join(lines)
+
+
+def response_head(
+    status: int, reason: bytes, answer: AnswerHead, served_by: str, attempts: str, framing: bytes
+) -> bytes:
     """The head of the response as the client gets it (rules 1 and 4); ``framing`` as in :func:`request_head`."""
-    dropped = connection_tokens(headers)
-    lines = [b"HTTP/1.1 %d %b\r\n" % (status, reason)]
-    has_served_by = False
-    for name, value in headers:
-        lower = name.lower()
-        if lower in REPLACED_IN_RESPONSES or lower in dropped or lower == b"x-spof-attempts":
-            continue
-        if lower == b"x-served-by":
-            has_served_by = True
-        lines += (name, b": ", value, b"\r\n")
-    if not has_served_by:
-        lines += (b"X-Served-By: ", served_by.encode(), b"\r\n")
-    lines += (b"X-Spof-Attempts: ", attempts.encode(), b"\r\n", framing, b"\r\n")
-    return b"".join(lines)
+    served = b"" if answer.has_served_by else b"X-Served-By: " + served_by.encode() + b"\r\n"
+    return b"".join(
+        (
+            b"HTTP/1.1 %d %b\r\n" % (status, reason),
+            answer.kept,
+            served,
+            b"X-Spof-Attempts: ",
+            attempts.encode(),
+            b"\r\n",
+            framing,
+            b"\r\n",
+        )
+    )
 
 
 def error_response(status: int, reason: str, attempts: int | str = 0, *, close: bool = False) -> bytes:

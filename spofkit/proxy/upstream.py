@@ -34,7 +34,7 @@ from typing import cast
 import httptools
 
 from spofkit.policy import CONNECT, RESET, TIMEOUT
-from spofkit.proxy.messages import Headers, connection_tokens
+from spofkit.proxy.messages import AnswerHead, Headers
 
 MAX_BUFFERED_RESPONSE = 1 << 20  # bytes: answers with a Content-Length up to this are read whole (rule 6)
 KEEPALIVE_TIMEOUT = 15.0  # seconds an idle connection to an instance is kept (rule 1)
@@ -54,12 +54,12 @@ class Failure:
 
 
 class Reply:
-    """An instance's answer: ``status``, ``reason`` and ``headers`` as they came; ``body`` (a list of pieces)
+    """An instance's answer: ``status``, ``reason`` and its head (:class:`AnswerHead`); ``body`` (a list of pieces)
     holds all of it when ``complete``, else the start of a body that streams through :meth:`relay`."""
 
     __slots__ = ("body", "complete", "connection", "framing", "headers", "keep_alive", "length", "reason", "status")
 
-    def __init__(self, connection: UpstreamConnection, status: int, headers: Headers, framing: str, length: int):
+    def __init__(self, connection: UpstreamConnection, status: int, headers: AnswerHead, framing: str, length: int):
         self.connection = connection
         self.status = status
         self.reason = b""
@@ -153,14 +153,22 @@ class UpstreamConnection(asyncio.Protocol):
         if status < 200:
             self._reason = b""  # an interim answer: the final one follows (rule 5)
             return
+        answer = AnswerHead(headers)
         framing, length = NONE, 0
-        if not (self._head_request or status in (204, 304)):
-            framing, length = _framing_of(headers)
-        reply = Reply(self, status, headers, framing, length)
+        if self._head_request or status in (204, 304):
+            pass
+        elif answer.chunked:
+            framing = CHUNKED
+        elif answer.content_length is not None:
+            framing, length = LENGTH, int(answer.content_length)  # the parser checked it: digits only
+        else:
+            framing = CLOSE
+        reply = Reply(self, status, answer, framing, length)
         reply.reason, self._reason = self._reason or b"-", b""
-        tokens = connection_tokens(headers)
-        version = self._parser.get_http_version()
-        reply.keep_alive = b"close" not in tokens and (version == "1.1" or b"keep-alive" in tokens)
+        tokens = answer.tokens
+        reply.keep_alive = b"close" not in tokens and (
+            self._parser.get_http_version() == "1.1" or b"keep-alive" in tokens
+        )
         self._reply = reply
         if framing == NONE or (framing == LENGTH and length == 0):
             self.on_message_complete()
@@ -273,17 +281,6 @@ class UpstreamConnection(asyncio.Protocol):
 
 class _AnswerHasNoBody(Exception):
     """Raised inside the parser to stop it after a HEAD answer's head (see on_headers_complete)."""
-
-
-def _framing_of(headers: Headers) -> tuple[str, int]:
-    """Rule 5 for an answer that may have a body; the parser has already refused conflicting framings."""
-    for name, value in headers:
-        lower = name.lower()
-        if lower == b"transfer-encoding":
-            return CHUNKED, 0
-        if lower == b"content-length":
-            return LENGTH, int(value)
-    return CLOSE, 0
 
 
 class UpstreamPool:
