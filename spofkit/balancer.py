@@ -106,6 +106,7 @@ class Balancer:
         self._wakeup: Timer | None = None
         self._wakeup_at: float | None = None
         self._server: ProxyServer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._listeners: list[Listener] = []
         self._ports: set[int] = set()  # every port this balancer listens on (its own, the service address)
         self._own_authorities: set[bytes] = set()  # "host:port" of each, for absolute-form targets
@@ -117,6 +118,7 @@ class Balancer:
 
     async def start(self, *, listen: bool = True) -> None:
         """Start proxying and checking; ``listen`` on ``host:port`` at once (a pair's node listens on cue)."""
+        self._loop = asyncio.get_running_loop()
         self._server = ProxyServer(self._handle, self.limits)
         self._server.start()
         if listen:
@@ -344,10 +346,11 @@ class Balancer:
         self, pool: UpstreamPool, timeout: float, head: bytes, body: bytes | RequestBody | None, head_request: bool
     ) -> Reply | Failure | Refused:
         """Send the request to one instance and wait for its answer (or its body, if small enough to read)."""
-        connection = await pool.connect(timeout)
+        connection = pool.idle_connection() or await pool.connect(timeout)
         if isinstance(connection, Failure):
             return connection
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        assert loop is not None, "Balancer.start() first"
         if not isinstance(body, RequestBody):
             answered = connection.send(head, body, head_request=head_request)
             timer = loop.call_at(loop.time() + timeout, connection.time_out, timeout)

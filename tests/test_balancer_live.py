@@ -378,8 +378,9 @@ async def test_a_retired_pool_closes_a_connection_given_back_after_the_drain() -
         reply = await kept.send(request, None, head_request=False)
         assert isinstance(reply, Reply) and reply.complete and b"".join(reply.body) == b"plain"
         pool.give_back(kept)  # kept alive: back in the pool
-        late = await pool.connect(1.0)  # still in flight when the instance is removed
+        late = pool.idle_connection()  # still in flight when the instance is removed
         assert late is kept
+        assert pool.idle_connection() is None  # the only one is taken
         reply = await late.send(request, None, head_request=False)
         pool.retire()
         assert not late.closed

@@ -294,8 +294,8 @@ class UpstreamPool:
         self._open: set[UpstreamConnection] = set()
         self.retired = False  # set by retire(): the instance left the balancer, keep nothing open to it
 
-    async def connect(self, timeout: float) -> UpstreamConnection | Failure:
-        """A connection to the instance: an idle one if there is one alive, else a new one (CONNECT on failure)."""
+    def idle_connection(self) -> UpstreamConnection | None:
+        """A kept-alive connection that is still good, or None (then :meth:`connect` makes a new one)."""
         now = time.monotonic()
         idle = self._idle
         while idle:
@@ -303,6 +303,10 @@ class UpstreamPool:
             if connection.reusable(now):
                 return connection
             connection.close()
+        return None
+
+    async def connect(self, timeout: float) -> UpstreamConnection | Failure:
+        """A new connection to the instance, or the failure to make one (CONNECT: it was refused)."""
         loop = asyncio.get_running_loop()
         try:
             _transport, connection = await asyncio.wait_for(
