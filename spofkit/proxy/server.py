@@ -44,6 +44,8 @@ LOG_LINES_PER_SECOND = 5
 MAX_PIPELINED = 16
 # Bytes of a request body held while nobody reads them yet (waiting for an instance) before reading pauses.
 BODY_HIGH_WATER = 1 << 18
+# Seconds a connection being closed still reads (and drops) what its client sends: see ClientConnection.linger.
+LINGER = 2.0
 Handler = Callable[["ProxyRequest"], Awaitable[None]]
 
 
@@ -236,6 +238,7 @@ class ClientConnection(asyncio.Protocol):
         self._last_read = 0.0
         self.idle_since = 0.0
         self._served = 0
+        self._lingering_since: float | None = None
         self._paused_by: set[str] = set()  # why reading from the client is paused
         self._writable: asyncio.Future[None] | None = None
         self.on_write_pause: Callable[[bool], None] | None = None  # a relayed answer pauses its instance
@@ -274,7 +277,7 @@ class ClientConnection(asyncio.Protocol):
                 self._refuse(Refused(431, f"request head larger than {self.limits.max_head_size} bytes"))
 
     def eof_received(self) -> bool:
-        return self.active is not None  # a half-closed client still reads: finish the answer, then close
+        return self.active is not None and self._lingering_since is None  # finish the answer, then close
 
     def connection_lost(self, error: Exception | None) -> None:
         self.closed = True
@@ -344,7 +347,11 @@ class ClientConnection(asyncio.Protocol):
             if lower == b"content-length":
                 request.content_length = int(value)  # the parser checked: digits, and only one
             elif lower == b"transfer-encoding":
-                request.chunked = True  # the parser checked: chunked, last, and no Content-Length with it
+                # llhttp checks the coding only after this callback: refuse here, before the request is served.
+                if value.strip().lower() != b"chunked":
+                    self._refuse(Refused(400, f"Transfer-Encoding {value[:40].decode('latin-1')!r} is not chunked"))
+                    raise _Stop
+                request.chunked = True  # the parser checked: only one, and no Content-Length with it
             elif lower == b"host":
                 hosts += 1
             elif lower == b"expect" and value.lower() == b"100-continue":
@@ -395,7 +402,7 @@ class ClientConnection(asyncio.Protocol):
         elif self._refusal is not None:
             self._send_refusal()
         elif self.closing:
-            self.close()
+            self.linger()
         elif self._reading is None:
             self.idle_since = self._loop.time()
             self.server.waiting(self)
@@ -421,7 +428,7 @@ class ClientConnection(asyncio.Protocol):
         if self.closed:
             return
         if self.closing and not self._pending and self._refusal is None:
-            self.close()
+            self.linger()
             return
         self._start_next()
 
@@ -464,12 +471,33 @@ class ClientConnection(asyncio.Protocol):
         refusal, self._refusal = self._refusal, None
         if refusal is not None:
             self.write(error_response(refusal.status, refusal.reason, close=True))
-        self.close()
+        self.linger()
+
+    def linger(self) -> None:
+        """Close after an answer, nginx's *lingering close*: say we are done (FIN), then read and discard what
+        the client still sends, for at most :data:`LINGER` seconds. Closing at once while its bytes keep coming
+        would make the kernel answer them with a reset, and a reset can destroy the answer before it is read."""
+        transport = self.transport
+        if transport is None or self.closed:
+            return
+        if not transport.can_write_eof():
+            self.close()
+            return
+        self._parser = None
+        self._head_open = False
+        self._reading = None
+        self._lingering_since = self._loop.time()
+        transport.write_eof()
+        self._paused_by.clear()
+        transport.resume_reading()
 
     def check_deadline(self, now: float) -> None:
         """Called by the server's sweep: rule 4."""
         limits = self.limits
-        if self._head_open:
+        if self._lingering_since is not None:
+            if now - self._lingering_since > LINGER:
+                self.close()
+        elif self._head_open:
             if now - self._head_started > limits.head_timeout:
                 self._refuse(Refused(408, f"request head not complete within {limits.head_timeout:g}s"))
         elif self._reading is not None:
