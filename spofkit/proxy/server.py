@@ -43,7 +43,10 @@ LOG_LINES_PER_SECOND = 5
 # How many parsed requests may wait behind the one being answered before reading from the client pauses.
 MAX_PIPELINED = 16
 # Bytes of a request body held while nobody reads them yet (waiting for an instance) before reading pauses.
-BODY_HIGH_WATER = 1 << 18
+BODY_HIGH_WATER = 1 << 16
+# Every connection reads into one buffer of this size, shared (each read is parsed before the next one starts, and
+# the parser copies what it hands on): memory for reading does not grow with the number of connections.
+READ_SIZE = 1 << 16
 # Seconds a connection being closed still reads (and drops) what its client sends: see ClientConnection.linger.
 LINGER = 2.0
 Handler = Callable[["ProxyRequest"], Awaitable[None]]
@@ -215,7 +218,7 @@ class ProxyRequest:
         await self.connection.drain()
 
 
-class ClientConnection(asyncio.Protocol):
+class ClientConnection(asyncio.BufferedProtocol):
     """One client's TCP connection: parses requests, queues them, answers them in order (rules 1–6)."""
 
     def __init__(self, server: ProxyServer) -> None:
@@ -252,7 +255,13 @@ class ClientConnection(asyncio.Protocol):
         self.idle_since = self._last_read = self._loop.time()
         self.server.opened(self)
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.server.read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self.server.read_buffer[:nbytes])
+
+    def data_received(self, data: bytes | memoryview) -> None:
         parser = self._parser
         if parser is None:
             return  # refused: nothing more is read
@@ -487,6 +496,7 @@ class ClientConnection(asyncio.Protocol):
         self._head_open = False
         self._reading = None
         self._lingering_since = self._loop.time()
+        self.server.lingering(self)
         transport.write_eof()
         self._paused_by.clear()
         transport.resume_reading()
@@ -509,11 +519,13 @@ class ClientConnection(asyncio.Protocol):
                 self.close()
 
     def evict(self) -> None:
-        """Make room for a new connection (the cap is reached): idle ones close, half-sent ones get 408."""
-        if self._head_open:
-            self._refuse(Refused(408, "request head not complete while the balancer is at its connection cap"))
-        else:
-            self.close()
+        """Make room for a new connection (the cap is reached): idle ones close, half-sent ones get 408 and close
+        at once (no lingering: the room is needed now)."""
+        if self._head_open and self._lingering_since is None:
+            refusal = Refused(408, "request head not complete while the balancer is at its connection cap")
+            self.server.log.warning(f"408 to {self.client or 'a client'}: {refusal.reason}")
+            self.write(error_response(refusal.status, refusal.reason, close=True))
+        self.close()
 
     def _stop_reading(self) -> None:
         self._parser = None
@@ -568,11 +580,13 @@ class ProxyServer:
         # Connections with no request being answered, oldest first: idle kept-alive ones and half-sent heads.
         # At the cap, the oldest makes room for a new connection (see Listener).
         self._waiting: dict[ClientConnection, None] = {}
+        self._lingering: dict[ClientConnection, None] = {}  # answered and closing: the first to go at the cap
         self.cap = limits.connection_cap()
         self.refused_connections = 0
         self._sweeper: asyncio.TimerHandle | None = None
         shortest = min(limits.head_timeout, limits.body_timeout, limits.keepalive_timeout)
         self.sweep_interval = min(1.0, shortest / 4)
+        self.read_buffer = memoryview(bytearray(READ_SIZE))
 
     def make_connection(self) -> ClientConnection:
         return ClientConnection(self)
@@ -596,6 +610,7 @@ class ProxyServer:
     def closed(self, connection: ClientConnection) -> None:
         self.connections.discard(connection)
         self._waiting.pop(connection, None)
+        self._lingering.pop(connection, None)
 
     def waiting(self, connection: ClientConnection) -> None:
         self._waiting.pop(connection, None)
@@ -606,12 +621,18 @@ class ProxyServer:
         # connection with a request being answered is safe from eviction.
         self._waiting.pop(connection, None)
 
+    def lingering(self, connection: ClientConnection) -> None:
+        self._waiting.pop(connection, None)
+        self._lingering[connection] = None
+
     def make_room(self) -> bool:
-        """At the cap: close the connection that has waited longest without a request being answered."""
-        for connection in self._waiting:
-            del self._waiting[connection]
-            connection.evict()
-            return True
+        """At the cap: close a connection that is only lingering (its answer is sent), else the one that has
+        waited longest without a request being answered. False if every connection is being answered."""
+        for pool in (self._lingering, self._waiting):
+            for connection in pool:
+                del pool[connection]
+                connection.evict()
+                return True
         return False
 
     # --- stopping ----------------------------------------------------------------------------------------------
@@ -635,3 +656,4 @@ class ProxyServer:
             connection.abort()
         self.connections.clear()
         self._waiting.clear()
+        self._lingering.clear()

@@ -212,7 +212,11 @@ class UpstreamConnection(asyncio.Protocol):
         self.on_write_pause = None
         self._answered = answered = asyncio.get_running_loop().create_future()
         assert self.transport is not None
-        self.transport.write(head + body if body else head)
+        if body and len(body) > 1 << 14:
+            self.transport.write(head)  # a large body is not copied just to put the head in front of it
+            self.transport.write(body)
+        else:
+            self.transport.write(head + body if body else head)
         return answered
 
     def write(self, data: bytes) -> None:
@@ -313,7 +317,9 @@ class UpstreamPool:
                 loop.create_connection(lambda: UpstreamConnection(self), self.host, self.port), timeout
             )
         except asyncio.TimeoutError:
-            return Failure(TIMEOUT, f"no connection within {timeout:.2f}s")
+            failure = Failure(TIMEOUT, f"no connection within {timeout:.2f}s")
+            failure.reached_backend = False  # not even connected: the request never left the balancer
+            return failure
         except OSError as error:
             return Failure(CONNECT, f"connect failed ({error.strerror or error})")
         self._open.add(connection)
