@@ -281,3 +281,63 @@ async def test_concurrent_uploads_keep_the_balancers_memory_bounded(
     # at most a read's worth held per connection. A second burst needs no more memory than the first.
     assert peaks[0] - baseline < 96 * mib
     assert peaks[1] < peaks[0] + 16 * mib
+
+
+# --- out of file descriptors -----------------------------------------------------------------------------------
+
+
+def _tiny_nofile() -> None:
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+
+
+async def test_out_of_file_descriptors_no_busy_loop_one_line_per_burst_and_service_after(upload_sink: str) -> None:
+    script = Path(__file__).with_name("balancer_child.py")
+    # No cap (max_connections far above what 64 descriptors allow): accept() itself runs into EMFILE.
+    command = [sys.executable, str(script), "--member", f"a={upload_sink}", "--limits", '{"max_connections": 100000}']
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_tiny_nofile,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith("ready "), line
+        url = f"http://127.0.0.1:{line.split()[1]}"
+        child = psutil.Process(process.pid)
+        flood = []
+        for _ in range(120):  # the kernel completes these handshakes; the balancer cannot accept them all
+            _reader, writer = await asyncio.open_connection("127.0.0.1", int(line.split()[1]))
+            flood.append(writer)
+        await wait_for(lambda: child.num_fds() >= 60, message="the balancer ran out of file descriptors")
+        cpu_before = sum(child.cpu_times()[:2])
+        wall_before = asyncio.get_running_loop().time()
+        await asyncio.sleep(1.0)  # measuring: how much CPU does a second out of descriptors cost?
+        cpu_used = sum(child.cpu_times()[:2]) - cpu_before
+        wall = asyncio.get_running_loop().time() - wall_before
+        assert cpu_used < 0.25 * wall, f"{cpu_used:.2f}s of CPU in {wall:.2f}s: a busy loop"
+        for writer in flood:
+            writer.close()
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+
+            async def served() -> bool:
+                try:
+                    async with session.get(url + "/") as response:
+                        return response.status == 200
+                except aiohttp.ClientError:
+                    return False
+
+            assert await wait_for(served, timeout=10, interval=0.2)
+    finally:
+        process.terminate()
+        _out, errors = process.communicate(timeout=20)
+    assert "Traceback" not in errors, errors[-3000:]
+    bursts = [line for line in errors.splitlines() if "out of file descriptors (" in line]
+    recoveries = [line for line in errors.splitlines() if "accepting connections again" in line]
+    # One line per burst (and one when it ends), not one per failed accept(): ten of those a second here.
+    assert 1 <= len(bursts) <= 3 and len(recoveries) == len(bursts), errors[-3000:]

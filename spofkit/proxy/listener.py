@@ -90,8 +90,9 @@ class Listener:
             self._out_of_fds_since = time.monotonic()
             soft = _fd_limit()
             self.server.log.warning(
-                f"out of file descriptors ({error.strerror}; ulimit -n is {soft}, {len(self.server.connections)} "
-                f"client connections open): not accepting for {EMFILE_PAUSE}s at a time until some close"
+                f"out of file descriptors ({error.strerror}; ulimit -n is {soft}, "
+                f"{len(self.server.connections) + len(self._adopting)} client connections open): "
+                f"not accepting for {EMFILE_PAUSE}s at a time until some close"
             )
         self._loop.remove_reader(self.sock.fileno())
         self._paused = self._loop.call_later(EMFILE_PAUSE, self._resume)
