@@ -20,6 +20,7 @@ from conftest import wait_for
 from spofkit.balancer import Balancer
 from spofkit.events import EventBus, RequestCompleted
 from spofkit.proxy.limits import ProxyLimits
+from spofkit.proxy.server import ProxyServer
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -407,3 +408,35 @@ async def test_each_malformed_request_is_one_line_without_traceback_and_a_flood_
     for record in lines:
         assert record.exc_info is None and "\n" not in record.getMessage()
         assert record.getMessage().startswith("400 to 127.0.0.1: malformed request")
+
+
+class GoneTransport(asyncio.Transport):
+    """A transport whose client has already gone: shutting down the write side fails as the kernel says."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed = False
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return ("127.0.0.1", 1) if name == "peername" else default
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        raise OSError(107, "Transport endpoint is not connected")
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+
+async def test_closing_after_an_answer_to_a_client_already_gone_just_closes() -> None:
+    server = ProxyServer(lambda request: asyncio.sleep(0), ProxyLimits())
+    connection = server.make_connection()
+    transport = GoneTransport()
+    connection.connection_made(transport)
+    connection.linger()  # must not raise: an exception here would be lost in the request's task
+    assert transport.closed

@@ -495,9 +495,13 @@ class ClientConnection(asyncio.BufferedProtocol):
         self._parser = None
         self._head_open = False
         self._reading = None
+        try:
+            transport.write_eof()
+        except OSError:  # the client is already gone (ENOTCONN): nothing to linger for
+            self.close()
+            return
         self._lingering_since = self._loop.time()
         self.server.lingering(self)
-        transport.write_eof()
         self._paused_by.clear()
         transport.resume_reading()
 
