@@ -440,3 +440,10 @@ async def test_closing_after_an_answer_to_a_client_already_gone_just_closes() ->
     connection.connection_made(transport)
     connection.linger()  # must not raise: an exception here would be lost in the request's task
     assert transport.closed
+
+
+@pytest.mark.parametrize(("header", "count"), [("2", 2), ("3; not retryable: retry buffer full", 3), (None, 1)])
+def test_the_load_generator_reads_the_attempt_count_before_a_note(header: str | None, count: int) -> None:
+    from spofkit.loadgen import _parse_attempts
+
+    assert _parse_attempts(header) == count
