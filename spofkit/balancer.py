@@ -466,7 +466,7 @@ class _Upload:
         self._write = _chunked(connection.write) if body.length is None else connection.write
 
     def start(self) -> None:
-        client = self.body._connection
+        client = self.body.connection
         self.connection.on_write_pause = client.pause_reading_for_instance
         self.body.pipe(self._write, self._ended)
 
@@ -485,12 +485,11 @@ class _Upload:
     def stop(self) -> None:
         self._stopped = True
         self.connection.on_write_pause = None
-        self.body._connection.pause_reading_for_instance(False)
+        self.body.connection.pause_reading_for_instance(False)
         if self._timer is not None:
             self._timer.cancel()
         if not self.body.complete:
-            self.body._sink = None
-            self.body._on_end = None
+            self.body.unpipe()
 
 
 def _client_fault(error: Exception) -> Refused:

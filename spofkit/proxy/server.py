@@ -88,11 +88,11 @@ class RequestBody:
     """
 
     __slots__ = (
-        "_connection",
         "_on_end",
         "_sink",
         "_waiter",
         "complete",
+        "connection",
         "error",
         "length",
         "pieces",
@@ -101,7 +101,7 @@ class RequestBody:
     )
 
     def __init__(self, connection: ClientConnection, length: int | None) -> None:
-        self._connection = connection
+        self.connection = connection
         self.length = length
         self.pieces: list[bytes] = []
         self.received = 0
@@ -135,7 +135,7 @@ class RequestBody:
     async def read(self) -> bytes:
         """The whole body (raises the body's ``error``: :class:`Refused` or :class:`ClientGone`)."""
         self.wanted_whole = True
-        self._connection.body_wanted()
+        self.connection.body_wanted()
         while not self.complete:
             if self.error is not None:
                 raise self.error
@@ -147,7 +147,7 @@ class RequestBody:
 
     def pipe(self, sink: Callable[[bytes], None], on_end: Callable[[Exception | None], None]) -> None:
         """Stream the body: what came so far at once, the rest as it comes; ``on_end(error or None)`` at the end."""
-        self._connection.body_wanted()
+        self.connection.body_wanted()
         for piece in self.pieces:
             sink(piece)
         self.pieces.clear()
@@ -156,6 +156,15 @@ class RequestBody:
             return
         self._sink = sink
         self._on_end = on_end
+
+    def unpipe(self) -> None:
+        """Stop streaming (the attempt it went to is over); what still arrives is kept."""
+        self._sink = None
+        self._on_end = None
+
+    @property
+    def streaming(self) -> bool:
+        return self._sink is not None
 
     @property
     def buffered(self) -> int:
@@ -387,7 +396,7 @@ class ClientConnection(asyncio.BufferedProtocol):
             self._refuse(Refused(413, f"request body over the limit of {self.limits.max_body_size} bytes"))
             raise _Stop
         body.feed(piece)
-        if body._sink is None and not body.wanted_whole and body.received > BODY_HIGH_WATER:
+        if not body.streaming and not body.wanted_whole and body.received > BODY_HIGH_WATER:
             self._pause("body")  # nobody takes it yet: wait until the balancer reads or streams it
 
     def on_message_complete(self) -> None:
