@@ -453,7 +453,9 @@ class _Upload:
     """A request body streamed to an instance as it arrives from the client (it cannot be sent twice).
 
     The per-try timeout starts once the whole body is sent: until then, the client's pace is the client's
-    business (bounded by ``body_timeout``), not a sign that the instance is hung.
+    business (bounded by ``body_timeout``), not a sign that the instance is hung. An instance that stops reading
+    the body, though, is: once it has held the upload still (back-pressure) for the per-try timeout, the attempt
+    has timed out.
     """
 
     def __init__(self, connection: UpstreamConnection, body: RequestBody, timeout: float) -> None:
@@ -462,13 +464,23 @@ class _Upload:
         self.timeout = timeout
         self.error: Exception | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._stall: asyncio.TimerHandle | None = None  # the instance holds the upload still: see _held
         self._stopped = False
         self._write = _chunked(connection.write) if body.length is None else connection.write
 
     def start(self) -> None:
-        client = self.body.connection
-        self.connection.on_write_pause = client.pause_reading_for_instance
+        self.connection.on_write_pause = self._held
         self.body.pipe(self._write, self._ended)
+
+    def _held(self, paused: bool) -> None:
+        """The instance stopped taking the body (``paused``), or took it again."""
+        self.body.connection.pause_reading_for_instance(paused)
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
+        if paused and not self._stopped:
+            loop = asyncio.get_running_loop()
+            self._stall = loop.call_at(loop.time() + self.timeout, self.connection.time_out, self.timeout)
 
     def _ended(self, error: Exception | None) -> None:
         if self._stopped:
@@ -486,8 +498,9 @@ class _Upload:
         self._stopped = True
         self.connection.on_write_pause = None
         self.body.connection.pause_reading_for_instance(False)
-        if self._timer is not None:
-            self._timer.cancel()
+        for timer in (self._timer, self._stall):
+            if timer is not None:
+                timer.cancel()
         if not self.body.complete:
             self.body.unpipe()
 

@@ -19,6 +19,7 @@ from conftest import wait_for
 
 from spofkit.balancer import Balancer
 from spofkit.events import EventBus, RequestCompleted
+from spofkit.policy import RetrySettings
 from spofkit.proxy.limits import ProxyLimits
 from spofkit.proxy.server import ProxyServer
 
@@ -447,3 +448,42 @@ def test_the_load_generator_reads_the_attempt_count_before_a_note(header: str | 
     from spofkit.loadgen import _parse_attempts
 
     assert _parse_attempts(header) == count
+
+
+async def test_a_streamed_upload_an_instance_stops_reading_times_out_after_the_per_try_timeout() -> None:
+    stalled: list[asyncio.StreamWriter] = []
+
+    async def reads_the_head_then_nothing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        stalled.append(writer)  # never reads the body, never answers: the upload fills the socket and stops
+
+    instance = await asyncio.start_server(reads_the_head_then_nothing, "127.0.0.1", 0)
+    balancer = Balancer(
+        EventBus(), retries=RetrySettings(per_try_timeout=0.5), limits=ProxyLimits(max_body_size=256 << 20)
+    )
+    await balancer.start()
+    balancer.add_member("a", f"http://127.0.0.1:{instance.sockets[0].getsockname()[1]}")
+    client = await Client.open(balancer)
+    try:
+        await client.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        chunk = b"%x\r\n%b\r\n" % (64 << 10, b"u" * (64 << 10))
+        sending = asyncio.ensure_future(_send_until_answered(client, chunk, limit=4000))  # up to 250 MiB
+        status, _headers, body = await client.response(timeout=10)
+        sending.cancel()
+        assert status == 504
+        assert "no answer within 0.50s" in json.loads(body)["reason"]
+    finally:
+        client.close()
+        for writer in stalled:
+            writer.close()
+        await balancer.stop()
+        instance.close()
+        await instance.wait_closed()
+
+
+async def _send_until_answered(client: Client, chunk: bytes, limit: int) -> None:
+    for _ in range(limit):
+        try:
+            await client.send(chunk)
+        except ConnectionError:
+            return
