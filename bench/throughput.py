@@ -162,14 +162,23 @@ def ratios_to_nginx(rounds: dict[str, list[Measured]]) -> dict[str, float]:
 
 
 def print_table(results: dict[str, Measured], ratios: dict[str, float]) -> None:
-    print(f"{'target':<9} {'req/s':>8} {'p50':>9} {'p99':>9} {'errors':>7} {'vs nginx':>9} {'cpu/req':>9}")
-    print("-" * 66)
+    nginx = results.get("nginx")
+    print(
+        f"{'target':<9} {'req/s':>8} {'p50':>9} {'p99':>9} {'errors':>7} {'vs nginx':>9} {'cpu/req':>9}"
+        f" {'cpu x':>6} {'p99 x':>6}"
+    )
+    print("-" * 80)
     for target, measured in results.items():
         result = measured.wrk
         ratio = f"{ratios[target]:.2f}x" if target in ratios else "-"
+        cpu_x = p99_x = "-"
+        if nginx is not None:  # the other two goals: CPU per request and p99, each at most 2x nginx's
+            cpu_x = f"{measured.cpu_per_request / nginx.cpu_per_request:.1f}x"
+            p99_x = f"{result.p99 / nginx.wrk.p99:.1f}x"
         print(
             f"{target:<9} {result.requests_per_second:>8.0f} {result.p50 * 1000:>7.2f}ms "
             f"{result.p99 * 1000:>7.2f}ms {result.errors:>7} {ratio:>9} {measured.cpu_per_request * 1e6:>7.0f}us"
+            f" {cpu_x:>6} {p99_x:>6}"
         )
 
 
@@ -263,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print_table(results, ratios_to_nginx(rounds))
     print("\nreq/s: the median round; vs nginx: median over rounds of (req/s / nginx's req/s in that round);")
-    print("cpu/req: CPU time of the target's own process(es) per request, in the median round.")
+    print("cpu/req: CPU time of the target's own process(es) per request, in the median round;")
+    print("cpu x, p99 x: cpu/req and p99 over nginx's (the goals: vs nginx >= 0.7x, cpu x and p99 x <= 2x).")
     if args.rounds > 1:
         print()
         for target, runs in rounds.items():

@@ -9,7 +9,14 @@ eject). This module only moves bytes and keeps the policy's appointments:
    instance it names within the timeout it gives, and tells it what happened (an answer, a refused connection,
    a reset, a timeout);
 2. it runs the health checks the policy schedules (:class:`~spofkit.health.HealthChecker`) and sets a timer
-   for the moment an ejection runs out.
+   for the moment an ejection runs out;
+3. it keeps a request body in memory for a possible retry only while the total kept stays under
+   ``retry_buffer_size``; past that a body streams to one instance, once, and the response says so
+   (``X-Spof-Attempts: 1; not retryable: retry buffer full``).
+
+The bytes themselves move through :mod:`spofkit.proxy`: the client side (strict parsing, limits, timeouts,
+pipelining) in :mod:`spofkit.proxy.server`, the instance side (a kept-alive pool per instance) in
+:mod:`spofkit.proxy.upstream`, and what a proxy changes in a message in :mod:`spofkit.proxy.messages`.
 
 When no instance can serve, the client gets an honest 502/503/504 with a JSON reason and ``X-Spof-Attempts``.
 """
@@ -18,28 +25,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import socket
-import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
-
-import aiohttp
-from aiohttp import web
-from multidict import CIMultiDict, CIMultiDictProxy
 
 from spofkit.clock import LoopScheduler, Timer
 from spofkit.events import DEFAULT_BALANCER, EventBus
 from spofkit.health import HealthChecker
 from spofkit.policy import (
-    CONNECT,
-    RESET,
-    TIMEOUT,
     Action,
     BalancerPolicy,
     EjectionSettings,
-    Fail,
     HealthSettings,
     Member,
     Relay,
@@ -49,50 +45,28 @@ from spofkit.policy import (
     Strategy,
     Try,
 )
+from spofkit.proxy.limits import MAX_REPLAYABLE_BODY, ProxyLimits
+from spofkit.proxy.listener import Listener, listening_socket
+from spofkit.proxy.messages import HeaderView, Refused, error_response, origin_form, request_head, response_head
+from spofkit.proxy.server import ClientGone, ProxyRequest, ProxyServer, RequestBody
+from spofkit.proxy.upstream import LENGTH, NONE, Failure, Reply, UpstreamConnection, UpstreamPool
 from spofkit.status import BalancerStatus
-from spofkit.upstream import ConnectFailed, UpstreamPool, UpstreamResponse
 
-# Headers that describe one connection, not the message: a proxy must not pass them on (RFC 9110, 7.6.1).
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
-# Request bodies up to this size are kept in memory so that a retry can send them again; larger ones stream.
-# (It is also aiohttp's default limit for reading a request body whole, which the balancer relies on.)
-MAX_BUFFERED_BODY = 1 << 20
 # How long stop() lets in-flight requests finish before it closes their connections.
 STOP_GRACE = 2.0
-# Responses with a Content-Length up to this size are read whole before answering, so that a reset in the middle
-# of one is still a retryable failure; larger or unsized ones stream to the client as they arrive.
-MAX_BUFFERED_RESPONSE = 1 << 20
-
-
-@dataclass
-class _Attempt:
-    """The outcome of forwarding once: an answer (``response``, with ``body`` if it was read whole) or a failure."""
-
-    response: UpstreamResponse | None = None
-    body: bytes | None = None
-    failure: str | None = None
-    detail: str = ""
-    reached_backend: bool = True
+# Methods that carry no body by convention; others get "Content-Length: 0" when they have none.
+BODYLESS_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"DELETE"})
+# What the balancer answers for a client that left (nginx's 499: "client closed request").
+CLIENT_GONE = 499
 
 
 class Balancer:
-    """An aiohttp reverse proxy in front of its members, deciding nothing itself: ``policy`` decides.
+    """A reverse proxy in front of its members, deciding nothing itself: ``policy`` decides.
 
     ``retries=None`` turns failover retries off; ``ejection=None`` turns passive ejection off; ``health=None``
     means no active checks (every member counts as up). ``slow_start`` (seconds) lets a member that just came
-    back take a growing share of traffic instead of all of it at once.
+    back take a growing share of traffic instead of all of it at once. ``limits`` are the client side's
+    timeouts and sizes (:class:`~spofkit.proxy.limits.ProxyLimits`: nginx-like defaults).
     """
 
     def __init__(
@@ -108,6 +82,7 @@ class Balancer:
         seed: int = 0,
         host: str = "127.0.0.1",
         port: int = 0,
+        limits: ProxyLimits | None = None,
     ) -> None:
         self.events = events
         self.name = name
@@ -125,12 +100,17 @@ class Balancer:
         self.checker = HealthChecker(lambda: self.policy.health, self.scheduler)
         self.host = host
         self.port = port
+        self.limits = limits or ProxyLimits()
         self._pools: dict[str, UpstreamPool] = {}  # by member name: kept-alive connections to it
         self._drained: dict[str, asyncio.Event] = {}  # members being drained: set when their last attempt ends
         self._wakeup: Timer | None = None
         self._wakeup_at: float | None = None
-        self._runner: web.ServerRunner | None = None
+        self._server: ProxyServer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._listeners: list[Listener] = []
         self._ports: set[int] = set()  # every port this balancer listens on (its own, the service address)
+        self._own_authorities: set[bytes] = set()  # "host:port" of each, for absolute-form targets
+        self.retry_buffered = 0  # bytes of request bodies kept for a possible retry, right now
         # Awaited before each request is forwarded: a balancer node's "hang" fault holds requests here.
         self.hold: Callable[[], Awaitable[None]] | None = None
 
@@ -138,42 +118,47 @@ class Balancer:
 
     async def start(self, *, listen: bool = True) -> None:
         """Start proxying and checking; ``listen`` on ``host:port`` at once (a pair's node listens on cue)."""
-        # aiohttp's low-level server: every request goes straight to _serve. A proxy has a single route
-        # ("everything"), so an Application's router and middleware chain would only cost time.
-        server = web.Server(self._serve, access_log=None)
-        # Stopping waits at most STOP_GRACE for in-flight requests (a hung backend must not hold up stop()).
-        self._runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=STOP_GRACE)
-        await self._runner.setup()
+        self._loop = asyncio.get_running_loop()
+        self._server = ProxyServer(self._handle, self.limits)
+        self._server.start()
         if listen:
-            site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
-            await site.start()
-            self.port = self._runner.addresses[0][1]
+            await self.listen_on(listening_socket(self.host, self.port))
         await self.checker.start()
 
-    async def listen_on(self, sock: socket.socket) -> web.SockSite:
-        """Also serve on ``sock`` (a bound socket); ``await site.stop()`` stops listening there."""
-        assert self._runner is not None, "Balancer.start() first"
-        site = web.SockSite(self._runner, sock)
-        await site.start()
-        port = int(sock.getsockname()[1])
-        self.port = self.port or port
-        self._ports.add(port)
-        return site
+    async def listen_on(self, sock: socket.socket) -> Listener:
+        """Also serve on ``sock`` (a bound socket); ``await listener.stop()`` stops listening there."""
+        assert self._server is not None, "Balancer.start() first"
+        listener = Listener(self._server, sock, self.limits.backlog)
+        self._listeners.append(listener)
+        self.port = self.port or listener.port
+        self._ports.add(listener.port)
+        self._own_authorities = {
+            f"{host}:{port}".encode() for port in self._ports | {self.port} for host in (self.host, "localhost")
+        }
+        return listener
 
     async def stop(self) -> None:
         await self.checker.stop()
         if self._wakeup is not None:
             self._wakeup.cancel()
             self._wakeup = self._wakeup_at = None
-        if self._runner:
-            await self._runner.cleanup()
-            self._runner = None
+        for listener in self._listeners:
+            await listener.stop()
+        self._listeners.clear()
+        if self._server is not None:
+            await self._server.stop(STOP_GRACE)
+            self._server = None
         for pool in self._pools.values():
-            pool.close()  # idle connections only; the members (and their pools) stay configured
+            pool.abort_all()  # the members (and their pools) stay configured: a stopped balancer may start again
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def proxy(self) -> ProxyServer | None:
+        """The client side: open connections, the connection cap, refusals (None until started)."""
+        return self._server
 
     # --- configuration -------------------------------------------------------------------------------
 
@@ -271,124 +256,176 @@ class Balancer:
 
     # --- forwarding ----------------------------------------------------------------------------------
 
-    async def _serve(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def _handle(self, request: ProxyRequest) -> None:
         """Every client request arrives here: what is not for us is refused, the rest is forwarded."""
-        refusal = self._refusal(request)
-        return refusal if refusal is not None else await self.handle(request)
-
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         if self.hold is not None:
             await self.hold()
-        info = RequestInfo(request.method, request.path_qs, request.headers, request.remote or "")
-        body, replayable = await self._request_body(request)
-        headers = self._forward_headers(request)
-        now = self.events.now()
-        attempts = self.policy.new_request(info, now, body_replayable=replayable)
-        action: Action = attempts.begin(now)
-        answer: _Attempt | None = None
-        while isinstance(action, Try):
-            result = await self._forward(action, request, headers, body)
-            now = self.events.now()
-            if result.response is not None and result.failure is None:
-                action = attempts.answered(now, result.response.status)
-                if isinstance(action, Try):
-                    result.response.release()  # a retryable answer we will not pass on
-                else:
-                    answer = result
-            else:
-                assert result.failure is not None
-                action = attempts.failed(now, result.failure, result.detail, reached_backend=result.reached_backend)
-                self._arm_wakeup()  # a failure may have ejected someone: be there when it ends
-            self._note_drained(attempts.tried[-1])
-        if isinstance(action, Relay):
-            assert answer is not None
-            return await self._answer(attempts, request, action, answer)
-        return self._fail(attempts, action)
-
-    def _refusal(self, request: web.BaseRequest) -> web.Response | None:
-        """A reverse proxy forwards paths to its own instances only. Anything else is refused, never fetched."""
-        if request.method == "CONNECT":
-            return _json_error(405, "CONNECT is refused: this is a reverse proxy, not an open proxy", 0)
-        target = request.raw_path
-        if target.startswith("/"):
-            return None
-        ports = self._ports | {self.port}
-        own = [f"http://{host}:{port}" for port in ports for host in (self.host, "localhost")]
-        if any(target == o or target.startswith(o + "/") for o in own):
-            return None
-        host = target.split("/")[2] if target.count("/") >= 2 else target
-        return _json_error(400, f"absolute-URI request for {host!r} refused: not an open proxy", 0)
-
-    async def _request_body(self, request: web.BaseRequest) -> tuple[bytes | AsyncIterator[bytes] | None, bool]:
-        """Small bodies are read whole so a retry can resend them; large or unsized ones stream, once."""
-        if not request.body_exists:
-            return None, True
+        try:
+            if request.method == b"CONNECT":
+                raise Refused(405, "CONNECT is refused: this is a reverse proxy, not an open proxy")
+            target = origin_form(request.target, self._own_authorities)
+        except Refused as refusal:
+            request.respond(error_response(refusal.status, refusal.reason, close=request.closes))
+            return
+        if not request.has_body:
+            await self._forward(request, target, None, "")
+            return
         length = request.content_length
-        if length is not None and length <= MAX_BUFFERED_BODY:
-            return await request.read(), True
-        return _stream(request.content), False
-
-    def _forward_headers(self, request: web.BaseRequest) -> CIMultiDict[str]:
-        listed = {h.strip().lower() for h in request.headers.get("Connection", "").split(",")}
-        headers: CIMultiDict[str] = CIMultiDict()
-        for key, value in request.headers.items():
-            lower = key.lower()
-            if lower in HOP_BY_HOP or lower in listed or lower in ("host", "content-length"):
-                continue
-            headers.add(key, value)
-        client = request.remote or ""
-        previous = request.headers.get("X-Forwarded-For")
-        headers["X-Forwarded-For"] = f"{previous}, {client}" if previous else client
-        headers["X-Forwarded-Proto"] = request.scheme
-        return headers
+        if length is None or length > MAX_REPLAYABLE_BODY:
+            why = "chunked body" if length is None else f"body over {MAX_REPLAYABLE_BODY} bytes"
+            await self._forward(request, target, request.body, why)
+            return
+        if self.retry_buffered + length > self.limits.retry_buffer_size:
+            await self._forward(request, target, request.body, "retry buffer full")
+            return
+        self.retry_buffered += length  # kept until the request is answered: a retry may need it
+        try:
+            try:
+                body = await request.body.read()
+            except Refused as refusal:  # the body took too long, or grew too large
+                request.respond(error_response(refusal.status, refusal.reason, close=True))
+                return
+            await self._forward(request, target, body, "")
+        finally:
+            self.retry_buffered -= length
 
     async def _forward(
-        self,
-        action: Try,
-        request: web.BaseRequest,
-        headers: CIMultiDict[str],
-        body: bytes | AsyncIterator[bytes] | None,
-    ) -> _Attempt:
-        assert self._runner is not None, "Balancer.start() first"
-        try:
-            return await _within(action.timeout, self._send(action.instance, request, headers, body))
-        except asyncio.TimeoutError:
-            return _Attempt(failure=TIMEOUT, detail=f"no answer within {action.timeout:.2f}s")
+        self, request: ProxyRequest, target: bytes, body: bytes | RequestBody | None, not_retryable: str
+    ) -> None:
+        """Ask the attempt machine where to go, go there, and tell it what happened, until it decides."""
+        method = request.method
+        streamed = body if isinstance(body, RequestBody) else None
+        if isinstance(body, bytes):
+            framing = b"Content-Length: %d\r\n" % len(body)
+        elif streamed is not None and streamed.length is not None:
+            framing = b"Content-Length: %d\r\n" % streamed.length
+        elif streamed is not None:
+            framing = b"Transfer-Encoding: chunked\r\n"
+        else:
+            framing = b"" if method in BODYLESS_METHODS else b"Content-Length: 0\r\n"
+        rest_of_head = request_head(request.headers, request.client, framing)
+        start_of_head = method + b" " + target + b" HTTP/1.1\r\nHost: "
+        info = RequestInfo(
+            method.decode("latin-1"), target.decode("latin-1"), HeaderView(request.headers), request.client
+        )
+        now = self.events.now()
+        attempts = self.policy.new_request(info, now, body_replayable=streamed is None)
+        action: Action = attempts.begin(now)
+        reply: Reply | None = None
+        while isinstance(action, Try):
+            pool = self._pools[action.instance]
+            head = start_of_head + pool.host_header + rest_of_head
+            result = await self._attempt(pool, action.timeout, head, body, method == b"HEAD")
+            now = self.events.now()
+            if isinstance(result, Reply):
+                action = attempts.answered(now, result.status)
+                if isinstance(action, Try):
+                    result.connection.close()  # a retryable answer we will not pass on
+                else:
+                    reply = result
+            elif isinstance(result, Failure):
+                action = attempts.failed(now, result.kind, result.detail, reached_backend=result.reached_backend)
+                self._arm_wakeup()  # a failure may have ejected someone: be there when it ends
+            else:  # the client's body failed (too slow, too large, or the client left): the client's fault
+                action = attempts.answered(now, result.status)
+                self._note_drained(attempts.tried[-1])
+                if result.status != CLIENT_GONE:
+                    request.respond(error_response(result.status, result.reason, attempts.attempts, close=True))
+                attempts.finish(now, result.status, delivered=False, reason=result.reason)
+                return
+            self._note_drained(attempts.tried[-1])
+        count = f"{attempts.attempts}; not retryable: {not_retryable}" if not_retryable else str(attempts.attempts)
+        if isinstance(action, Relay):
+            assert reply is not None
+            await self._relay(attempts, request, action, reply, count, not_retryable)
+        else:
+            request.respond(error_response(action.status, action.reason, count, close=request.closes))
+            attempts.finish(self.events.now(), action.status)
 
-    async def _send(
-        self,
-        name: str,
-        request: web.BaseRequest,
-        headers: CIMultiDict[str],
-        body: bytes | AsyncIterator[bytes] | None,
-    ) -> _Attempt:
-        try:
-            response = await self._pools[name].request(request.method, request.path_qs, headers, body)
-        except ConnectFailed as error:
-            return _Attempt(
-                failure=CONNECT,
-                detail=f"connect failed ({error.strerror or error})",
-                reached_backend=False,
-            )
-        except (
-            aiohttp.ServerDisconnectedError,
-            aiohttp.ClientOSError,
-            aiohttp.ClientPayloadError,
-        ) as error:
-            return _Attempt(failure=RESET, detail=f"connection lost ({type(error).__name__})")
-        length = response.content_length
-        if length is not None and length <= MAX_BUFFERED_RESPONSE:
+    async def _attempt(
+        self, pool: UpstreamPool, timeout: float, head: bytes, body: bytes | RequestBody | None, head_request: bool
+    ) -> Reply | Failure | Refused:
+        """Send the request to one instance and wait for its answer (or its body, if small enough to read)."""
+        connection = pool.idle_connection() or await pool.connect(timeout)
+        if isinstance(connection, Failure):
+            return connection
+        loop = self._loop
+        assert loop is not None, "Balancer.start() first"
+        if not isinstance(body, RequestBody):
+            answered = connection.send(head, body, head_request=head_request)
+            timer = loop.call_at(loop.time() + timeout, connection.time_out, timeout)
             try:
-                data = await response.read()
-            except (
-                aiohttp.ClientPayloadError,
-                aiohttp.ClientOSError,
-                aiohttp.ServerDisconnectedError,
-            ) as error:
-                response.release()
-                return _Attempt(failure=RESET, detail=f"reset mid-response ({type(error).__name__})")
-            return _Attempt(response, data)
-        return _Attempt(response)  # streamed to the client in _answer
+                return await answered
+            finally:
+                timer.cancel()
+        upload = _Upload(connection, body, timeout)
+        answered = connection.send(head, None, head_request=head_request)
+        upload.start()
+        try:
+            result = await answered
+        finally:
+            upload.stop()
+        if upload.error is not None:
+            return _client_fault(upload.error)
+        if not body.complete and isinstance(result, Reply):
+            result.keep_alive = False  # the instance answered before the whole body was sent: do not reuse
+        return result
+
+    async def _relay(
+        self, attempts: RequestAttempts, request: ProxyRequest, action: Relay, reply: Reply, count: str, note: str
+    ) -> None:
+        """Pass the instance's answer on: at once if it was read whole, else as it arrives."""
+        connection = reply.connection
+        close = b"Connection: close\r\n" if request.closes else b""
+        reason = f"not retryable: {note}" if note else ""
+        if reply.complete:
+            if reply.framing == NONE:
+                framing = _declared_length(reply)  # HEAD, 204, 304: the length a GET would have had, if given
+            else:
+                body = b"".join(reply.body)
+                framing = b"Content-Length: %d\r\n" % len(body)
+            head = response_head(reply.status, reply.reason, reply.headers, action.instance, count, framing + close)
+            request.respond(head + body if reply.framing != NONE else head)
+            self._give_back(connection, reply)
+            attempts.finish(self.events.now(), reply.status, reason=reason)
+            return
+        client = request.connection
+        write: Callable[[bytes], None] = client.write
+        chunked = False
+        if reply.framing == LENGTH:
+            framing = b"Content-Length: %d\r\n" % reply.length
+        elif request.http_version == "1.1":
+            framing, chunked = b"Transfer-Encoding: chunked\r\n", True
+            write = _chunked(client.write)
+        else:  # an HTTP/1.0 client: the end of the body is the end of the connection
+            framing = b""
+            client.closing = True
+        request.write(response_head(reply.status, reply.reason, reply.headers, action.instance, count, framing + close))
+        client.on_write_pause = lambda paused: connection.pause_reading() if paused else connection.resume_reading()
+        request.on_gone = connection.close
+        try:
+            ended_cleanly = await connection.relay(write)
+        finally:
+            client.on_write_pause = None
+            request.on_gone = None
+        if ended_cleanly and not client.closed:
+            if chunked:
+                client.write(b"0\r\n\r\n")
+            self._give_back(connection, reply)
+            attempts.finish(self.events.now(), reply.status, reason=reason)
+            return
+        # Bytes already went to the client: we cannot retry. Cut the client's connection too, so it sees a
+        # truncated reply rather than a silently short body.
+        connection.close()
+        client.abort()
+        why = "the client closed the connection" if client.closed else f"{action.instance}: answer cut off"
+        attempts.finish(self.events.now(), reply.status, delivered=False, reason=why)
+
+    def _give_back(self, connection: UpstreamConnection, reply: Reply) -> None:
+        if reply.keep_alive:
+            connection.pool.give_back(connection)
+        else:
+            connection.close()
 
     def _note_drained(self, name: str) -> None:
         drained = self._drained.get(name)
@@ -411,40 +448,82 @@ class Balancer:
         self.policy.wake(self.events.now())
         self._arm_wakeup()
 
-    async def _answer(
-        self, attempts: RequestAttempts, request: web.BaseRequest, action: Relay, attempt: _Attempt
-    ) -> web.StreamResponse:
-        upstream = attempt.response
-        assert upstream is not None
-        headers = _response_headers(upstream.headers)
-        headers.setdefault("X-Served-By", action.instance)
-        headers["X-Spof-Attempts"] = str(attempts.attempts)
-        response: web.StreamResponse
-        if attempt.body is not None or request.method == "HEAD":
-            upstream.release()
-            response = web.Response(status=upstream.status, headers=headers, body=attempt.body)
-        else:
-            response = web.StreamResponse(status=upstream.status, headers=headers)
-            await response.prepare(request)
-            try:
-                async for chunk in upstream.iter_chunks():
-                    await response.write(chunk)
-            except (aiohttp.ClientError, asyncio.TimeoutError):
-                # Bytes already went to the client: we cannot retry. Cut the client's connection too, so it
-                # sees a truncated reply rather than a silently short body.
-                upstream.release()
-                attempts.finish(self.events.now(), upstream.status, delivered=False)
-                if request.transport:
-                    request.transport.abort()
-                return response
-            upstream.release()
-            await response.write_eof()
-        attempts.finish(self.events.now(), upstream.status)
-        return response
 
-    def _fail(self, attempts: RequestAttempts, action: Fail) -> web.Response:
-        attempts.finish(self.events.now(), action.status)
-        return _json_error(action.status, action.reason, attempts.attempts)
+class _Upload:
+    """A request body streamed to an instance as it arrives from the client (it cannot be sent twice).
+
+    The per-try timeout starts once the whole body is sent: until then, the client's pace is the client's
+    business (bounded by ``body_timeout``), not a sign that the instance is hung. An instance that stops reading
+    the body, though, is: once it has held the upload still (back-pressure) for the per-try timeout, the attempt
+    has timed out.
+    """
+
+    def __init__(self, connection: UpstreamConnection, body: RequestBody, timeout: float) -> None:
+        self.connection = connection
+        self.body = body
+        self.timeout = timeout
+        self.error: Exception | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._stall: asyncio.TimerHandle | None = None  # the instance holds the upload still: see _held
+        self._stopped = False
+        self._write = _chunked(connection.write) if body.length is None else connection.write
+
+    def start(self) -> None:
+        self.connection.on_write_pause = self._held
+        self.body.pipe(self._write, self._ended)
+
+    def _held(self, paused: bool) -> None:
+        """The instance stopped taking the body (``paused``), or took it again."""
+        self.body.connection.pause_reading_for_instance(paused)
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
+        if paused and not self._stopped:
+            loop = asyncio.get_running_loop()
+            self._stall = loop.call_at(loop.time() + self.timeout, self.connection.time_out, self.timeout)
+
+    def _ended(self, error: Exception | None) -> None:
+        if self._stopped:
+            return
+        if error is not None:
+            self.error = error
+            self.connection.time_out(0)  # ends the attempt; the balancer answers with the client's error
+            return
+        if self.body.length is None:
+            self.connection.write(b"0\r\n\r\n")
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_at(loop.time() + self.timeout, self.connection.time_out, self.timeout)
+
+    def stop(self) -> None:
+        self._stopped = True
+        self.connection.on_write_pause = None
+        self.body.connection.pause_reading_for_instance(False)
+        for timer in (self._timer, self._stall):
+            if timer is not None:
+                timer.cancel()
+        if not self.body.complete:
+            self.body.unpipe()
+
+
+def _client_fault(error: Exception) -> Refused:
+    if isinstance(error, Refused):
+        return error
+    if isinstance(error, ClientGone):
+        return Refused(CLIENT_GONE, "the client closed the connection while sending its body")
+    return Refused(400, str(error))
+
+
+def _chunked(write: Callable[[bytes], None]) -> Callable[[bytes], None]:
+    def write_chunk(piece: bytes) -> None:
+        if piece:
+            write(b"%x\r\n%b\r\n" % (len(piece), piece))
+
+    return write_chunk
+
+
+def _declared_length(reply: Reply) -> bytes:
+    length = reply.headers.content_length
+    return b"" if length is None else b"Content-Length: " + length + b"\r\n"
 
 
 def _host_and_port(url: str) -> tuple[str, int]:
@@ -459,49 +538,3 @@ def _host_and_port(url: str) -> tuple[str, int]:
     if port is None:
         raise ValueError(f"url must give a port, like http://HOST:PORT, got {url!r}")
     return parts.hostname, port
-
-
-async def _stream(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
-    async for chunk in content.iter_any():
-        yield chunk
-
-
-if sys.version_info >= (3, 11):
-
-    async def _within(timeout: float, work: Awaitable[_Attempt]) -> _Attempt:
-        """``await work``, or raise TimeoutError after ``timeout`` s (no extra task, unlike ``wait_for``)."""
-        async with asyncio.timeout(timeout):
-            return await work
-
-else:  # Python 3.10 has no asyncio.timeout
-
-    async def _within(timeout: float, work: Awaitable[_Attempt]) -> _Attempt:
-        return await asyncio.wait_for(work, timeout)
-
-
-def _response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    listed = {h.strip().lower() for h in upstream.get("Connection", "").split(",")}
-    headers: CIMultiDict[str] = CIMultiDict()
-    for key, value in upstream.items():
-        lower = key.lower()
-        if lower in HOP_BY_HOP or lower in listed or lower in ("content-length", "date", "server"):
-            continue
-        headers.add(key, value)
-    return headers
-
-
-def _json_error(status: int, reason: str, attempts: int) -> web.Response:
-    kind = {
-        400: "bad_request",
-        405: "method_refused",
-        502: "bad_gateway",
-        503: "unavailable",
-        504: "timeout",
-    }
-    body = {"error": kind.get(status, "error"), "reason": reason, "attempts": attempts}
-    return web.Response(
-        status=status,
-        text=json.dumps(body),
-        content_type="application/json",
-        headers={"X-Spof-Attempts": str(attempts)},
-    )

@@ -28,18 +28,15 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
-
 from spofkit.balancer import Balancer
 from spofkit.clock import LoopScheduler
 from spofkit.events import EventBus
 from spofkit.pair import Address, PairDriver
 from spofkit.policy import EjectionSettings, HealthSettings, RetrySettings, Strategy
 from spofkit.policy.pair import PairMember, PairSettings
+from spofkit.proxy.listener import Listener
 from spofkit.status import (
-    ACTIVE as ACTIVE,
-)
-from spofkit.status import (
+    ACTIVE,
     ADVERT_LOSS,
     BACKUP,
     BLOCKED,
@@ -47,11 +44,9 @@ from spofkit.status import (
     HANG,
     MASTER,
     RUNNING,
+    SINGLE,
     STOPPED,
     BalancerStatus,
-)
-from spofkit.status import (
-    SINGLE as SINGLE,
 )
 
 ACTIVE_PASSIVE = "active-passive"
@@ -97,8 +92,8 @@ class BalancerNode:
         self.holds_address = False
         self.running = False  # between start() and stop() or crash()
         self.address_error = ""  # why the service address could not be taken, if it could not
-        self._service_site: web.SockSite | None = None
-        self._own_site: web.SockSite | None = None
+        self._service_site: Listener | None = None
+        self._own_site: Listener | None = None
         self._address_changes: asyncio.Task[None] | None = None  # take/release run one after another
         self._released = asyncio.Event()  # set to let hung requests go on
         self.pair: PairDriver | None = None
@@ -264,7 +259,7 @@ class BalancerNode:
         if site is not None:
             await site.stop()
 
-    async def _listen(self, port: int, *, reuse_port: bool) -> tuple[web.SockSite, int]:
+    async def _listen(self, port: int, *, reuse_port: bool) -> tuple[Listener, int]:
         """Listen on 127.0.0.1:``port`` (0: any free port); returns the site and the port."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:

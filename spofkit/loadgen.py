@@ -130,8 +130,9 @@ def _positive_int(name: str, value: int) -> int:
 
 
 def _parse_attempts(header: str | None) -> int:
+    # "2", or "1; not retryable: retry buffer full": the count comes first.
     try:
-        return max(1, int(header)) if header is not None else 1
+        return max(1, int(header.split(";", 1)[0])) if header is not None else 1
     except ValueError:
         return 1
 

@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 import aiohttp
 import pytest
 from aiohttp import web
-from multidict import CIMultiDict
 
 from spofkit.balancer import Balancer
 from spofkit.events import EventBus, InstanceEjected, RequestCompleted, RequestRetried
 from spofkit.failover import EjectionSettings, RetrySettings
-from spofkit.upstream import UpstreamPool
+from spofkit.proxy.limits import ProxyLimits
+from spofkit.proxy.upstream import Reply, UpstreamConnection, UpstreamPool
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -225,7 +225,7 @@ async def test_consecutive_failures_eject_an_instance(make_balancer) -> None:  #
 
 
 async def test_proxy_headers_hop_by_hop_and_streamed_bodies(make_balancer) -> None:  # type: ignore[no-untyped-def]
-    balancer, (backend,) = await make_balancer("ok")
+    balancer, (backend,) = await make_balancer("ok", limits=ProxyLimits(max_body_size=8 << 20))
     big = b"x" * (3 << 20)  # larger than the buffer: streamed through
 
     async def chunks() -> AsyncIterator[bytes]:
@@ -371,17 +371,22 @@ async def test_a_retired_pool_closes_a_connection_given_back_after_the_drain() -
     backend = FramingBackend()
     await backend.start()
     pool = UpstreamPool("127.0.0.1", backend.port)
+    request = b"GET /plain HTTP/1.1\r\nHost: a\r\n\r\n"
     try:
-        kept = await pool.request("GET", "/plain", CIMultiDict())
-        assert await kept.read() == b"plain"
-        kept.release()  # kept alive: back in the pool
-        late = await pool.request("GET", "/plain", CIMultiDict())  # still in flight when the instance is removed
+        kept = await pool.connect(1.0)
+        assert isinstance(kept, UpstreamConnection)
+        reply = await kept.send(request, None, head_request=False)
+        assert isinstance(reply, Reply) and reply.complete and b"".join(reply.body) == b"plain"
+        pool.give_back(kept)  # kept alive: back in the pool
+        late = pool.idle_connection()  # still in flight when the instance is removed
+        assert late is kept
+        assert pool.idle_connection() is None  # the only one is taken
+        reply = await late.send(request, None, head_request=False)
         pool.retire()
-        connection = late._connection
-        assert connection is not None and not connection.closed
-        assert await late.read() == b"plain"
-        late.release()  # given back after the drain: closed, not kept
-        assert connection.closed and not pool._idle
+        assert not late.closed
+        assert isinstance(reply, Reply) and b"".join(reply.body) == b"plain"
+        pool.give_back(late)  # given back after the drain: closed, not kept
+        assert late.closed and pool.idle == 0
     finally:
         pool.close()
         assert backend.runner is not None

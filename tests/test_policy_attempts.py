@@ -253,3 +253,23 @@ def test_an_answer_cut_off_on_the_way_is_a_failed_request() -> None:
     assert (done.outcome, done.instance, done.last_tried) == ("failed", None, "a")
     assert "cut off" in done.reason
     assert policy.failed == 1
+
+
+def test_refused_connections_do_not_use_up_max_attempts() -> None:
+    # Four of five instances crashed, nothing noticed yet: the GET must still reach the fifth (rule 5).
+    policy, _ = make_policy("abcde")
+    attempts = policy.new_request(GET, 0.0)
+    attempts.begin(0.0)
+    for expected in "bcd":
+        action = attempts.failed(0.0, CONNECT, "connect failed (refused)", reached_backend=False)
+        assert isinstance(action, Try) and action.instance == expected
+    action = attempts.failed(0.0, CONNECT, "connect failed (refused)", reached_backend=False)
+    assert action == Try("e", 1.0, 5)
+    # ... while attempts that reached an instance still count: the third reset ends it.
+    assert attempts.answered(0.1, 200) == Relay("e", 200)
+    sent = policy.new_request(GET, 0.0)
+    sent.begin(0.0)
+    assert isinstance(sent.failed(0.0, RESET, "connection lost"), Try)
+    assert isinstance(sent.failed(0.0, RESET, "connection lost"), Try)
+    stopped = sent.failed(0.0, RESET, "connection lost")
+    assert isinstance(stopped, Fail) and "max_attempts (3) used" in stopped.reason

@@ -23,8 +23,11 @@ The rules it applies:
    idempotency rule (a POST is retried only if it provably never reached an instance), a body that was streamed
    cannot be sent twice, ``max_attempts``, the deadline, and the retry budget.
 5. **The budget is spent only on retries of requests that reached an instance.** A refused connection put no
-   load on anyone, so retrying it is free (HAProxy and nginx retry connection failures the same way); the budget
-   bounds the extra load retries add to instances that *are* working.
+   load on anyone, so retrying it is free (HAProxy and nginx retry connection failures the same way): with
+   retries on, it spends neither the budget nor one of ``max_attempts`` (nginx's ``proxy_next_upstream_tries 0``),
+   so four crashed instances out of five cannot use up a GET's attempts before it reaches the fifth. Redispatch
+   (each instance once) and the deadline still bound it; the budget bounds the extra load retries add to
+   instances that *are* working.
 6. **What the client gets when we stop**: the instance's own answer if it gave one (a 503 we may not retry is
    the most honest reply), else 504 after a timeout or 502 after any other failure, with a reason that names
    every instance that failed and why, and ``X-Spof-Attempts``.
@@ -93,6 +96,7 @@ class RequestAttempts:
     tried: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)  # "b: connect failed (refused)", one per failed attempt
     last_status: int = 502
+    refused_attempts: int = 0  # attempts that provably never reached an instance (rule 5)
     outcome_action: Action | None = None
     _current: Member | None = None
     _attempt_started: float = 0.0
@@ -200,12 +204,14 @@ class RequestAttempts:
         self.failures.append(f"{member.name}: {detail}")
         budget = self.policy.budget
         free = not reached_backend  # rule 5
+        if free and self.retries is not None:
+            self.refused_attempts += 1
         decision = retry_decision(
             self.retries or RetrySettings(max_attempts=1),
             failure=failure,
             method=self.request.method,
             reached_backend=reached_backend,
-            attempts_made=self.attempts,
+            attempts_made=self.attempts - self.refused_attempts,
             elapsed=now - self.started,
             budget_allows=free or budget.can_retry(now),
             body_replayable=self.body_replayable or not reached_backend,
