@@ -313,12 +313,15 @@ class Balancer:
         action: Action = attempts.begin(now)
         reply: Reply | None = None
         while isinstance(action, Try):
-            pool = self._pools[action.instance]
+            tried = action.instance
+            pool = self._pools[tried]
             head = start_of_head + pool.host_header + rest_of_head
             result = await self._attempt(pool, action.timeout, head, body, method == b"HEAD")
             now = self.events.now()
             if isinstance(result, Reply):
                 action = attempts.answered(now, result.status)
+                if result.status >= 500:
+                    self._arm_wakeup()  # a 5xx counts as a failure of that instance: it may have been ejected
                 if isinstance(action, Try):
                     result.connection.close()  # a retryable answer we will not pass on
                 else:
@@ -328,12 +331,12 @@ class Balancer:
                 self._arm_wakeup()  # a failure may have ejected someone: be there when it ends
             else:  # the client's body failed (too slow, too large, or the client left): the client's fault
                 action = attempts.answered(now, result.status)
-                self._note_drained(attempts.tried[-1])
+                self._note_drained(tried)
                 if result.status != CLIENT_GONE:
                     request.respond(error_response(result.status, result.reason, attempts.attempts, close=True))
                 attempts.finish(now, result.status, delivered=False, reason=result.reason)
                 return
-            self._note_drained(attempts.tried[-1])
+            self._note_drained(tried)  # the attempt that just ended, not the one the policy asks for next
         count = f"{attempts.attempts}; not retryable: {not_retryable}" if not_retryable else str(attempts.attempts)
         if isinstance(action, Relay):
             assert reply is not None

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import aiohttp
 import pytest
 from aiohttp import web
+from conftest import wait_for
 
 from spofkit.balancer import Balancer
 from spofkit.events import EventBus, InstanceEjected, RequestCompleted, RequestRetried
@@ -391,3 +392,45 @@ async def test_a_retired_pool_closes_a_connection_given_back_after_the_drain() -
         pool.close()
         assert backend.runner is not None
         await backend.runner.cleanup()
+
+
+async def test_an_instance_ejected_for_5xx_answers_comes_back_on_time() -> None:
+    from spofkit.events import InstanceEjected, InstanceReturned
+    from spofkit.lab import Lab
+
+    lab = await Lab.start(2, health=None, ejection=EjectionSettings(consecutive_failures=2, base_time=0.5))
+    try:
+        await lab.inject("b", "error", rate=1.0, status=500)  # 500: passed on to the client, not retried
+        async with aiohttp.ClientSession() as client:
+            for _ in range(8):
+                async with client.get(lab.balancer_url + "/") as response:
+                    await response.read()
+        ejected = [e for e in lab.events.history if isinstance(e, InstanceEjected) and e.instance == "b"]
+        assert ejected, "two 500s in a row eject b"
+        await wait_for(
+            lambda: any(isinstance(e, InstanceReturned) and e.instance == "b" for e in lab.events.history),
+            3,
+            message="b's ejection runs out and is announced (a timer set after a 5xx answer)",
+        )
+    finally:
+        await lab.stop()
+
+
+async def test_a_draining_instance_whose_attempt_is_retried_elsewhere_is_released_at_once() -> None:
+    from spofkit.lab import Lab
+
+    lab = await Lab.start(2, health=None, ejection=None, retries=RetrySettings(per_try_timeout=0.3))
+    try:
+        await lab.inject("b", "hang")
+        async with aiohttp.ClientSession() as client:
+            answers = [asyncio.ensure_future(client.get(lab.balancer_url + "/")) for _ in range(2)]  # one goes to b
+            await wait_for(lambda: lab.status().instance("b").in_flight == 1, 5, message="a request hangs on b")
+            started = asyncio.get_running_loop().time()
+            await lab.remove_instance("b", drain_timeout=10.0)
+            took = asyncio.get_running_loop().time() - started
+            for answer in answers:
+                async with await answer as response:
+                    assert response.status == 200  # b's request timed out there and was served by a
+        assert took < 3.0, f"the drain waited {took:.1f}s for an attempt that had ended (retried elsewhere)"
+    finally:
+        await lab.stop()
