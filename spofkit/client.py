@@ -24,11 +24,21 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from spofkit.loadgen import is_loopback_host
-
 SAFE_TO_REPEAT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 FIRST_BACKOFF = 0.02
 MAX_BACKOFF = 0.2
+# How a try failed: "connect" (refused: it never left), "reset" (cut before an answer), "timeout".
+CONNECT, RESET, TIMEOUT = "connect", "reset", "timeout"
+
+
+def should_retry(method: str, failure: str, *, time_left: float, backoff: float) -> bool:
+    """Rules 1–3 in one place (the load generator's careful client asks the same): may a try that failed this way
+    be sent again, after ``backoff`` seconds, with ``time_left`` of the client's ``retry_for``?"""
+    if failure not in (CONNECT, RESET):
+        return False  # an answer is the service's word, and a timeout is no network error to ride out (rule 2)
+    if failure == RESET and method.upper() not in SAFE_TO_REPEAT:
+        return False  # it may have reached a server: only an idempotent request may be sent again (rule 1)
+    return backoff <= time_left
 
 
 @dataclass(frozen=True)
@@ -60,6 +70,8 @@ class FailoverClient:
         self.urls = [urls] if isinstance(urls, str) else list(urls)
         if not self.urls:
             raise ValueError("a client needs at least one entry address")
+        from spofkit.loadgen import is_loopback_host  # here: the load generator imports this module's rules
+
         for url in self.urls:
             host = url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0]
             if not url.startswith("http://") or not is_loopback_host(host):
@@ -109,17 +121,16 @@ class FailoverClient:
                     return Answer(response.status, data, url, len(errors) + 1, tuple(errors))
             except aiohttp.ClientConnectorError:
                 errors.append(f"{url} refused")
-                never_sent = True
+                failure = CONNECT
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError):
                 errors.append(f"{url} cut the connection")
-                never_sent = False
+                failure = RESET
             except asyncio.TimeoutError:
                 errors.append(f"{url} timed out")
-                never_sent = False
+                failure = TIMEOUT
             self._next += 1  # rule 4: the next try goes to the next address
-            safe = method.upper() in SAFE_TO_REPEAT or never_sent  # rule 1
-            timed_out = errors[-1].endswith("timed out")  # a timeout is no network error to ride out (rule 2)
-            if not (self.retries and safe and not timed_out) or loop.time() + backoff > give_up:
+            time_left = give_up - loop.time()
+            if not (self.retries and should_retry(method, failure, time_left=time_left, backoff=backoff)):
                 return Answer(None, b"", None, len(errors), tuple(errors))
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF)

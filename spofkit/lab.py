@@ -544,7 +544,9 @@ class Lab:
     # --- load ----------------------------------------------------------------------------------------
 
     def load_generator(self, **options: Any) -> LoadGenerator:
-        return LoadGenerator(self.balancer_url, clock=self.clock, events=self.events, **options)
+        """A load generator aimed at the service address (or at ``url=``, with more ``entry_urls=``)."""
+        url = options.pop("url", self.balancer_url)
+        return LoadGenerator(url, clock=self.clock, events=self.events, **options)
 
     async def run_load(
         self,

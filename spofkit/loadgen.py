@@ -25,12 +25,13 @@ import asyncio
 import collections
 import ipaddress
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import aiohttp
 from yarl import URL
 
+from spofkit.client import FIRST_BACKOFF, MAX_BACKOFF, should_retry
 from spofkit.events import ClientRequest, Clock, EventBus
 
 RecordCallback = Callable[["RequestRecord"], None]
@@ -170,7 +171,14 @@ class LoadGenerator:
         max_in_flight: int = 2000,
         keep_last: int | None = None,
         max_lateness: float | None = None,
+        entry_urls: Sequence[str] = (),
+        client_retry_for: float = 0.0,
     ) -> None:
+        """``entry_urls``: more addresses of the same service (like several DNS records, or each balancer of a pair);
+        requests take them in turn. ``client_retry_for`` > 0 makes a careful client: a request whose connection
+        failed (refused, or cut before an answer) is sent again — to the next address, after 20 ms growing to
+        200 ms — for up to that many seconds; only idempotent methods, except after a refused connection, which
+        provably never reached anyone (the rules of :mod:`spofkit.client`)."""
         self._base_url = _check_loopback_url(url)
         if not method or not method.isalpha():
             raise ValueError(f"method must be an HTTP method such as 'GET', got {method!r}")
@@ -200,8 +208,13 @@ class LoadGenerator:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._on_record: RecordCallback | None = None
         self._view_error: Exception | None = None  # the first error on_record raised, re-raised after the run
-        # The full URL of every request: base URL (without a trailing slash) followed by ``path``.
-        self._target = str(self._base_url).rstrip("/") + path
+        if not 0 <= client_retry_for <= 60:
+            raise ValueError(f"client_retry_for must be 0..60 seconds, got {client_retry_for!r}")
+        self.client_retry_for = client_retry_for
+        # The full URL of every request: each entry address (without a trailing slash) followed by ``path``.
+        bases = [self._base_url, *(_check_loopback_url(extra) for extra in entry_urls)]
+        self._targets = [str(base).rstrip("/") + path for base in bases]
+        self._target = self._targets[0]
 
     # --- knobs a view may turn while a loop runs --------------------------------------------------
 
@@ -374,24 +387,41 @@ class LoadGenerator:
         instance: str | None = None
         attempts = 1
         error: str | None = None
-        try:
-            async with session.request(
-                self.method,
-                self._target,
-                headers=self.headers,
-                data=self.body,
-                allow_redirects=False,  # a 3xx is the answer we measure, not a hop to follow
-            ) as response:
-                status = response.status
-                instance = response.headers.get("X-Served-By")
-                attempts = _parse_attempts(response.headers.get("X-Spof-Attempts"))
-                await response.read()  # a user waits for the whole body, and a body can break off
-                if status >= 400:
-                    error = f"http_{status}"
-        except Exception as exc:  # every failure is data here; CancelledError is not an Exception
-            error = classify_error(exc)
+        entry = request_id  # the entry addresses in turn, as a client picks among DNS records
+        backoff = FIRST_BACKOFF
+        while True:
+            error = None
+            try:
+                async with session.request(
+                    self.method,
+                    self._targets[entry % len(self._targets)],
+                    headers=self.headers,
+                    data=self.body,
+                    allow_redirects=False,  # a 3xx is the answer we measure, not a hop to follow
+                ) as response:
+                    status = response.status
+                    instance = response.headers.get("X-Served-By")
+                    attempts = _parse_attempts(response.headers.get("X-Spof-Attempts"))
+                    await response.read()  # a user waits for the whole body, and a body can break off
+                    if status >= 400:
+                        error = f"http_{status}"
+            except Exception as exc:  # every failure is data here; CancelledError is not an Exception
+                error = classify_error(exc)
+            if not self._client_retries(error, start, backoff):
+                break
+            status = instance = None
+            entry += 1
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
         end = self.clock.now()
         return RequestRecord(request_id, self.method, self.path, start, end, status, instance, attempts, error)
+
+    def _client_retries(self, error: str | None, start: float, backoff: float) -> bool:
+        """Would a careful client (``client_retry_for``) send this request again after ``error``?"""
+        if error is None or self.client_retry_for <= 0:
+            return False
+        time_left = start + self.client_retry_for - self.clock.now()
+        return should_retry(self.method, error, time_left=time_left, backoff=backoff)
 
     def _finish(self, record: RequestRecord) -> None:
         self.records.append(record)  # with keep_last, the deque lets the oldest record go

@@ -366,3 +366,29 @@ async def test_killing_the_supervisor_takes_every_child_with_it() -> None:
         for pid in pids.values():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("retry_for", [0.0, 2.0])
+async def test_a_client_that_knows_both_balancers_fails_over_between_them(retry_for: float) -> None:
+    # Client-side failover, like a client with several DNS records: each balancer's own address is an entry.
+    lab = await Lab.start(2, balancers=2, pair="active-active", health=QUICK)
+    try:
+        entries = [b.url for b in lab.status().balancers]
+        crash = BalancerFault("lb1", "crash")
+
+        async def crash_soon() -> None:
+            await asyncio.sleep(0.5)
+            await lab.apply(crash)
+
+        crashing = asyncio.create_task(crash_soon())
+        report = await lab.run_load(
+            rate=60, duration=2.0, entry_urls=entries[1:], client_retry_for=retry_for, url=entries[0]
+        )
+        await crashing
+        if retry_for:
+            assert report.failed == 0, report.errors_by_kind  # lb1's share went to lb2's address
+        else:
+            assert report.failed > 0  # half the requests go to lb1's address, refused once it is dead
+            assert set(report.errors_by_kind) == {"connect"}
+    finally:
+        await lab.stop()
