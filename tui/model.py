@@ -190,6 +190,7 @@ class ClientFigures:
     p50: float | None
     p99: float | None
     window: int
+    last_second: int = 0  # the whole second the series' last entry counts (the clock's floor of now - 1)
 
 
 # Events worth a line in the log (probes, completions and client requests are far too many; retries and
@@ -418,6 +419,7 @@ class LabModel:
             p50=p50,
             p99=p99,
             window=self.window,
+            last_second=math.floor(done),
         )
 
     def reset(self) -> None:
