@@ -36,6 +36,7 @@ from spofkit.childproc import (
 from spofkit.clock import Clock
 from spofkit.events import PER_REQUEST_KINDS, Event, EventBus
 from spofkit.policy import EjectionSettings, HealthSettings, RetrySettings
+from spofkit.proxy.limits import ProxyLimits
 from spofkit.wire import balancer_status_to_dict, event_to_dict, settings_from_dict
 
 
@@ -49,6 +50,7 @@ def build_node(config: dict[str, Any], events: EventBus) -> BalancerNode:
         health=settings_from_dict(HealthSettings, config.get("health")),
         slow_start=config.get("slow_start", 0.0),
         seed=config.get("seed", 0),
+        limits=settings_from_dict(ProxyLimits, config.get("limits")),
     )
     front_door = FrontDoor(**config.get("front_door", {}))
     return BalancerNode(balancer, front_door, priority=config.get("priority", 100), own_port=config.get("own_port", 0))

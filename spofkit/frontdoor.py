@@ -27,6 +27,7 @@ from spofkit.events import BalancerFaultCleared, BalancerFaultInjected, EventBus
 from spofkit.pair import Address
 from spofkit.policy import EjectionSettings, HealthSettings, RetrySettings, Strategy
 from spofkit.process_balancer import ProcessBalancer
+from spofkit.proxy.limits import ProxyLimits
 from spofkit.real_proxy import REAL_PROXIES, make_real_proxy
 from spofkit.status import CRASHED, BalancerStatus
 from spofkit.wire import settings_to_dict
@@ -87,6 +88,7 @@ class Configuration:
     slow_start: float = 0.0
     seed: int = 0
     members: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> url and options, in order
+    limits: ProxyLimits | None = None  # the client side's timeouts and sizes; None: nginx-like defaults
 
 
 class FrontDoorGroup:
@@ -112,6 +114,13 @@ class FrontDoorGroup:
                 f"balancer={balancer!r} runs one {balancer} (a pair of real HAProxies with keepalived: "
                 "spofkit.keepalived_pair)"
             )
+        if balancer != "spofkit" and configuration.limits is not None:
+            raise ValueError(
+                f"limits are spofkit's balancer's; {balancer} has its own (e.g. client_header_timeout, "
+                "timeout http-request): set them in its config (spofkit export)"
+            )
+        if configuration.limits is not None and not isinstance(configuration.limits, ProxyLimits):
+            raise TypeError(f"limits must be a spofkit.proxy.limits.ProxyLimits, got {configuration.limits!r}")
         if balancer != "spofkit" and not isinstance(configuration.strategy, str):
             raise ValueError(f"{balancer} takes a strategy by name (your own class cannot run inside {balancer})")
         if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_BALANCERS:
@@ -197,6 +206,7 @@ class FrontDoorGroup:
                 "health": settings_to_dict(config.health),
                 "slow_start": config.slow_start,
                 "seed": config.seed,
+                "limits": settings_to_dict(config.limits),
                 "priority": priority,
                 "own_port": own_port,
                 "front_door": {
@@ -217,6 +227,7 @@ class FrontDoorGroup:
             health=config.health,
             slow_start=config.slow_start,
             seed=config.seed,
+            limits=config.limits,
         )
         return BalancerNode(balancer, front_door, priority=priority, own_port=own_port)
 

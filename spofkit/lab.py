@@ -57,6 +57,7 @@ from spofkit.frontdoor import Configuration, FrontDoorGroup
 from spofkit.health import HealthSettings
 from spofkit.isolation import ISOLATIONS, make_instance
 from spofkit.loadgen import LoadGenerator
+from spofkit.proxy.limits import ProxyLimits
 from spofkit.report import Report, build_report
 from spofkit.status import InstanceFacts, InstanceStatus, LabStatus
 from spofkit.strategies import Strategy
@@ -116,6 +117,7 @@ class Lab:
         advert_interval: float = 0.2,
         preempt: bool = True,
         balancer: str = "spofkit",
+        limits: ProxyLimits | None = None,
     ) -> None:
         if isolation not in ISOLATIONS:
             raise ValueError(f"isolation must be one of {ISOLATIONS}, got {isolation!r}")
@@ -130,7 +132,7 @@ class Lab:
         self.health_settings = health or HealthSettings()
         self.retry_settings = retries or RetrySettings()
         self.ejection_settings = ejection or EjectionSettings()
-        configuration = Configuration(strategy, retries, ejection, health, slow_start, seed)
+        configuration = Configuration(strategy, retries, ejection, health, slow_start, seed, limits=limits)
         self.front = FrontDoorGroup(
             self.events,
             configuration,
@@ -172,13 +174,16 @@ class Lab:
         advert_interval: float = 0.2,
         preempt: bool = True,
         balancer: str = "spofkit",
+        limits: ProxyLimits | None = None,
     ) -> Lab:
         """Start ``instances`` primaries (+ ``backups``), and the balancer (or a pair: ``balancers=2``) in front.
 
         ``pair`` is ``"active-passive"`` (the default for two) or ``"active-active"``; ``advert_interval`` and
         ``preempt`` are the active-passive pair's VRRP settings (:mod:`spofkit.policy.pair`). ``balancer`` is
         ``"spofkit"`` (the lab's own), or ``"haproxy"`` / ``"nginx"``: the real proxy, configured from the same
-        settings, in front of the same instances (:mod:`spofkit.real_proxy`).
+        settings, in front of the same instances (:mod:`spofkit.real_proxy`). ``limits`` are the balancers' client
+        side (:class:`~spofkit.proxy.limits.ProxyLimits`: head and body timeouts, sizes, the connection cap); the
+        default is nginx's.
         """
         if not isinstance(instances, int) or not 1 <= instances <= 26:
             raise ValueError(f"instances must be a whole number 1..26, got {instances!r}")
@@ -199,6 +204,7 @@ class Lab:
             advert_interval=advert_interval,
             preempt=preempt,
             balancer=balancer,
+            limits=limits,
         )
         try:
             await lab.front.start()
