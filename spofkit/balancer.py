@@ -29,7 +29,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
-from spofkit.clock import LoopScheduler, Timer
+from spofkit.clock import LoopScheduler, Wakeup
 from spofkit.events import DEFAULT_BALANCER, EventBus
 from spofkit.health import HealthChecker
 from spofkit.policy import (
@@ -103,8 +103,8 @@ class Balancer:
         self.limits = limits or ProxyLimits()
         self._pools: dict[str, UpstreamPool] = {}  # by member name: kept-alive connections to it
         self._drained: dict[str, asyncio.Event] = {}  # members being drained: set when their last attempt ends
-        self._wakeup: Timer | None = None
-        self._wakeup_at: float | None = None
+        # The moment an ejection runs out, the policy is woken to announce it (InstanceReturned).
+        self._wakeup = Wakeup(self.scheduler, lambda: self.policy.next_wakeup(), lambda now: self.policy.wake(now))
         self._server: ProxyServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listeners: list[Listener] = []
@@ -139,9 +139,7 @@ class Balancer:
 
     async def stop(self) -> None:
         await self.checker.stop()
-        if self._wakeup is not None:
-            self._wakeup.cancel()
-            self._wakeup = self._wakeup_at = None
+        self._wakeup.cancel()
         for listener in self._listeners:
             await listener.stop()
         self._listeners.clear()
@@ -437,19 +435,7 @@ class Balancer:
             drained.set()
 
     def _arm_wakeup(self) -> None:
-        """Set one timer for the earliest moment the policy changes by itself (an ejection running out)."""
-        due = self.policy.next_wakeup()
-        if due is None or (self._wakeup_at is not None and self._wakeup_at <= due):
-            return
-        if self._wakeup is not None:
-            self._wakeup.cancel()
-        self._wakeup_at = due
-        self._wakeup = self.scheduler.call_at(due, self._wake)
-
-    def _wake(self) -> None:
-        self._wakeup = self._wakeup_at = None
-        self.policy.wake(self.events.now())
-        self._arm_wakeup()
+        self._wakeup.arm()
 
 
 class _Upload:

@@ -54,6 +54,42 @@ class Scheduler(Protocol):
         ...
 
 
+class Wakeup:
+    """One timer, kept set for the earliest moment ``due()`` names (None: nothing due), that calls ``wake(now)``.
+
+    For a policy that changes by itself at moments it knows (an ejection running out): the driver calls ``arm()``
+    after anything that may bring that moment closer. A moment later than the timer already set waits for it: the
+    timer fires, ``wake`` finds nothing due yet, and the timer is set again for what is due then. Both drivers, live
+    and simulated, keep the balancer policy's appointments this way.
+    """
+
+    def __init__(self, scheduler: Scheduler, due: Callable[[], float | None], wake: Callable[[float], None]) -> None:
+        self.scheduler = scheduler
+        self.due = due
+        self.wake = wake
+        self._timer: Timer | None = None
+        self._at: float | None = None
+
+    def arm(self) -> None:
+        due = self.due()
+        if due is None or (self._at is not None and self._at <= due):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._at = due
+        self._timer = self.scheduler.call_at(due, self._fire)
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._at = None
+
+    def _fire(self) -> None:
+        self._timer = self._at = None
+        self.wake(self.scheduler.now())
+        self.arm()
+
+
 class LoopScheduler:
     """The live scheduler: timers on the running asyncio loop, at lab times of ``clock``.
 

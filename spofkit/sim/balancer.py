@@ -19,6 +19,7 @@ import functools
 from collections.abc import Callable
 from typing import Protocol
 
+from spofkit.clock import Wakeup
 from spofkit.events import DEFAULT_BALANCER, EventBus
 from spofkit.policy import (
     CONNECT,
@@ -107,8 +108,7 @@ class SimBalancer:
         self.running = True
         self._probe_timers: dict[str, SimTimer] = {}
         self._probing: dict[str, Visit] = {}
-        self._wakeup: SimTimer | None = None
-        self._wakeup_at: float | None = None
+        self._wakeup = Wakeup(self.scheduler, lambda: self.policy.next_wakeup(), lambda now: self.policy.wake(now))
         self._drained: dict[str, Callable[[], None]] = {}
         self._calls: dict[_Call, None] = {}  # requests in progress, in arrival order
 
@@ -153,9 +153,7 @@ class SimBalancer:
         self.running = False
         for name in list(self._probe_timers) + list(self._probing):
             self._stop_probing(name)
-        if self._wakeup is not None:
-            self._wakeup.cancel()
-            self._wakeup = self._wakeup_at = None
+        self._wakeup.cancel()
         calls, self._calls = list(self._calls), {}
         for call in calls:
             if call.visit is not None:
@@ -246,18 +244,7 @@ class SimBalancer:
     # --- ejections running out -------------------------------------------------------------------------------
 
     def _arm_wakeup(self) -> None:
-        due = self.policy.next_wakeup()
-        if due is None or (self._wakeup_at is not None and self._wakeup_at <= due):
-            return
-        if self._wakeup is not None:
-            self._wakeup.cancel()
-        self._wakeup_at = due
-        self._wakeup = self.scheduler.call_at(due, self._wake)
-
-    def _wake(self) -> None:
-        self._wakeup = self._wakeup_at = None
-        self.policy.wake(self.scheduler.now())
-        self._arm_wakeup()
+        self._wakeup.arm()
 
     # --- health checks (what spofkit.health.HealthChecker does live) ---------------------------------------
 
