@@ -50,7 +50,18 @@ from typing import Any
 
 from spofkit._netns_node import SERVICE_PORT
 from spofkit.export import ExportMember, LabSettings, find_binary, haproxy_config
-from spofkit.netns import DEVICE, HOSTS, PRIORITIES, VIP, Child, ExperimentFailed, NetnsUnavailable, Testbed, run_ip
+from spofkit.netns import (
+    DEVICE,
+    HOSTS,
+    PRIORITIES,
+    VIP,
+    Child,
+    ExperimentFailed,
+    NetnsUnavailable,
+    Testbed,
+    run_experiment_cli,
+    run_ip,
+)
 from spofkit.netns import can_run_netns as _can_run_netns
 from spofkit.policy.pair import PairSettings
 from spofkit.real_proxy import ProxyProcess
@@ -591,8 +602,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-machine-loss", action="store_true", help="leave out the power loss of lb1")
     parser.add_argument("--no-defaults", action="store_true", help="leave out keepalived's own defaults")
     args = parser.parse_args(argv)
-    try:
-        report = run_keepalived_pair(
+    return run_experiment_cli(
+        lambda: run_keepalived_pair(
             advert_interval=args.advert_interval,
             check_interval=args.check_interval,
             phase_seconds=args.phase_seconds,
@@ -600,17 +611,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             machine_loss=not args.no_machine_loss,
             keepalived_defaults=not args.no_defaults,
         )
-    except (NetnsUnavailable, ValueError) as error:
-        print(error, file=sys.stderr)
-        return 2
-    except ExperimentFailed as error:
-        print(f"the experiment failed: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted: the testbed's processes and namespaces have been removed", file=sys.stderr)
-        return 130
-    print(report.to_text())
-    return 0
+    )
 
 
 if __name__ == "__main__":

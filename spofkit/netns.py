@@ -893,8 +893,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--phase-seconds", type=float, default=3.0, help="how long each phase runs (0.5-30)")
     parser.add_argument("--no-kill", action="store_true", help="leave out phase (d), the kill -9 of lb1")
     args = parser.parse_args(argv)
+    return run_experiment_cli(
+        lambda: run_split_brain_experiment(phase_seconds=args.phase_seconds, kill_master=not args.no_kill)
+    )
+
+
+def run_experiment_cli(run: Callable[[], Any]) -> int:
+    """Run a testbed experiment from a command line: print its report (exit 0), or say why it could not run (2:
+    no root or no ``ip``, a bad setting) or failed (1); Ctrl-C removes the testbed first (130)."""
     try:
-        report = run_split_brain_experiment(phase_seconds=args.phase_seconds, kill_master=not args.no_kill)
+        report = run()
     except (NetnsUnavailable, ValueError) as error:
         print(error, file=sys.stderr)
         return 2
