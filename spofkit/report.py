@@ -55,15 +55,21 @@ def percentile(values: Sequence[float], p: float) -> float | None:
     return ordered[rank - 1]
 
 
+# A report's timeline has at most this many buckets: an hour of one-second buckets; a longer run gets wider ones.
+MAX_TIMELINE_BUCKETS = 3600
+
+
 @dataclass(frozen=True)
 class TimelineBucket:
-    """The requests that *started* during lab second ``[second, second + 1)``."""
+    """The requests that *started* during lab seconds ``[second, second + seconds)``: one second, unless the run
+    was longer than :data:`MAX_TIMELINE_BUCKETS` seconds (a simulated day or year), when each bucket is wider."""
 
     second: int
     ok: int
     failed: int
     by_instance: dict[str, int]  # successful answers by instance
     p50_latency: float | None  # of the answered requests (an HTTP status came back)
+    seconds: int = 1  # how many lab seconds the bucket covers
 
 
 @dataclass(frozen=True)
@@ -284,23 +290,29 @@ def _detection_window(events: Sequence[Event], fault_at: float | None, fault_ins
 
 
 def _timeline(records: Sequence[RequestRecord]) -> list[TimelineBucket]:
-    """One bucket per lab second, from the first request's start to the last one's (gaps kept)."""
+    """One bucket per lab second, from the first request's start to the last one's (gaps kept); over a run longer
+    than MAX_TIMELINE_BUCKETS seconds, wider buckets, so that there are at most that many (a simulated year of
+    sparse requests would otherwise be 31 million empty seconds)."""
     if not records:
         return []
-    by_second: dict[int, list[RequestRecord]] = collections.defaultdict(list)
+    first = math.floor(min(record.start for record in records))
+    last = math.floor(max(record.start for record in records))
+    width = max(1, math.ceil((last - first + 1) / MAX_TIMELINE_BUCKETS))
+    by_bucket: dict[int, list[RequestRecord]] = collections.defaultdict(list)
     for record in records:
-        by_second[math.floor(record.start)].append(record)
+        by_bucket[(math.floor(record.start) - first) // width].append(record)
     buckets = []
-    for second in range(min(by_second), max(by_second) + 1):
-        in_second = by_second.get(second, [])
-        ok = [r for r in in_second if r.ok]
+    for index in range((last - first) // width + 1):
+        in_bucket = by_bucket.get(index, [])
+        ok = [r for r in in_bucket if r.ok]
         buckets.append(
             TimelineBucket(
-                second=second,
+                second=first + index * width,
                 ok=len(ok),
-                failed=len(in_second) - len(ok),
+                failed=len(in_bucket) - len(ok),
                 by_instance=_most_common_first(r.instance or UNKNOWN_INSTANCE for r in ok),
-                p50_latency=percentile([r.latency for r in in_second if r.status is not None], 50),
+                p50_latency=percentile([r.latency for r in in_bucket if r.status is not None], 50),
+                seconds=width,
             )
         )
     return buckets
@@ -370,9 +382,10 @@ def plot_timeline(report: Report, ax: Any = None, title: str = "") -> Any:
     seconds = [bucket.second for bucket in report.timeline]
     ok = [bucket.ok for bucket in report.timeline]
     failed = [bucket.failed for bucket in report.timeline]
-    # Bucket s covers [s, s + 1): draw it there, so the fault line falls where the fault happened.
-    ax.bar(seconds, ok, width=0.9, align="edge", color=OK_COLOUR, label="ok")
-    ax.bar(seconds, failed, width=0.9, align="edge", bottom=ok, color=FAILED_COLOUR, label="failed")
+    width = report.timeline[0].seconds if report.timeline else 1  # 1 s, wider only for a very long run
+    # Bucket s covers [s, s + width): draw it there, so the fault line falls where the fault happened.
+    ax.bar(seconds, ok, width=0.9 * width, align="edge", color=OK_COLOUR, label="ok")
+    ax.bar(seconds, failed, width=0.9 * width, align="edge", bottom=ok, color=FAILED_COLOUR, label="failed")
     for number, (since, until) in enumerate(report.outage_periods):
         label = "outage: most failing" if number == 0 else None
         ax.axvspan(since, until, color=OUTAGE_COLOUR, alpha=0.15, lw=0, zorder=0, label=label)
@@ -387,7 +400,7 @@ def plot_timeline(report: Report, ax: Any = None, title: str = "") -> Any:
     if _labels_shared_axis(ax, "x"):
         ax.set_xlabel("lab time (s)")
     if _labels_shared_axis(ax, "y"):
-        ax.set_ylabel("requests sent / s")
+        ax.set_ylabel("requests sent / s" if width == 1 else f"requests sent per {width:,} s")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 2.5, 5, 10]))  # whole requests, round steps
     if title:
         ax.set_title(title)

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from spofkit.events import FaultInjected, InstanceDown, InstanceUp
 from spofkit.loadgen import RequestRecord
 from spofkit.report import (
+    MAX_TIMELINE_BUCKETS,
     UNKNOWN_INSTANCE,
     Report,
     TimelineBucket,
@@ -141,6 +142,28 @@ def test_timeline_buckets_by_start_second(report: Report) -> None:
     for bucket, expected in zip(report.timeline, expected_p50, strict=True):
         assert bucket.p50_latency == (None if expected is None else pytest.approx(expected))
     assert all(isinstance(b, TimelineBucket) for b in report.timeline)
+
+
+def test_a_simulated_year_of_sparse_requests_gets_wider_buckets_not_31_million() -> None:
+    # A request every ~5 minutes for a year (a simulated run): one-second buckets would be 31.5 million of them.
+    year = 365 * 86400
+    records = [record(i, 10.0 + i * 300.0, 10.05 + i * 300.0, 200, "a") for i in range(year // 300)]
+    records[1000] = record(1000, records[1000].start, records[1000].start + 1.0, None, None, "timeout")
+    report = build_report(records)
+    assert len(report.timeline) <= MAX_TIMELINE_BUCKETS
+    width = report.timeline[0].seconds
+    assert width > 1 and all(b.seconds == width for b in report.timeline)
+    assert sum(b.ok for b in report.timeline) == len(records) - 1  # every request still counted, once
+    failed = [b for b in report.timeline if b.failed]
+    assert len(failed) == 1 and failed[0].second <= records[1000].start < failed[0].second + width
+    assert report.timeline[0].second == 10 and report.timeline[-1].second + width > records[-1].start
+
+
+def test_an_hour_keeps_one_second_buckets(report: Report) -> None:
+    records = [record(i, float(i), i + 0.01, 200, "a") for i in range(MAX_TIMELINE_BUCKETS)]
+    timeline = build_report(records).timeline
+    assert len(timeline) == MAX_TIMELINE_BUCKETS and all(b.seconds == 1 and b.ok == 1 for b in timeline)
+    assert all(b.seconds == 1 for b in report.timeline)
 
 
 def test_no_requests_and_no_failures() -> None:
