@@ -73,6 +73,7 @@ from spofkit.failover import EjectionSettings, RetrySettings
 from spofkit.faults import PRESETS, Preset
 from spofkit.health import HealthSettings
 from spofkit.instance import Instance
+from spofkit.proxy.limits import ProxyLimits
 from spofkit.report import Report, compare, percentile
 from spofkit.strategies import strategy_names
 
@@ -201,6 +202,35 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("spofkit", "haproxy", "nginx"),
         default="spofkit",
         help="the balancer: spofkit's own, or the real HAProxy or nginx configured alike (default spofkit)",
+    )
+    # The balancers' client side (spofkit.proxy.limits.ProxyLimits); unset: nginx's defaults.
+    serve.add_argument(
+        "--head-timeout",
+        type=_number_in(0, 3600, low_open=True),
+        default=None,
+        metavar="S",
+        help="a client's request head must arrive within S seconds, else 408 (default 60, nginx's)",
+    )
+    serve.add_argument(
+        "--body-timeout",
+        type=_number_in(0, 3600, low_open=True),
+        default=None,
+        metavar="S",
+        help="at most S seconds between two reads of a request body, else 408 (default 60)",
+    )
+    serve.add_argument(
+        "--keepalive-timeout",
+        type=_number_in(0, 3600, low_open=True),
+        default=None,
+        metavar="S",
+        help="an idle kept-alive client connection is closed after S seconds (default 75)",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=_int_in(1, 1_000_000),
+        default=None,
+        metavar="N",
+        help="client connections at once; beyond them a quick 503 (default: from ulimit -n)",
     )
     serve.add_argument(
         "--admin-token",
@@ -369,6 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if args.command == "serve":
             args.capacity = _serve_capacity(args)
+            args.limits = _serve_limits(args)
     except SystemExit as exit_:  # argparse has printed the error (or the help)
         return exit_.code if isinstance(exit_.code, int) else 2
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -395,6 +426,22 @@ def _serve_capacity(args: argparse.Namespace) -> Capacity:
         return Capacity(args.concurrency, args.queue, args.work_ms, args.spread_ms, args.distribution)
     except ModelError as error:
         parser.error(f"argument --{error.field.replace('_', '-')}: {error}")
+
+
+LIMIT_FLAGS = ("head_timeout", "body_timeout", "keepalive_timeout", "max_connections")
+
+
+def _serve_limits(args: argparse.Namespace) -> ProxyLimits | None:
+    """The balancers' limits from serve's flags (None: none given, the defaults); only spofkit's balancer has them."""
+    given = {name: getattr(args, name) for name in LIMIT_FLAGS if getattr(args, name) is not None}
+    if not given:
+        return None
+    if args.balancer != "spofkit":
+        flags = " ".join("--" + name.replace("_", "-") for name in given)
+        args.command_parser.error(
+            f"{flags}: for spofkit's balancer; {args.balancer} has its own (see `spofkit export {args.balancer}`)"
+        )
+    return ProxyLimits(**given)
 
 
 def run_scenario_file(arguments: list[str]) -> int:
@@ -443,6 +490,7 @@ async def serve(args: argparse.Namespace) -> int:
         pair=args.pair if args.balancers == 2 else None,
         preempt=not args.no_preempt,
         balancer=args.balancer,
+        limits=args.limits,
     )
     try:
         admin = AdminServer(lab, port=args.admin_port, token=args.admin_token or os.environ.get(TOKEN_ENV) or None)
@@ -458,6 +506,10 @@ async def serve(args: argparse.Namespace) -> int:
             which = "" if args.balancer == "spofkit" else f", balancer {args.balancer}"
             say(f"# spofkit serve: {status.strategy}, {', '.join(protections)}, {args.isolation}{which}")
             say(f"# each instance: {args.capacity.describe()}")
+            if args.limits is not None:
+                given = [name for name in LIMIT_FLAGS if getattr(args, name) is not None]
+                changed = ", ".join(f"{name.replace('_', ' ')} {getattr(args.limits, name):g}" for name in given)
+                say(f"# balancer limits: {changed} (the rest nginx's defaults)")
             say(f"balancer {lab.balancer_url}")
             for front in status.balancers:
                 pid = front.pid if front.pid else "-"

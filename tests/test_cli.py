@@ -52,6 +52,9 @@ def alive(pid: int) -> bool:
         (["serve", "--work-ms", "50", "--spread-ms", "5", "--distribution", "exponential"], "--spread-ms"),
         (["serve", "--distribution", "exponential"], "--work-ms"),
         (["serve", "--distribution", "gaussian"], "--distribution"),
+        (["serve", "--head-timeout", "0"], "--head-timeout"),
+        (["serve", "--max-connections", "lots"], "--max-connections"),
+        (["serve", "--balancer", "nginx", "--body-timeout", "5"], "--body-timeout"),  # nginx has its own
         (["demo", "--rate", "0"], "--rate"),
         (["demo", "--duration", "nan"], "--duration"),
         (["demo", "--duration", "4", "--crash-at", "5"], "--crash-at"),
@@ -112,6 +115,7 @@ async def test_serve_in_process_isolation_end_to_end() -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "spofkit", "serve", "--instances", "3", "--port", "0",
         "--admin-port", "0", "--isolation", "process", "--concurrency", "2", "--queue", "4", "--work-ms", "5",
+        "--head-timeout", "0.5",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
@@ -131,6 +135,7 @@ async def test_serve_in_process_isolation_end_to_end() -> None:
     try:
         await asyncio.wait_for(ready.wait(), 60)
         assert "# each instance: 2 workers, queue 4, work 5 ms" in output  # the capacity it was given
+        assert "# balancer limits: head timeout 0.5 (the rest nginx's defaults)" in output
         # Before "ready": "# comment" lines and "key value" lines.
         listed = [line for line in output[: output.index("ready")] if not line.startswith("#")]
         listing = dict(line.split(" ", 1) for line in listed)
@@ -150,6 +155,14 @@ async def test_serve_in_process_isolation_end_to_end() -> None:
             arguments = cmdline(pid)
             assert arguments[arguments.index("--concurrency") :][:4] == ["--concurrency", "2", "--queue", "4"]
             assert arguments[arguments.index("--work-ms") + 1] == "5.0"
+
+        # The balancer (in its own process) was given the head timeout: half a head gets its 408.
+        host, port = balancer.removeprefix("http://").split(":")
+        slow_reader, slow_writer = await asyncio.open_connection(host, int(port))
+        slow_writer.write(b"GET / HTTP/1.1\r\nHost: lab\r\n")
+        answer = await asyncio.wait_for(slow_reader.read(), 20)
+        slow_writer.close()
+        assert answer.startswith(b"HTTP/1.1 408 ") and b"0.5s" in answer
 
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as anonymous,
