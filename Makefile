@@ -67,8 +67,7 @@ test: system-packages $(STAMP) lint
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python bench/throughput.py
-	$(BIN)/python bench/failover.py
+	$(BIN)/python -m spofkit bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -12,6 +12,14 @@ steers it as :mod:`spofkit.childproc` describes (not meant to be run by hand). T
   resigns first). Every reply carries the node's status.
 
 A crash needs no command: the parent sends SIGKILL, and the kernel closes the node's sockets.
+
+Telling the parent must never hold up serving. A parent busy for a moment (a TUI frame, a notebook cell, a
+garbage collection) reads nothing meanwhile; a pipe holds 64 KiB, which at 500 requests a second is a fraction of
+a second of events. Written the blocking way, the balancer stopped with it — no requests served, its health checks
+timed out, every instance marked DOWN at once. So the child writes to the pipe without blocking
+(:class:`ParentPipe`): what the pipe cannot take waits in memory, and when more than :data:`MAX_BACKLOG` bytes
+wait, per-request events are dropped (counted: ``{"dropped_events": N}`` follows once the parent catches up) while
+state changes, statuses and replies are always kept. The counters in the status stay exact either way.
 """
 
 from __future__ import annotations
@@ -29,7 +37,6 @@ from spofkit.balancer import Balancer
 from spofkit.balancer_node import BalancerNode, FrontDoor
 from spofkit.childproc import (
     child_ask_for_a_signal_when_the_parent_dies,
-    child_say,
     child_stdin_lines,
     child_watch_parent,
 )
@@ -88,6 +95,46 @@ def status_of(node: BalancerNode) -> dict[str, Any]:
 
 # How often the counters in the status reach the parent; a state change is sent at once.
 STATUS_INTERVAL = 0.25
+# Bytes waiting for a parent that does not read, beyond which per-request events are dropped (a few seconds' worth).
+MAX_BACKLOG = 1 << 20
+
+
+class ParentPipe:
+    """Lines to the parent on stdout, written without ever blocking (see the module docstring)."""
+
+    def __init__(self, transport: asyncio.WriteTransport) -> None:
+        self.transport = transport
+        self.dropped = 0  # per-request events not sent because the parent was too far behind
+        self._dropped_told = 0
+
+    @classmethod
+    async def open(cls) -> ParentPipe:
+        loop = asyncio.get_running_loop()
+        transport, _protocol = await loop.connect_write_pipe(asyncio.BaseProtocol, sys.stdout)
+        return cls(transport)
+
+    @property
+    def behind(self) -> bool:
+        return self.transport.get_write_buffer_size() > MAX_BACKLOG
+
+    def say(self, message: dict[str, Any]) -> None:
+        """One message that must arrive (a reply, a status, a state change)."""
+        self.write([json.dumps(message, default=str)])
+
+    async def close(self, timeout: float = 2.0) -> None:
+        """Hand what waits to the pipe (for at most ``timeout`` s: a parent that reads nothing may be gone)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.transport.get_write_buffer_size() and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        self.transport.close()
+
+    def write(self, lines: list[str]) -> None:
+        if self.dropped != self._dropped_told and not self.behind:
+            self._dropped_told = self.dropped
+            lines = [*lines, json.dumps({"dropped_events": self.dropped})]
+        if lines and not self.transport.is_closing():
+            self.transport.write(("\n".join(lines) + "\n").encode())
 
 
 class StatusPusher:
@@ -97,26 +144,32 @@ class StatusPusher:
     write for many events instead of one each.
     """
 
-    def __init__(self, node: BalancerNode) -> None:
+    def __init__(self, node: BalancerNode, parent: ParentPipe) -> None:
         self.node = node
+        self.parent = parent
         self._lines: list[str] = []
         self._status_due = False
+        self._flush_due = False
 
     def heard(self, event: Event) -> None:
-        if not self._lines:
+        if not self._flush_due:
+            self._flush_due = True
             asyncio.get_running_loop().call_soon(self.flush)
-        self._lines.append(json.dumps({"event": event_to_dict(event)}, default=str))
-        if event.kind not in PER_REQUEST_KINDS:
+        if event.kind in PER_REQUEST_KINDS:
+            if self.parent.behind:  # the parent is not reading: let a request's event go, never the balancer
+                self.parent.dropped += 1
+                return
+        else:
             self._status_due = True  # one status for a burst of changes, right after the burst
+        self._lines.append(json.dumps({"event": event_to_dict(event)}, default=str))
 
     def flush(self) -> None:
+        self._flush_due = False
         if self._status_due:
             self._status_due = False
             self._lines.append(json.dumps({"status": status_of(self.node)}, default=str))
         lines, self._lines = self._lines, []
-        if lines:
-            sys.stdout.write("\n".join(lines) + "\n")
-            sys.stdout.flush()
+        self.parent.write(lines)
 
     def push(self) -> None:
         self._status_due = True
@@ -128,7 +181,7 @@ class StatusPusher:
             self.push()
 
 
-async def obey(node: BalancerNode, commands: asyncio.StreamReader, stopped: asyncio.Event) -> None:
+async def obey(node: BalancerNode, commands: asyncio.StreamReader, stopped: asyncio.Event, parent: ParentPipe) -> None:
     while line := await commands.readline():
         try:
             request = json.loads(line)
@@ -139,7 +192,7 @@ async def obey(node: BalancerNode, commands: asyncio.StreamReader, stopped: asyn
         except Exception as error:  # a refusal for the parent to report; the balancer goes on serving
             request = request if isinstance(request, dict) else {}
             reply = {"ok": False, "error": f"{type(error).__name__}: {error}", "field": getattr(error, "field", None)}
-        child_say(dict(reply, id=request.get("id"), status=status_of(node)))
+        parent.say(dict(reply, id=request.get("id"), status=status_of(node)))
         if request.get("cmd") == "stop":
             break
     stopped.set()  # asked to stop, or stdin closed: the parent is gone, and so must we be
@@ -154,28 +207,32 @@ async def serve(config: dict[str, Any], parent_pid: int) -> int:
         return 1  # the parent died before we could ask to be told: nobody is left to serve
     watching = asyncio.create_task(child_watch_parent(parent_pid, stopped))
     commands = await child_stdin_lines()
+    parent = await ParentPipe.open()
 
     events = EventBus(Clock(start=config["clock_start"]))
     node = build_node(config, events)
-    pushing = StatusPusher(node)
+    pushing = StatusPusher(node, parent)
     events.subscribe(pushing.heard)
     try:
         await node.start()
     except OSError as error:
         watching.cancel()
-        child_say({"ok": False, "error": f"cannot listen: {error}"})
+        parent.say({"ok": False, "error": f"cannot listen: {error}"})
+        await parent.close()
         return 1
     advert = list(node.pair.advert_address) if node.pair is not None else None
-    child_say(
+    parent.say(
         {"ok": True, "pid": os.getpid(), "own_port": node.own_port, "service_port": node.service_port, "advert": advert}
     )
-    obeying = asyncio.create_task(obey(node, commands, stopped))
+    obeying = asyncio.create_task(obey(node, commands, stopped, parent))
     periodic = asyncio.create_task(pushing.every(STATUS_INTERVAL))
     await stopped.wait()
     obeying.cancel()
     periodic.cancel()
     watching.cancel()
     await node.stop(graceful=True)
+    pushing.flush()
+    await parent.close()
     return 0
 
 

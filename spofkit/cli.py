@@ -1070,12 +1070,18 @@ def open_tui(args: argparse.Namespace) -> int:
     return result if isinstance(result, int) else 0
 
 
+# What `spofkit bench` (and `make bench`) runs, in order: the data path, a failover, the front door's failover and
+# deploys, the three balancers side by side. The others in bench/ (the simulator's, the TUI's, the background load's)
+# take long or measure one part; run them by name.
+BENCH_SCRIPTS = ("throughput.py", "failover.py", "pair_failover.py", "compare_proxies.py")
+
+
 def run_bench(args: argparse.Namespace) -> int:
     bench = _project_dir("bench")
-    scripts = [bench / name for name in ("throughput.py", "failover.py")] if bench else []
+    scripts = [bench / name for name in BENCH_SCRIPTS] if bench else []
     scripts = [script for script in scripts if script.is_file()]
     if not scripts:
-        print("spofkit bench: no bench/throughput.py or bench/failover.py found", file=sys.stderr)
+        print(f"spofkit bench: none of {', '.join(BENCH_SCRIPTS)} found in bench/", file=sys.stderr)
         return 1
     status = 0
     for script in scripts:

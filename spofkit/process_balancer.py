@@ -35,6 +35,7 @@ class ProcessBalancer:
         self.service_port = int(config.get("front_door", {}).get("service_port", 0))
         self.advert: Address | None = None
         self._status: BalancerStatus | None = None
+        self.events_dropped = 0  # request events the child let go while we did not read (see _balancer_child)
         self.restarts = 0
 
     # --- lifecycle ---------------------------------------------------------------------------------------------
@@ -157,3 +158,6 @@ class ProcessBalancer:
         status = message.get("status")
         if isinstance(status, dict):
             self._status = balancer_status_from_dict(status)
+        dropped = message.get("dropped_events")
+        if isinstance(dropped, int):  # we were too far behind reading: the child let some request events go
+            self.events_dropped = dropped

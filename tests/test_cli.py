@@ -627,3 +627,18 @@ def test_pause_without_any_input_does_not_pause(capsys: pytest.CaptureFixture[st
     pauser = Pauser(io.StringIO(), limit=30)  # no file descriptor at all (stdin replaced, as under pytest)
     pauser.wait(PROMPT.format(1))
     assert pauser.ended and capsys.readouterr().out == ""
+
+
+def test_bench_runs_the_headline_benchmarks_in_order_and_passes_on_a_failure(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ran: list[str] = []
+
+    def fake_run(argv: list[str], check: bool) -> subprocess.CompletedProcess[str]:
+        ran.append(Path(argv[1]).name)
+        return subprocess.CompletedProcess(argv, 3 if ran[-1] == "failover.py" else 0)
+
+    monkeypatch.setattr("spofkit.cli.subprocess.run", fake_run)
+    assert main(["bench"]) == 3  # a script that failed is not hidden by the ones after it
+    assert ran == ["throughput.py", "failover.py", "pair_failover.py", "compare_proxies.py"]
+    assert "== compare_proxies.py ==" in capsys.readouterr().out
