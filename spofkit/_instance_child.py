@@ -1,7 +1,8 @@
 """The child side of process isolation: one service instance, alone in its own OS process.
 
 :class:`spofkit.instance.ProcessInstance` starts this module as
-``python -m spofkit._instance_child --name a --port 0`` and steers it through a pipe, one JSON line per
+``python -m spofkit._instance_child --name a --port 0 [--concurrency 2 --queue 4 --work-ms 50 --spread-ms 10
+--distribution lognormal]`` (its :class:`~spofkit.capacity.Capacity`) and steers it through a pipe, one JSON line per
 message (not meant to be run by hand):
 
 * on start, the child listens and says ``{"ok": true, "port": 43817, "pid": 5120}`` (``port=0`` means "any free
@@ -36,6 +37,7 @@ import signal
 import sys
 from typing import Any
 
+from spofkit.capacity import Capacity, ModelError
 from spofkit.childproc import (
     child_ask_for_a_signal_when_the_parent_dies,
     child_say,
@@ -79,7 +81,7 @@ async def _obey(instance: ServiceInstance, commands: asyncio.StreamReader) -> No
         child_say(dict(reply, id=request.get("id"), stats=instance.stats()))
 
 
-async def serve(name: str, port: int, work_time: float, seed: int | None, parent_pid: int | None = None) -> int:
+async def serve(name: str, port: int, capacity: Capacity, seed: int | None, parent_pid: int | None = None) -> int:
     # Ready to be told to stop before saying hello: the parent may stop us right after it.
     loop = asyncio.get_running_loop()
     terminated = asyncio.Event()
@@ -91,7 +93,7 @@ async def serve(name: str, port: int, work_time: float, seed: int | None, parent
     watching = asyncio.create_task(child_watch_parent(parent_pid, terminated))
     commands = await child_stdin_lines()
 
-    instance = ServiceInstance(name, port=port, work_time=work_time, seed=seed)
+    instance = ServiceInstance(name, port=port, capacity=capacity, seed=seed)
     try:
         await instance.start()
     except OSError as exc:
@@ -113,12 +115,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m spofkit._instance_child", description=__doc__)
     parser.add_argument("--name", required=True)
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--work-time", type=float, default=0.0)
+    parser.add_argument("--concurrency", type=int, default=None, help="workers (default: no limit)")
+    parser.add_argument("--queue", type=int, default=0, help="requests that may wait for a worker")
+    parser.add_argument("--work-ms", type=float, default=0.0, help="mean work time of a request")
+    parser.add_argument("--spread-ms", type=float, default=0.0, help="its standard deviation (lognormal)")
+    parser.add_argument("--distribution", default=None, help="fixed, lognormal or exponential")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--parent-pid", type=int, default=None, help="the process that started this one")
     args = parser.parse_args(argv)
+    try:
+        capacity = Capacity(args.concurrency, args.queue, args.work_ms, args.spread_ms, args.distribution)
+    except ModelError as error:
+        parser.error(f"argument --{error.field.replace('_', '-')}: {error}")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    return asyncio.run(serve(args.name, args.port, args.work_time, args.seed, args.parent_pid))
+    return asyncio.run(serve(args.name, args.port, capacity, args.seed, args.parent_pid))
 
 
 if __name__ == "__main__":

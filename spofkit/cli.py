@@ -3,6 +3,8 @@
 ::
 
     spofkit serve [--instances 3] [--port 8080] [--admin-port 8081] [--isolation process] ...
+                  [--concurrency 2 --queue 4 --work-ms 50 [--spread-ms 10]]   # each instance's capacity
+    spofkit run   SCENARIO.toml [--sim | --live] [--seed S] [--json]          # a scenario file, on either driver
     spofkit demo  [--scenario crash|hang|gray|slow] [--pause] [--rate 200] [--duration 8] [--fault-at 2]
     spofkit lab                  # JupyterLab on the lessons
     spofkit tui [--connect URL]  # the terminal dashboard, on its own lab or attached to a served one
@@ -18,7 +20,12 @@
     ready
 
 Break it from another terminal through the admin API (:mod:`spofkit.admin`), e.g.
-``curl -X POST localhost:8081/instances/b/fault -d '{"kind": "crash"}'``.
+``curl -X POST localhost:8081/instances/b/fault -d '{"kind": "crash"}'``. ``--concurrency``, ``--queue``,
+``--work-ms``, ``--spread-ms`` and ``--distribution`` give every instance its capacity (:mod:`spofkit.capacity`):
+that many workers, that queue, that work per request, and 503 at once beyond the queue.
+
+``run`` is :func:`spofkit.scenario.run_scenario_cli`: a scenario file (TOML) in the simulator (the default, in
+virtual time, with the digest of its event log) or on a live lab (``--live``, real servers, real time).
 
 ``demo`` is the lesson in one command, in three acts: the same fault twice — once with a balancer that neither
 checks nor retries, once with health checks, retries and ejection — then the two reports side by side and what
@@ -49,6 +56,7 @@ from typing import IO, Any
 from urllib.parse import urlsplit
 
 from spofkit import __version__
+from spofkit.capacity import SERVICE_DISTRIBUTIONS, Capacity, ModelError
 from spofkit.events import (
     PER_REQUEST_KINDS,
     ClientRequest,
@@ -156,7 +164,36 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-retries", action="store_true", help="do not retry failed attempts")
     serve.add_argument("--no-health-checks", action="store_true", help="no active health checks")
     serve.add_argument("--no-ejection", action="store_true", help="no passive ejection")
-    serve.add_argument("--work-ms", type=_number_in(0, 60000), default=0.0, help="time each request takes (ms)")
+    serve.add_argument(
+        "--concurrency",
+        type=_int_in(1, 100_000),
+        default=None,
+        metavar="N",
+        help="workers per instance: requests served at once (default: no limit)",
+    )
+    serve.add_argument(
+        "--queue",
+        type=_int_in(0, 100_000),
+        default=0,
+        metavar="Q",
+        help="requests that may wait for a worker; beyond them, 503 at once (default 0; needs --concurrency)",
+    )
+    serve.add_argument(
+        "--work-ms", type=_number_in(0, 60000), default=0.0, metavar="MS", help="mean time each request takes (ms)"
+    )
+    serve.add_argument(
+        "--spread-ms",
+        type=_number_in(0, 60000),
+        default=0.0,
+        metavar="MS",
+        help="standard deviation of the work time (ms): lognormal work times (default 0: all the same)",
+    )
+    serve.add_argument(
+        "--distribution",
+        choices=SERVICE_DISTRIBUTIONS,
+        default=None,
+        help="work times: fixed, lognormal (the default with --spread-ms) or exponential (mean --work-ms)",
+    )
     serve.add_argument("--seed", type=int, default=0, help="seed for every random choice")
     serve.add_argument("--quiet", action="store_true", help="do not print events as they happen")
     serve.add_argument(
@@ -228,6 +265,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="process: every instance and balancer its own OS process, so a crash is a real kill -9",
     )
     tui.set_defaults(command_parser=tui)
+
+    # `spofkit run ...` is handed to spofkit.scenario before this parser sees it (main): that module owns its
+    # arguments and their errors. The entry here puts it in `spofkit --help`.
+    commands.add_parser(
+        "run",
+        help="run a scenario file (TOML) in the simulator or on a live lab: run SCENARIO.toml [--sim|--live] ...",
+        add_help=False,
+    )
 
     commands.add_parser("bench", help="run the benchmark scripts in bench/")
 
@@ -302,9 +347,12 @@ def _isolation_option(parser: argparse.ArgumentParser, default: str = "inprocess
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one ``spofkit`` command; returns the exit status (2 for bad arguments)."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["run"]:
+        return run_scenario_file(arguments[1:])
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(arguments)
         if args.command == "demo" and args.fault_at >= args.duration:
             args.command_parser.error(
                 f"argument --fault-at/--crash-at: must be before the end of the run "
@@ -319,6 +367,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"--balancer {args.balancer} runs one {args.balancer}; a pair of real proxies is keepalived's "
                 "(python -m spofkit.keepalived_pair)"
             )
+        if args.command == "serve":
+            args.capacity = _serve_capacity(args)
     except SystemExit as exit_:  # argparse has printed the error (or the help)
         return exit_.code if isinstance(exit_.code, int) else 2
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -335,6 +385,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except (OSError, ValueError) as error:
         print(f"spofkit {args.command}: {error}", file=sys.stderr)
+        return 1
+
+
+def _serve_capacity(args: argparse.Namespace) -> Capacity:
+    """The instances' capacity from serve's flags; a wrong combination is an argparse error naming the flag."""
+    parser: argparse.ArgumentParser = args.command_parser
+    try:
+        return Capacity(args.concurrency, args.queue, args.work_ms, args.spread_ms, args.distribution)
+    except ModelError as error:
+        parser.error(f"argument --{error.field.replace('_', '-')}: {error}")
+
+
+def run_scenario_file(arguments: list[str]) -> int:
+    """``spofkit run SCENARIO.toml [--sim | --live] [--seed S] [--json]``: :func:`spofkit.scenario.run_scenario_cli`."""
+    from spofkit.scenario import run_scenario_cli
+
+    try:
+        return run_scenario_cli(arguments)
+    except KeyboardInterrupt:
+        return 130
+    except (OSError, ValueError) as error:  # a live lab that cannot start (a port, a process): not the file's fault
+        print(f"spofkit run: {error}", file=sys.stderr)
         return 1
 
 
@@ -363,7 +435,7 @@ async def serve(args: argparse.Namespace) -> int:
         retries=None if args.no_retries else RetrySettings(),
         ejection=None if args.no_ejection else EjectionSettings(),
         isolation=args.isolation,
-        work_time=args.work_ms / 1000.0,
+        capacity=args.capacity,
         backups=args.backups,
         seed=args.seed,
         port=args.port,
@@ -385,6 +457,7 @@ async def serve(args: argparse.Namespace) -> int:
             ]
             which = "" if args.balancer == "spofkit" else f", balancer {args.balancer}"
             say(f"# spofkit serve: {status.strategy}, {', '.join(protections)}, {args.isolation}{which}")
+            say(f"# each instance: {args.capacity.describe()}")
             say(f"balancer {lab.balancer_url}")
             for front in status.balancers:
                 pid = front.pid if front.pid else "-"

@@ -5,6 +5,14 @@ who served it (``{"instance": "a", "path": "/", "served": 7, ...}`` and the head
 ``GET /health`` is its health check. On top of that you can inject a fault (:mod:`spofkit.faults`) and take it
 away again with :meth:`~Instance.recover`. Every change is published on the event stream.
 
+How much it can do is its :class:`~spofkit.capacity.Capacity`, the simulator's own: at most ``concurrency``
+requests are served at once (:class:`Workers`), at most ``queue`` more wait for a worker in order of arrival, and
+one that finds no place is answered ``503`` at once (JSON, ``X-Served-By``), without work. Each request's work time
+is drawn from :class:`~spofkit.capacity.ServiceTime` (fixed, lognormal or exponential), seeded per instance.
+Health checks go through the same workers and queue but do no work, as in the simulator: an overloaded instance
+answers its checks late, or with 503. The default is no limit and no work; ``work_time=`` is "fixed work, no
+limit".
+
 Two ways to run one, with the same API:
 
 * :class:`ServiceInstance` runs inside this Python process (fast, the default, fine in a notebook). A crash
@@ -23,14 +31,17 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import collections
 import contextlib
 import json
+import math
 import random
 from types import TracebackType
 from typing import Any, TypeVar
 
 from aiohttp import web
 
+from spofkit.capacity import MAX_WORK_MS, Capacity, ServiceTime
 from spofkit.events import (
     Event,
     EventBus,
@@ -40,10 +51,11 @@ from spofkit.events import (
     InstanceStarted,
     InstanceStopped,
 )
-from spofkit.faults import Crash, Fault, Flap, Hang, Warmup, effect
+from spofkit.faults import Crash, Effect, Fault, Flap, Hang, Warmup, effect
 
 HEALTH_PATH = "/health"
 HOST = "127.0.0.1"
+SHED_STATUS = 503  # the answer of an instance whose workers and queue are all taken (as in the simulator)
 _AnyInstance = TypeVar("_AnyInstance", bound="Instance")
 
 
@@ -62,6 +74,7 @@ class Instance(abc.ABC):
         *,
         port: int = 0,
         work_time: float = 0.0,
+        capacity: Capacity | None = None,
         events: EventBus | None = None,
         seed: int | None = None,
     ) -> None:
@@ -69,18 +82,30 @@ class Instance(abc.ABC):
             raise ValueError(f"name must be a non-empty string, got {name!r}")
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValueError(f"port must be an integer 0..65535 (0 = pick a free one), got {port!r}")
-        if isinstance(work_time, bool) or not isinstance(work_time, (int, float)) or work_time < 0:
-            raise ValueError(f"work_time must be a number of seconds >= 0, got {work_time!r}")
+        longest = MAX_WORK_MS / 1000.0
+        if (
+            isinstance(work_time, bool)
+            or not isinstance(work_time, (int, float))
+            or not math.isfinite(work_time)
+            or not 0 <= work_time <= longest
+        ):
+            raise ValueError(f"work_time must be a number of seconds 0..{longest:g}, got {work_time!r}")
+        if capacity is not None and not isinstance(capacity, Capacity):
+            raise TypeError(f"capacity must be a spofkit.capacity.Capacity, got {capacity!r}")
+        if capacity is not None and work_time:
+            raise ValueError("give work_time (fixed work, no limit) or capacity (its work_ms), not both")
         self.name = name
         self.host = HOST
         self.port = port
-        self.work_time = float(work_time)
+        self.capacity = capacity if capacity is not None else Capacity.fixed_work(work_time)
+        self.work_time = self.capacity.work_ms / 1000.0  # the mean
         self.events = events
         self.seed = seed
         self.fault: Fault | None = None
         self.served = 0
-        self.errors = 0
-        self.in_flight = 0
+        self.errors = 0  # every failed answer, shed ones included
+        self.shed = 0  # answered 503 at once: no worker free, no place in the queue
+        self.in_flight = 0  # requests and checks at the instance: being served, hung or waiting for a worker
         self._started = False
         self._lock = asyncio.Lock()  # one lifecycle change at a time
         self._warmup_end: asyncio.TimerHandle | None = None  # a warmup ends by itself, on this timer
@@ -101,6 +126,16 @@ class Instance(abc.ABC):
     def running(self) -> bool:
         """True while the instance accepts connections."""
 
+    @property
+    def busy(self) -> int:
+        """Workers taken right now (a hung request keeps its worker)."""
+        return 0
+
+    @property
+    def queued(self) -> int:
+        """Requests (and health checks) waiting for a worker."""
+        return 0
+
     def stats(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -110,7 +145,10 @@ class Instance(abc.ABC):
             "fault_params": self.fault.params() if self.fault else {},
             "served": self.served,
             "errors": self.errors,
+            "shed": self.shed,
             "in_flight": self.in_flight,
+            "busy": self.busy,
+            "queued": self.queued,
             "running": self.running,
         }
 
@@ -262,6 +300,59 @@ class Instance(abc.ABC):
     async def _clear(self) -> None: ...
 
 
+class Workers:
+    """An instance's workers and its waiting room: at most ``concurrency`` requests served at once, at most
+    ``queue`` more waiting for a worker, in order of arrival. ``concurrency=None``: no limit, nobody waits.
+
+    Unlike ``asyncio.Semaphore`` it says *before* a request waits whether there is room for it (if not, the answer
+    is 503 at once), and a worker set free goes straight to the request that has waited longest, never to one
+    that happens to arrive at that moment.
+    """
+
+    def __init__(self, concurrency: int | None, queue: int) -> None:
+        self.concurrency = concurrency
+        self.queue = queue
+        self.busy = 0
+        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    @property
+    def queued(self) -> int:
+        return len(self._waiting)
+
+    def full(self) -> bool:
+        """Every worker busy and every place in the queue taken: a request arriving now is shed."""
+        return self.concurrency is not None and self.busy >= self.concurrency and len(self._waiting) >= self.queue
+
+    async def take(self) -> None:
+        """A worker: at once if one is free, else once the requests ahead in the queue have had theirs.
+
+        Ask :meth:`full` first: ``take`` itself queues whoever calls it. Every ``take`` needs its
+        :meth:`give_back`, also when the request fails.
+        """
+        if self.concurrency is None or self.busy < self.concurrency:
+            self.busy += 1
+            return
+        turn = asyncio.get_running_loop().create_future()
+        self._waiting.append(turn)
+        try:
+            await turn  # give_back() hands its worker over by completing this future
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self.give_back()  # handed a worker just as we were cancelled (a crash): pass it on
+            elif turn in self._waiting:
+                self._waiting.remove(turn)
+            raise
+
+    def give_back(self) -> None:
+        """A request is done with its worker: it goes to the request that has waited longest, or is free."""
+        while self._waiting:
+            turn = self._waiting.popleft()
+            if not turn.done():  # (a waiting request that was cancelled may not have left the queue yet)
+                turn.set_result(None)
+                return
+        self.busy -= 1
+
+
 class ServiceInstance(Instance):
     """An aiohttp server inside this process. See the module docstring for what it answers."""
 
@@ -271,11 +362,15 @@ class ServiceInstance(Instance):
         *,
         port: int = 0,
         work_time: float = 0.0,
+        capacity: Capacity | None = None,
         events: EventBus | None = None,
         seed: int | None = None,
     ) -> None:
-        super().__init__(name, port=port, work_time=work_time, events=events, seed=seed)
-        self._rng = random.Random(seed)
+        super().__init__(name, port=port, work_time=work_time, capacity=capacity, events=events, seed=seed)
+        self._rng = random.Random(seed)  # the faults' dice (error rates, slow's jitter)
+        # Work times from a stream of their own, so that adding work does not change which requests a fault hits.
+        self.service_time = ServiceTime(self.capacity, random.Random(None if seed is None else f"{seed}/work"))
+        self._workers = Workers(self.capacity.concurrency, self.capacity.queue)
         self._http: web.Server | None = None  # aiohttp's HTTP protocol: one handler per connection
         self._listener: asyncio.Server | None = None  # the listening socket
         self._booted = False
@@ -288,6 +383,14 @@ class ServiceInstance(Instance):
     @property
     def running(self) -> bool:
         return self._listener is not None
+
+    @property
+    def busy(self) -> int:
+        return self._workers.busy
+
+    @property
+    def queued(self) -> int:
+        return self._workers.queued
 
     # --- answering requests ---------------------------------------------------------------------------
 
@@ -307,10 +410,30 @@ class ServiceInstance(Instance):
     async def _respond(self, request: web.BaseRequest) -> web.StreamResponse:
         is_health = request.path == HEALTH_PATH
         elapsed = asyncio.get_running_loop().time() - self._fault_began
+        # Drawn on arrival, as in the simulator: a request that waits for a worker meets the fault it arrived under
+        # (and the hang it arrived under, even if that one is over and another has begun by the time it is served).
         met = effect(self.fault, health_check=is_health, elapsed=elapsed, dice=self._rng)
+        hang_over = self._hang_released
+        workers = self._workers  # a crash replaces them: a request gives its worker back to the ones it took
+        if workers.full():
+            # Shedding load: answered at once, without work, so the queue cannot grow without end.
+            self.errors += 1
+            self.shed += 1
+            busy = {"error": "overloaded: every worker is busy and the queue is full", "instance": self.name}
+            return self._json(busy, SHED_STATUS)
+        await workers.take()  # health checks too: they wait in the same queue, as in the simulator
+        try:
+            return await self._serve(request, met, hang_over, is_health)
+        finally:
+            workers.give_back()
+
+    async def _serve(
+        self, request: web.BaseRequest, met: Effect, hang_over: asyncio.Event, is_health: bool
+    ) -> web.StreamResponse:
+        """With a worker: carry out the fault's effect, then do the work (requests only) and answer."""
         if met.hangs:
-            # Accepted, never answered: wait until recover() releases us (a crash or stop cancels us).
-            await self._hang_released.wait()
+            # Accepted, never answered: the worker is stuck until recover() releases us (a crash or stop cancels us).
+            await hang_over.wait()
         if met.delay > 0:
             await asyncio.sleep(met.delay)
         if met.status is not None:
@@ -322,8 +445,9 @@ class ServiceInstance(Instance):
         if is_health:
             return self._json({"status": "ok", "instance": self.name})
         body = await request.read()
-        if self.work_time > 0:
-            await asyncio.sleep(self.work_time)  # the simulated service time
+        work = self.service_time.draw()
+        if work > 0:
+            await asyncio.sleep(work)  # the work itself: the worker is taken meanwhile
         answer: dict[str, Any] = {
             "instance": self.name,
             "method": request.method,
@@ -368,6 +492,8 @@ class ServiceInstance(Instance):
         self._http = self._listener = None
         if http is None or listener is None:
             return
+        # A dead process's workers and queue die with it: the next one starts with all its workers free.
+        self._workers = Workers(self.capacity.concurrency, self.capacity.queue)
         listener.close()  # new connects are now refused
         for connection in http.connections:  # idle keep-alive ones too
             if connection.transport is not None:

@@ -9,7 +9,9 @@ publishing to one event bus. Lessons, the TUI, the CLI and the tests drive exper
     await lab.stop()
 
 Switch a protection off (``health=None``, ``retries=None``, ``ejection=None``) to see what it was protecting
-against. ``isolation="process"`` runs every instance — and every balancer — as its own OS process, so a crash is a
+against. ``capacity=Capacity(concurrency=2, queue=4, work_ms=50)`` gives every instance that many workers, that
+queue and that work (beyond the queue: 503 at once), so overload is real too; ``work_time=0.05`` is fixed work with
+no limit. ``isolation="process"`` runs every instance — and every balancer — as its own OS process, so a crash is a
 real ``kill -9``. ``balancers=2`` puts a redundant pair at the front door (:mod:`spofkit.frontdoor`):
 ``pair="active-passive"`` (one serves, the other takes the address over by VRRP's rules) or ``"active-active"``.
 
@@ -33,6 +35,7 @@ from typing import Any
 from spofkit import deploy
 from spofkit.balancer import Balancer
 from spofkit.balancer_node import BalancerNode
+from spofkit.capacity import Capacity
 from spofkit.commands import (
     AddInstance,
     BalancerFault,
@@ -108,6 +111,7 @@ class Lab:
         ejection: EjectionSettings | None = None,
         isolation: str = "inprocess",
         work_time: float = 0.0,
+        capacity: Capacity | None = None,
         slow_start: float = 0.0,
         seed: int = 0,
         port: int = 0,
@@ -119,12 +123,18 @@ class Lab:
     ) -> None:
         if isolation not in ISOLATIONS:
             raise ValueError(f"isolation must be one of {ISOLATIONS}, got {isolation!r}")
-        if work_time < 0:
-            raise ValueError(f"work_time must be >= 0 seconds, got {work_time!r}")
+        if isinstance(work_time, bool) or not isinstance(work_time, (int, float)) or not work_time >= 0:
+            raise ValueError(f"work_time must be a number of seconds >= 0, got {work_time!r}")
+        if capacity is not None and not isinstance(capacity, Capacity):
+            raise TypeError(f"capacity must be a spofkit.capacity.Capacity, got {capacity!r}")
+        if capacity is not None and work_time:
+            raise ValueError("give work_time (fixed work, no limit) or capacity (its work_ms), not both")
         self.clock = Clock()
         self.events = EventBus(self.clock)
         self.isolation = isolation
-        self.work_time = work_time
+        # Every instance's workers, queue and work; work_time alone is fixed work with no limit, as it always was.
+        self.capacity = capacity if capacity is not None else Capacity.fixed_work(work_time)
+        self.work_time = self.capacity.work_ms / 1000.0
         self.seed = seed
         self.rng = random.Random(seed)
         self.health_settings = health or HealthSettings()
@@ -163,6 +173,7 @@ class Lab:
         ejection: EjectionSettings | None = EjectionSettings(),  # noqa: B008
         isolation: str = "inprocess",
         work_time: float = 0.0,
+        capacity: Capacity | None = None,
         backups: int = 0,
         slow_start: float = 0.0,
         seed: int = 0,
@@ -178,7 +189,9 @@ class Lab:
         ``pair`` is ``"active-passive"`` (the default for two) or ``"active-active"``; ``advert_interval`` and
         ``preempt`` are the active-passive pair's VRRP settings (:mod:`spofkit.policy.pair`). ``balancer`` is
         ``"spofkit"`` (the lab's own), or ``"haproxy"`` / ``"nginx"``: the real proxy, configured from the same
-        settings, in front of the same instances (:mod:`spofkit.real_proxy`).
+        settings, in front of the same instances (:mod:`spofkit.real_proxy`). ``capacity`` is every instance's
+        workers, queue and work time (:class:`~spofkit.capacity.Capacity`); ``work_time`` (seconds) is the same as
+        ``capacity=Capacity(work_ms=...)``: fixed work, no limit. Give one or the other.
         """
         if not isinstance(instances, int) or not 1 <= instances <= 26:
             raise ValueError(f"instances must be a whole number 1..26, got {instances!r}")
@@ -191,6 +204,7 @@ class Lab:
             ejection=ejection,
             isolation=isolation,
             work_time=work_time,
+            capacity=capacity,
             slow_start=slow_start,
             seed=seed,
             port=port,
@@ -376,7 +390,7 @@ class Lab:
         instance = make_instance(
             name,
             isolation=self.isolation,
-            work_time=self.work_time,
+            capacity=self.capacity,
             events=self.events,
             seed=self.rng.randrange(1 << 30),
         )

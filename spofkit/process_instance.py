@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 from typing import Any
 
+from spofkit.capacity import Capacity
 from spofkit.childproc import ChildGone, ChildProcess
 from spofkit.events import EventBus, FaultInjected
 from spofkit.faults import Crash, Fault
@@ -25,6 +26,9 @@ class ProcessInstance(Instance):
     with one reply carrying the same ``id`` and its counters. A crash does not ask the child anything: it is
     ``kill -9``. If the parent dies, however it dies, the child notices and exits too (see
     :mod:`spofkit._instance_child`); when the interpreter exits without stopping the lab, :meth:`stop_now` stops it.
+    The child gets the same :class:`~spofkit.capacity.Capacity` on its command line (``--concurrency 2 --queue 4
+    --work-ms 50 ...``), so its workers and queue are those of an in-process instance; a new process after a
+    crash starts with all of them free.
     """
 
     startup_timeout = 20.0  # seconds for a new process to import aiohttp and listen (slow on a busy machine)
@@ -38,10 +42,11 @@ class ProcessInstance(Instance):
         *,
         port: int = 0,
         work_time: float = 0.0,
+        capacity: Capacity | None = None,
         events: EventBus | None = None,
         seed: int | None = None,
     ) -> None:
-        super().__init__(name, port=port, work_time=work_time, events=events, seed=seed)
+        super().__init__(name, port=port, work_time=work_time, capacity=capacity, events=events, seed=seed)
         self._child = ChildProcess(
             f"instance {name!r}",
             startup_timeout=self.startup_timeout,
@@ -51,9 +56,9 @@ class ProcessInstance(Instance):
         )
         self._poller: asyncio.Task[None] | None = None
         self._child_running = False
-        self._child_served = self._child_errors = 0  # as the current process counts them
-        self._served_before = 0  # counted by processes that are gone
-        self._errors_before = 0
+        self._child_served = self._child_errors = self._child_shed = 0  # as the current process counts them
+        self._served_before = self._errors_before = self._shed_before = 0  # counted by processes that are gone
+        self._child_busy = self._child_queued = 0
 
     @property
     def last_exit_code(self) -> int | None:
@@ -67,6 +72,14 @@ class ProcessInstance(Instance):
     @property
     def running(self) -> bool:
         return self._alive() and self._child_running
+
+    @property
+    def busy(self) -> int:
+        return self._child_busy
+
+    @property
+    def queued(self) -> int:
+        return self._child_queued
 
     def stop_now(self, timeout: float = 2.0) -> None:
         """Stop the child without the event loop (at interpreter exit): SIGTERM, and SIGKILL if it lingers."""
@@ -84,12 +97,18 @@ class ProcessInstance(Instance):
         return self._child.alive
 
     async def _boot(self) -> None:
-        args = ["--name", self.name, "--port", str(self.port), "--work-time", str(self.work_time)]
+        capacity = self.capacity
+        args = ["--name", self.name, "--port", str(self.port)]
+        args += ["--work-ms", repr(capacity.work_ms), "--distribution", str(capacity.distribution)]
+        if capacity.spread_ms:
+            args += ["--spread-ms", repr(capacity.spread_ms)]
+        if capacity.concurrency is not None:
+            args += ["--concurrency", str(capacity.concurrency), "--queue", str(capacity.queue)]
         if self.seed is not None:
             args += ["--seed", str(self.seed)]
         hello = await self._child.start("spofkit._instance_child", *args)
         self.port = int(hello["port"])  # kept for restarts: a new process binds the same port
-        self._child_served = self._child_errors = 0
+        self._child_served = self._child_errors = self._child_shed = 0
         self._child_running = True
         self._poller = asyncio.create_task(self._poll_stats())
 
@@ -131,17 +150,22 @@ class ProcessInstance(Instance):
         stats = message.get("stats")
         if isinstance(stats, dict):
             self._child_served, self._child_errors = int(stats["served"]), int(stats["errors"])
+            self._child_shed = int(stats["shed"])
             self.served = self._served_before + self._child_served
             self.errors = self._errors_before + self._child_errors
+            self.shed = self._shed_before + self._child_shed
             self.in_flight = int(stats["in_flight"])
+            self._child_busy, self._child_queued = int(stats["busy"]), int(stats["queued"])
             self._child_running = bool(stats["running"])
 
     def _exited(self, exit_code: int, asked: bool) -> None:
         # The process is gone: bank its counters (those it never reported are lost, as with any real crash).
         self._served_before += self._child_served
         self._errors_before += self._child_errors
-        self._child_served = self._child_errors = 0
-        self.served, self.errors, self.in_flight = self._served_before, self._errors_before, 0
+        self._shed_before += self._child_shed
+        self._child_served = self._child_errors = self._child_shed = 0
+        self.served, self.errors, self.shed = self._served_before, self._errors_before, self._shed_before
+        self.in_flight = self._child_busy = self._child_queued = 0
         self._child_running = False
         if not asked:
             # Nobody here asked it to go (someone ran `kill -9 <pid>`?): that is a crash.

@@ -49,9 +49,11 @@ simulator by default — in virtual time, the same seed giving the same event lo
 on a live lab of real servers, in real time. Every key is checked before anything runs; a wrong one is named
 (``[lab] concurrency must be a whole number, got 'eight'``). Times are seconds from the start of the load.
 
-The live driver cannot do everything the simulator does (yet): instance capacity, Poisson arrivals and fencing
-are simulator-only, and a live run is limited to a few minutes and 26 instances; asking for them live is an
-error that says so, rather than a run that silently ignores them.
+Instance capacity (``concurrency``, ``queue``, ``work_ms``, ``spread_ms``, ``distribution``) means the same on
+both drivers: a live instance has that many workers and that queue, and sheds with 503 beyond it
+(:mod:`spofkit.instance`). The live driver cannot do everything the simulator does (yet): Poisson arrivals and
+fencing are simulator-only, and a live run is limited to a few minutes and 26 instances; asking for them live is
+an error that says so, rather than a run that silently ignores them.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from spofkit.capacity import Capacity, ModelError
 from spofkit.commands import (
     BALANCER_FAULT_KINDS,
     BalancerFault,
@@ -78,7 +81,6 @@ from spofkit.commands import (
 from spofkit.faults import FAULT_KINDS, FaultError, make_fault
 from spofkit.policy import EjectionSettings, HealthSettings, RetrySettings, strategy_names
 from spofkit.report import Report
-from spofkit.sim.capacity import Capacity, ModelError
 from spofkit.sim.failures import FailureGroup, FailureProcess, failure_plan
 
 if sys.version_info >= (3, 11):
@@ -567,12 +569,7 @@ def _run_sim(scenario: Scenario, seed: int) -> ScenarioResult:
 
 def check_live(scenario: Scenario) -> None:
     """Refuse, naming the key, what the live driver cannot do (rather than silently leaving it out)."""
-    capacity = scenario.capacity
     simulator_only = [
-        ("lab.concurrency", capacity.concurrency is not None),
-        ("lab.queue", capacity.queue != 0),
-        ("lab.spread_ms", capacity.spread_ms != 0),
-        ("lab.distribution", capacity.distribution != "fixed"),
         ("lab.fencing", scenario.fencing),
         ("load.arrivals", scenario.arrivals != "uniform"),
     ]
@@ -610,7 +607,7 @@ async def run_live(scenario: Scenario, seed: int) -> ScenarioResult:
         health=scenario.health,
         retries=scenario.retries,
         ejection=scenario.ejection,
-        work_time=scenario.capacity.work_ms / 1000.0,
+        capacity=scenario.capacity,
         backups=scenario.backups,
         slow_start=scenario.slow_start,
         seed=seed,

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
 import os
 import re
 import signal
 import socket
+import subprocess
 import sys
 import time
 import types
@@ -45,6 +47,11 @@ def alive(pid: int) -> bool:
         (["serve", "--strategy", "fastest"], "--strategy"),
         (["serve", "--isolation", "vm"], "--isolation"),
         (["serve", "--work-ms", "-3"], "--work-ms"),
+        (["serve", "--concurrency", "0"], "--concurrency"),
+        (["serve", "--queue", "4"], "--queue"),  # a queue without a worker limit: nothing would ever wait
+        (["serve", "--work-ms", "50", "--spread-ms", "5", "--distribution", "exponential"], "--spread-ms"),
+        (["serve", "--distribution", "exponential"], "--work-ms"),
+        (["serve", "--distribution", "gaussian"], "--distribution"),
         (["demo", "--rate", "0"], "--rate"),
         (["demo", "--duration", "nan"], "--duration"),
         (["demo", "--duration", "4", "--crash-at", "5"], "--crash-at"),
@@ -104,7 +111,7 @@ def test_tui_gets_the_connect_url(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_serve_in_process_isolation_end_to_end() -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "spofkit", "serve", "--instances", "3", "--port", "0",
-        "--admin-port", "0", "--isolation", "process",
+        "--admin-port", "0", "--isolation", "process", "--concurrency", "2", "--queue", "4", "--work-ms", "5",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
@@ -123,6 +130,7 @@ async def test_serve_in_process_isolation_end_to_end() -> None:
     reader = asyncio.create_task(read_output())
     try:
         await asyncio.wait_for(ready.wait(), 60)
+        assert "# each instance: 2 workers, queue 4, work 5 ms" in output  # the capacity it was given
         # Before "ready": "# comment" lines and "key value" lines.
         listed = [line for line in output[: output.index("ready")] if not line.startswith("#")]
         listing = dict(line.split(" ", 1) for line in listed)
@@ -138,6 +146,10 @@ async def test_serve_in_process_isolation_end_to_end() -> None:
         assert [words[1] for words in instances] == ["a", "b", "c"]
         printed_pids = {words[1]: int(words[4]) for words in instances}
         pids.update(printed_pids.values())
+        for pid in printed_pids.values():  # each child process was given the same workers, queue and work
+            arguments = cmdline(pid)
+            assert arguments[arguments.index("--concurrency") :][:4] == ["--concurrency", "2", "--queue", "4"]
+            assert arguments[arguments.index("--work-ms") + 1] == "5.0"
 
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as anonymous,
@@ -193,6 +205,137 @@ async def test_serve_in_process_isolation_end_to_end() -> None:
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reader
+
+
+# --- spofkit run: a scenario file on either driver ----------------------------------------------------
+
+# 3 instances of 2 workers x 20 ms (100 req/s each), b crashed at 0.5 s; 40 req/s for 2 s is far below what is left.
+SMALL_SCENARIO = """
+name = "small"
+seed = 2
+
+[lab]
+instances = 3
+concurrency = 2
+queue = 4
+work_ms = 20
+
+[load]
+rate = 40
+duration = 2
+
+[[faults]]
+at = 0.5
+instance = "b"
+kind = "crash"
+"""
+
+
+def spofkit_run(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``spofkit run ...`` as a learner types it: a real process, its exit status and what it printed."""
+    return subprocess.run(
+        [sys.executable, "-m", "spofkit", "run", *argv],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_run_prints_the_report_and_the_digest_of_a_simulated_run(tmp_path: Path) -> None:
+    (tmp_path / "small.toml").write_text(SMALL_SCENARIO)
+    first, again = spofkit_run("small.toml", cwd=tmp_path), spofkit_run("small.toml", "--sim", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    lines = first.stdout.splitlines()
+    assert lines[0] == "== small (sim, seed 2) =="  # the file's name and seed; the simulator by default
+    assert "requests      80  (succeeded 80, failed 0)" in lines
+    assert any(line.startswith("fault         b at 0.50 s") for line in lines)
+    assert any(re.fullmatch(r"detected      \d+\.\d\d s after it \(at \d+\.\d\d s\)", line) for line in lines)
+    digest = re.search(r"^events        \d+ \(digest ([0-9a-f]{64})\)$", first.stdout, re.MULTILINE)
+    assert digest is not None, first.stdout
+    assert again.returncode == 0 and again.stdout == first.stdout  # same file, same seed: the same run
+    other = spofkit_run("small.toml", "--seed", "3", cwd=tmp_path)
+    assert other.returncode == 0 and other.stdout.splitlines()[0] == "== small (sim, seed 3) =="
+    assert digest.group(1) not in other.stdout
+
+
+def test_run_json_is_one_object_with_the_figures(tmp_path: Path) -> None:
+    (tmp_path / "small.toml").write_text(SMALL_SCENARIO)
+    text = spofkit_run("small.toml", cwd=tmp_path).stdout
+    done = spofkit_run("small.toml", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout)  # the whole output is one JSON object
+    assert (figures["scenario"], figures["driver"], figures["seed"]) == ("small", "sim", 2)
+    assert (figures["requests"], figures["failed"], figures["availability"]) == (80, 0, 1.0)
+    assert figures["detection_window"] > 0
+    assert f"(digest {figures['digest']})" in text  # the same run as the report's
+
+
+@pytest.mark.usefixtures("no_child_processes")
+def test_run_live_runs_the_same_file_on_real_servers(tmp_path: Path) -> None:
+    (tmp_path / "small.toml").write_text(SMALL_SCENARIO)
+    done = spofkit_run("small.toml", "--live", "--seed", "3", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "== small (live, seed 3) =="
+    assert "requests      80  (succeeded 80, failed 0)" in lines  # far below the capacity left after the crash
+    assert any(line.startswith("fault         b at 0.5") for line in lines)
+    assert re.search(r"^wall time     \d+\.\d\d s$", done.stdout, re.MULTILINE), done.stdout
+    assert "digest" not in done.stdout  # a live run has no event log to digest
+
+
+def test_run_live_takes_the_capacity_keys_one_worker_sheds_load(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One worker of 300 ms and no queue (3.3 req/s) at 10 req/s: live, through the command, most requests are
+    answered 503 by the instance (502 once the balancer's retry found it full too), none time out."""
+    path = tmp_path / "overload.toml"
+    path.write_text(
+        "[lab]\ninstances = 1\nconcurrency = 1\nqueue = 0\nwork_ms = 300\n[load]\nrate = 10\nduration = 1\n"
+    )
+    assert main(["run", str(path), "--live", "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["driver"] == "live" and figures["requests"] == 10
+    assert 5 <= figures["failed"] <= 9, figures
+    assert set(figures["errors_by_kind"]) <= {"http_502", "http_503"}, figures
+    assert "digest" not in figures
+
+
+@pytest.mark.parametrize(
+    ("content", "argv", "named"),
+    [
+        ("[lab]\nconcurency = 2\n", [], "lab.concurency: unknown key 'concurency'"),
+        ("[lab]\nconcurrency = 2\nqueue = -1\n", [], "lab.queue"),
+        ("[load]\nrate = 'fast'\n", [], "load.rate"),
+        ("[load]\narrivals = 'poisson'\n", ["--live"], "load.arrivals"),  # the simulator's only: it says so
+    ],
+)
+def test_run_a_bad_file_exits_2_naming_the_key(
+    content: str, argv: list[str], named: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(content)
+    assert main(["run", str(path), *argv]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # nothing ran
+    assert captured.err.startswith(f"error: {path}: ") and named in captured.err
+    assert "Traceback" not in captured.err
+
+
+def test_run_arguments_and_help(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run"]) == 2
+    assert "usage: spofkit run" in capsys.readouterr().err  # its own usage, not the top-level one
+    assert main(["run", str(tmp_path / "missing.toml")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    assert main(["run", "x.toml", "--sim", "--live"]) == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--help"])
+    listed = " ".join(capsys.readouterr().out.split())  # (argparse wraps to the terminal's width)
+    assert "run run a scenario file (TOML) in the simulator or on a live lab" in listed  # in `spofkit --help`
+    assert main(["run", "--help"]) == 0
+    assert "--json" in capsys.readouterr().out
 
 
 # --- the classroom demo ------------------------------------------------------------------------------

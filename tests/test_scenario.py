@@ -1,4 +1,5 @@
-"""Scenario files: parsed and checked key by key, run on the simulator (or refused live, naming the key)."""
+"""Scenario files: parsed and checked key by key, run on the simulator, or live (refused, naming the key, where the
+live driver cannot do what the file asks)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from spofkit.scenario import (
     check_live,
     load_scenario,
     parse_scenario,
+    run_live,
     run_scenario,
     run_scenario_cli,
 )
@@ -191,7 +193,7 @@ def test_bad_arguments_exit_2_without_a_traceback(capsys: pytest.CaptureFixture[
 
 def test_the_live_driver_refuses_what_only_the_simulator_can_do() -> None:
     for change, key in [
-        ({"lab": {"concurrency": 4}}, "lab.concurrency"),
+        ({"lab": {"fencing": True, "balancers": 2}}, "lab.fencing"),
         ({"lab": {"instances": 40}}, "lab.instances"),
         ({"load": {"duration": 3600}}, "load.duration"),
         ({"load": {"arrivals": "poisson"}}, "load.arrivals"),
@@ -200,6 +202,24 @@ def test_the_live_driver_refuses_what_only_the_simulator_can_do() -> None:
             check_live(parse_scenario(change))
         assert error.value.key == key
         assert "--sim" in str(error.value)
+
+
+def test_the_live_driver_takes_the_capacity_keys() -> None:
+    """Live instances have workers, a queue and drawn work times now: the file's capacity is run, not refused."""
+    capacity = {"concurrency": 2, "queue": 4, "work_ms": 20, "spread_ms": 5}
+    check_live(parse_scenario({"lab": capacity}))
+    check_live(parse_scenario({"lab": {"concurrency": 1, "work_ms": 10, "distribution": "exponential"}}))
+
+
+async def test_a_live_run_gives_its_instances_the_files_capacity() -> None:
+    """One worker of 400 ms and no queue can serve 2.5 req/s: at 10 req/s a live lab sheds most of the load. (Before,
+    the live driver took only work_ms, and every request was served.)"""
+    scenario = parse_scenario(
+        {"lab": {"instances": 1, "concurrency": 1, "queue": 0, "work_ms": 400}, "load": {"rate": 10, "duration": 1}}
+    )
+    report = (await run_live(scenario, 0)).report
+    assert report.requests == 10 and 5 <= report.failed <= 9, report.to_text()
+    assert set(report.errors_by_kind) <= {"http_502", "http_503"}, report.to_text()
 
 
 def test_a_fault_with_recover_at_is_undone_on_time() -> None:
