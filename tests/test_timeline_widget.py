@@ -186,6 +186,13 @@ def test_the_plots_have_a_panel_per_view_and_a_cursor_that_follows(recorded: tup
     figure = plot_recording(recording)
     assert len(figure.axes) == 3
     assert not any(cursor.get_visible() for cursor in figure.cursors)
+    # The crash (1.0 s) and its repair (2.0 s) are grey dashed lines on every panel.
+    dashed = {
+        line.get_xdata()[0]
+        for line in figure.axes[0].lines
+        if line.get_linestyle() == "--" and line.get_color() == "grey"
+    }
+    assert dashed == {1.0, 2.0}, dashed
     timeline = Timeline(recording, at=1.5)
     shown = timeline.figure()
     assert all(cursor.get_visible() and list(cursor.get_xdata()) == [1.5, 1.5] for cursor in shown.cursors)

@@ -42,6 +42,7 @@ from spofkit.events import (
     ClientRequest,
     Event,
     EventBus,
+    FaultCleared,
     FaultInjected,
     RequestCompleted,
     RequestRetried,
@@ -308,8 +309,9 @@ def plot_recording(recording: Recording, at: float | None = None, figure: Any = 
     2. requests queued at each instance (if the lab recorded its instances' gauges);
     3. what the balancer has in flight at each instance.
 
-    Faults and changes of the load or of a setting are grey dashed lines. Returns the matplotlib Figure (a new one
-    unless ``figure`` is given); its ``cursors`` attribute holds the lines at ``at``, for :class:`Timeline` to move.
+    Faults, their repairs and changes of the load or of a setting are grey dashed lines. Returns the matplotlib
+    Figure (a new one unless ``figure`` is given); its ``cursors`` attribute holds the lines at ``at``, for
+    :class:`Timeline` to move.
     """
     from matplotlib.figure import Figure
 
@@ -333,7 +335,9 @@ def plot_recording(recording: Recording, at: float | None = None, figure: Any = 
         ax.set_title(title)
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
         ax.set_ylim(bottom=0)
-    causes = [event.at for event in recording.notable if isinstance(event, (FaultInjected, SettingChanged))]
+    causes = [
+        event.at for event in recording.notable if isinstance(event, (FaultInjected, FaultCleared, SettingChanged))
+    ]
     for number, at_cause in enumerate(causes):
         for ax in axes:
             label = "a fault or a change" if number == 0 and ax is answers else None
