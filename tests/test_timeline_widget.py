@@ -356,3 +356,23 @@ def test_an_instance_added_during_the_run_has_no_gauge_before_it_was_there() -> 
     assert early and all(math.isnan(value) for value in early)
     assert late and not any(math.isnan(value) for value in late)
     assert not any(math.isnan(value) for value in in_flight["a"])
+
+
+async def test_a_live_run_is_recorded_the_same_way_without_the_instances_gauges() -> None:
+    from spofkit.lab import Lab
+
+    async with await Lab.start(3) as lab:
+        recorder = RunRecorder(lab, every=0.05).start()
+        try:
+            await lab.run_load(rate=50, duration=1.0, faults=[(0.3, "b", "crash", {})])
+        finally:
+            recording = recorder.stop()
+    assert not recording.has_gauges and recording.instance_names == ["a", "b", "c"]
+    assert len(recording.moments) >= 10
+    assert any(moment.instance("b").fault == "crash" for moment in recording.moments)
+    assert sum(isinstance(event, ClientRequest) for event in recording.events) == 50
+    timeline = Timeline(recording)
+    crash = timeline.next_event()
+    assert isinstance(crash, FaultInjected) and crash.instance == "b" and timeline.at == crash.at
+    assert "busy" not in timeline.table.value  # no columns for gauges the live lab does not report
+    assert len(plot_recording(recording).axes) == 2
