@@ -37,7 +37,7 @@ def right_answer(exercise: Exercise, problem: Problem) -> Any:
 
 
 def test_every_lesson_has_an_exercise() -> None:
-    assert sorted(EXERCISES) == ["00", "01", "02", "03", "04", "05", "06", "07", "08", "11"]
+    assert sorted(EXERCISES) == ["00", "01", "02", "03", "04", "05", "06", "07", "08", "09", "11"]
     assert all(EXERCISES.values())
     ids = [exercise.id for exercise in ALL]
     assert len(ids) == len(set(ids)), "exercise ids must be unique"
@@ -609,7 +609,7 @@ def solved_exercises() -> list[tuple[str, int, str]]:
 
 def test_solutions_are_written_down() -> None:
     solved = {exercise_id for exercise_id, _seed, _answer in solved_exercises()}
-    for lesson in ("00", "01", "02", "03", "07", "08"):
+    for lesson in ("00", "01", "02", "03", "07", "08", "09"):
         assert {exercise.id for exercise in EXERCISES[lesson]} <= solved
 
 
@@ -628,3 +628,44 @@ async def test_lesson_06_solutions_pass_check_strategy(name: str) -> None:
     strategy = runpy.run_path(str(SOLUTIONS / "06_strategies.py"))[name]
     feedback = await check_strategy(strategy)
     assert feedback.ok, feedback.message
+
+
+# --- lesson 09: capacity and overload ------------------------------------------------------------------------
+
+
+def test_lesson_09_helpers_by_hand() -> None:
+    from spofkit.capacity import Capacity
+
+    two_workers = Capacity(concurrency=2, work_ms=10)  # 200 req/s each
+    assert exercises.utilisation_after_losing(3, 0, two_workers, 420) == pytest.approx(0.70)
+    assert exercises.utilisation_after_losing(3, 1, two_workers, 420) == pytest.approx(1.05)  # 70 % of 3 is too much
+    assert exercises.mm1_response_time(0.010, 0.7) == pytest.approx(0.010 / 0.3)
+    # 450 req/s of 600: 150 spare; a floor of 5/s leaves 145, which is 32.2 % of 450.
+    assert exercises.largest_budget_ratio(450, 600, 5.0) == pytest.approx(145 / 450)
+    with pytest.raises(ValueError, match="utilisation must be 0 <= ρ < 1"):
+        exercises.mm1_response_time(0.01, 1.0)
+    with pytest.raises(ValueError, match="needs a capacity with workers and work"):
+        exercises.utilisation_after_losing(3, 1, Capacity(), 100)
+    with pytest.raises(ValueError, match=r"lost must be 0\.\.2"):
+        exercises.utilisation_after_losing(3, 3, two_workers, 100)
+
+
+def test_lesson_09_hints_recognise_the_common_mistakes() -> None:
+    headroom = exercises.headroom.new_problem(seed=2)  # 3 x (8 workers x 50 ms) at 240 req/s: 50 % -> 75 %
+    assert exercises.headroom.solution(headroom) == pytest.approx(75.0)
+    assert "before the crash" in exercises.headroom.check(headroom, 50).hint
+
+    delay = exercises.queueing_delay.new_problem(seed=1)  # 10 ms of work at 95 req/s: 200 ms
+    assert exercises.queueing_delay.solution(delay) == pytest.approx(200.0)
+    assert "the work alone" in exercises.queueing_delay.check(delay, 10).hint
+    assert "the wait alone" in exercises.queueing_delay.check(delay, 190).hint
+
+    amplification = exercises.retry_amplification.new_problem(seed=2)  # 3 tries x 3 attempts
+    assert exercises.retry_amplification.solution(amplification) == 9
+    assert "do not add up" in exercises.retry_amplification.check(amplification, 6).hint
+    assert "do not add up" in exercises.retry_amplification.check(amplification, 5).hint
+
+    budget = exercises.storm_budget.new_problem(seed=3)  # 450 of 600, floor 5/s
+    assert exercises.storm_budget.solution(budget) == pytest.approx(100 * 145 / 450)
+    assert "left out the floor" in exercises.storm_budget.check(budget, 100 * 150 / 450).hint
+    assert "not of the capacity" in exercises.storm_budget.check(budget, 100 * 145 / 600).hint

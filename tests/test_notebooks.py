@@ -124,6 +124,7 @@ def test_the_lessons_are_there() -> None:
         "06_strategies.ipynb",
         "07_balancer_pair.ipynb",
         "08_zero_downtime_deploys.ipynb",
+        "09_capacity_and_overload.ipynb",
         "11_lab_to_production.ipynb",
     ):
         assert expected in names
@@ -224,6 +225,18 @@ WORKED_EXAMPLES: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
             {"consecutive_failures": 3, "base_time": 2.0, "max_time": 30.0, "ejection_number": number},
         )
         for number in (1, 2, 3)
+    ],
+    "09_capacity_and_overload": [
+        # Three instances of 2 workers x 10 ms at 60 % and 70 %, losing one; M/M/1 at 90 % with 10 ms of work.
+        *[
+            (
+                'CAPACITY = Capacity(concurrency=2, queue=50, work_ms=10, distribution="exponential")',
+                "09.headroom",
+                {"instances": 3, "workers": 2, "work_ms": 10, "rate": rate},
+            )
+            for rate in (360, 420)
+        ],
+        ("mm1_response_time(0.010, 0.9)", "09.queueing_delay", {"work_ms": 10, "rate": 90.0}),
     ],
     "07_balancer_pair": [
         # lb2's master-down interval, and the band below it: the takeover after a kill right after an advert
@@ -435,3 +448,29 @@ def test_lesson_07_without_root_says_why_and_plots_the_recorded_figures(no_child
         assert f"answered by lb1 (a1) {from_a1}, lb2 (a2) {from_a2}; failed: {failed}" in documented, name
     assert probe["figure_problems"] == []
     assert raw_reprs(notebook) == []
+
+
+def test_lesson_09_shows_the_storm_end_only_with_a_bound_and_the_live_run_confirms_the_edge(
+    no_child_processes: None,
+) -> None:
+    """What lesson 09 tells the learner is what its runs showed: read back from the executed notebook."""
+    notebook = nbformat.read(LESSONS / "09_capacity_and_overload.ipynb", as_version=4)
+    client = NotebookClient(
+        notebook, kernel_name="python3", timeout=CELL_TIMEOUT, resources={"metadata": {"path": str(LESSONS)}}
+    )
+    client.execute()
+    printed = "\n".join(
+        output.text for cell in notebook.cells for output in cell.get("outputs", []) if output.output_type == "stream"
+    )
+    assert "ended the storm by 6 s: retry budget 10 %, load shedding (queue 20), no retries\n" in printed, printed
+    assert "after the crash 0" in printed and "without the crash 450" in printed, printed
+    assert "the live run confirms the edge" in printed, printed
+    failed_at_70 = re.search(r"client errors\s+0\s+(\d+)", printed)
+    assert failed_at_70 is not None and int(failed_at_70[1]) > 0, printed
+    widgets = [
+        output.data["text/plain"]
+        for cell in notebook.cells
+        for output in cell.get("outputs", [])
+        if output.output_type in ("display_data", "execute_result") and "text/plain" in output.get("data", {})
+    ]
+    assert sum(text.startswith("Timeline(") for text in widgets) == 2, "the two timelines are shown"

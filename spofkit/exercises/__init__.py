@@ -35,6 +35,7 @@ Where things live: :mod:`~spofkit.exercises.base` (the kinds of exercise), :mod:
 (lessons 00–02), :mod:`~spofkit.exercises.health` (03, and 05's health checks),
 :mod:`~spofkit.exercises.failover` (04, and 05's ejection), :mod:`~spofkit.exercises.strategies` (06),
 :mod:`~spofkit.exercises.pair` (07, the pair of balancers, and 08, deploys).
+:mod:`~spofkit.exercises.capacity` (09: headroom, queueing delay, retry storms and budgets).
 :mod:`~spofkit.exercises.production` (11: the real proxies' defaults and words).
 """
 
@@ -58,6 +59,15 @@ from spofkit.exercises.base import (
     Feedback,
     NumericExercise,
     Problem,
+)
+from spofkit.exercises.capacity import (
+    BudgetThatStopsTheStorm,
+    HeadroomAfterLoss,
+    QueueingDelay,
+    RetryAmplification,
+    largest_budget_ratio,
+    mm1_response_time,
+    utilisation_after_losing,
 )
 from spofkit.exercises.failover import EjectionTime, RetryBudgetSize, SafeToRetry
 from spofkit.exercises.health import (
@@ -114,6 +124,10 @@ haproxy_detection = HAProxyCrashDetection()
 nginx_failed_attempts = NginxFailedAttempts()
 proxy_equivalents = ProxyEquivalents()
 keepalived_takeover = KeepalivedTakeover()
+headroom = HeadroomAfterLoss()
+queueing_delay = QueueingDelay()
+retry_amplification = RetryAmplification()
+storm_budget = BudgetThatStopsTheStorm()
 
 EXERCISES: dict[str, list[Exercise]] = {
     "00": [availability_from_counts],
@@ -125,6 +139,7 @@ EXERCISES: dict[str, list[Exercise]] = {
     "06": [littles_law],  # and check_strategy(), which runs code instead of checking a number
     "07": [takeover_time, who_is_master, requests_lost, split_brain],
     "08": [deploy_duration, largest_batch, which_step],
+    "09": [headroom, queueing_delay, retry_amplification, storm_budget],
     "11": [haproxy_detection, nginx_failed_attempts, proxy_equivalents, keepalived_takeover],
 }
 
@@ -152,6 +167,7 @@ __all__ = [
     "MINUTES_PER",
     "AvailabilityExercise",
     "AvailabilityFromCounts",
+    "BudgetThatStopsTheStorm",
     "ChoiceExercise",
     "CrashErrorFraction",
     "DeployDuration",
@@ -162,6 +178,7 @@ __all__ = [
     "FalseAlarmFall",
     "Feedback",
     "HAProxyCrashDetection",
+    "HeadroomAfterLoss",
     "HealthCheckMisses",
     "KeepalivedTakeover",
     "LargestBatch",
@@ -173,8 +190,10 @@ __all__ = [
     "ParallelAvailability",
     "Problem",
     "ProxyEquivalents",
+    "QueueingDelay",
     "RecoveryWindow",
     "RequestsLost",
+    "RetryAmplification",
     "RetryBudgetSize",
     "SafeToRetry",
     "SeriesAvailability",
@@ -187,6 +206,9 @@ __all__ = [
     "exercise",
     "haproxy_crash_detection",
     "health_check_notices",
+    "largest_budget_ratio",
+    "mm1_response_time",
     "reveal",
     "rolling_deploy_seconds",
+    "utilisation_after_losing",
 ]

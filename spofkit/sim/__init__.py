@@ -25,6 +25,7 @@ goes, whether it is retried, when an instance is marked down or ejected, who hol
 from spofkit.sim.capacity import Capacity, ModelError
 from spofkit.sim.digest import EventDigest
 from spofkit.sim.failures import FailureGroup, FailureProcess, failure_plan
+from spofkit.sim.instance import InstanceLoad
 from spofkit.sim.lab import SimLab
 from spofkit.sim.scheduler import SimScheduler, SimTimer
 
@@ -33,6 +34,7 @@ __all__ = [
     "EventDigest",
     "FailureGroup",
     "FailureProcess",
+    "InstanceLoad",
     "ModelError",
     "SimLab",
     "SimScheduler",

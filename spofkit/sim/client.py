@@ -5,10 +5,16 @@ whether or not earlier ones have been answered (or at random, exponentially spac
 ``arrivals="poisson"``), each client gives up after ``timeout`` seconds, and every request becomes a
 :class:`~spofkit.loadgen.RequestRecord` and a :class:`~spofkit.events.ClientRequest` event, with the error names
 the live client uses (``connect``, ``timeout``, ``reset``, ``http_<status>``).
+
+A client may also try again itself: give the loop a ``retry`` rule (:data:`ClientRetry`), and after every failed
+try it asks the rule how long to wait before the next one (or to give up). The rule is the caller's — a lesson's
+backoff with jitter, say — and the loop only keeps its appointments; the request keeps its id, its record runs
+from the first try to the last answer, and ``attempts`` adds up the balancer's attempts over every try.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from collections.abc import Callable
@@ -25,19 +31,27 @@ _EPSILON = 1e-9
 # The live client's default: how long a user waits for an answer.
 CLIENT_TIMEOUT = 5.0
 
+# A client's own retry rule: handed the failed try's record and how many tries were made so far (1 after the
+# first), it answers the seconds to wait before the next try, or None to give up and keep that failure.
+ClientRetry = Callable[[RequestRecord, int], "float | None"]
+
 
 class ClientCall:
     """One request as its client sees it: sent at ``start``, answered (or given up on) once."""
 
-    __slots__ = ("done", "id", "load", "request", "start", "timer")
+    __slots__ = ("done", "earlier_attempts", "first_start", "id", "load", "request", "start", "timer", "tries")
 
-    def __init__(self, load: OpenLoop, request_id: int, start: float) -> None:
+    def __init__(self, load: OpenLoop, request_id: int, start: float, *, first: ClientCall | None = None) -> None:
         self.load = load
         self.request = load.request
         self.id = request_id
-        self.start = start
+        self.start = start  # this try's
         self.done = False
         self.timer: SimTimer | None = None
+        # A retry by the client (``first`` is the try before it): the user has waited since the first try.
+        self.first_start: float = first.first_start if first else start
+        self.tries: int = first.tries + 1 if first else 1
+        self.earlier_attempts = 0  # the balancer's attempts for the tries before this one
 
     def answered(self, status: int, instance: str | None, attempts: int) -> None:
         """The answer came (now). Ignored if the client gave up already."""
@@ -89,6 +103,7 @@ class OpenLoop:
         max_requests: int | None = None,
         keep_last: int | None = None,
         on_done: Callable[[], None] | None = None,
+        retry: ClientRetry | None = None,
     ) -> None:
         for name, value in (("rate", rate), ("duration", duration), ("timeout", timeout)):
             if (
@@ -107,6 +122,8 @@ class OpenLoop:
             isinstance(max_requests, bool) or not isinstance(max_requests, int) or max_requests < 1
         ):
             raise ValueError(f"max_requests must be a whole number >= 1, got {max_requests!r}")
+        if retry is not None and not callable(retry):
+            raise ValueError(f"retry must be a function (record, tries) -> seconds or None, got {retry!r}")
         self.scheduler = scheduler
         self.deliver = deliver
         self.publish = publish
@@ -121,6 +138,8 @@ class OpenLoop:
         self.max_requests = max_requests
         self.keep_last = keep_last
         self.on_done = on_done
+        self.retry = retry
+        self.retries_sent = 0  # tries beyond the first, made by the clients themselves
         self.paused = False
         self.records: list[RequestRecord] = []
         self.recorded = 0
@@ -188,17 +207,40 @@ class OpenLoop:
         self, call: ClientCall, end: float, status: int | None, instance: str | None, attempts: int, error: str | None
     ) -> None:
         call.done = True
-        record = RequestRecord(call.id, self.method, self.path, call.start, end, status, instance, attempts, error)
+        if error is not None and self.retry is not None:
+            this_try = RequestRecord(
+                call.id, self.method, self.path, call.start, end, status, instance, attempts, error
+            )
+            if self._try_again(call, this_try):
+                return  # still outstanding: its record comes with the last try
+        attempts += call.earlier_attempts
+        record = RequestRecord(
+            call.id, self.method, self.path, call.first_start, end, status, instance, attempts, error
+        )
         self.records.append(record)
         self.recorded += 1
         keep = self.keep_last
         if keep is not None and len(self.records) >= 2 * keep:
             del self.records[:-keep]
         if self.publish is not None:
-            self.publish(ClientRequest(end, call.id, status, end - call.start, instance, attempts, error))
+            self.publish(ClientRequest(end, call.id, status, end - call.first_start, instance, attempts, error))
         self.outstanding -= 1
         if self._stopped:
             self._check_done()
+
+    def _try_again(self, call: ClientCall, this_try: RequestRecord) -> bool:
+        """Ask the client's retry rule about a failed try; if it says wait, send the request again then."""
+        assert self.retry is not None
+        wait = self.retry(this_try, call.tries)
+        if wait is None:
+            return False
+        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not (math.isfinite(wait) and wait >= 0):
+            raise ValueError(f"the client's retry rule must answer seconds >= 0 or None, got {wait!r}")
+        again = ClientCall(self, call.id, this_try.end + quantized(wait), first=call)
+        again.earlier_attempts = call.earlier_attempts + this_try.attempts
+        self.retries_sent += 1
+        self.scheduler.call_at(again.start, functools.partial(self.deliver, again))
+        return True
 
     def _check_done(self) -> None:
         if self._stopped and self.outstanding == 0 and not self.finished:

@@ -13,6 +13,11 @@ definition, and carry out the :class:`~spofkit.faults.Effect` it answers —
 A crash (and each down flip of a flap) cuts every connection open at that moment: requests being served or
 waiting get a reset, as when a process dies. Counters (``served``, ``errors``) add up over the instance's life.
 
+:meth:`SimInstance.load` reads the instance's own gauges (:class:`InstanceLoad`: workers busy, requests queued), the
+figures a real server reports about itself (HAProxy's ``scur``/``qcur``, nginx's active and waiting connections);
+they can differ from what a balancer has in flight there, because an attempt the balancer gave up on still
+keeps its worker.
+
 A request that arrives is a :class:`Visit`. The instance either answers at once (:meth:`SimInstance.receive`
 returns the outcome: refused, or 503 when the queue is full) or later, by calling ``visit.owner.visit_done``
 at the virtual time the answer comes.
@@ -24,6 +29,7 @@ import collections
 import functools
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from spofkit.events import Event, FaultCleared, FaultInjected, InstanceRestarted, InstanceStarted, InstanceStopped
@@ -36,6 +42,17 @@ ANSWER = "answer"  # an HTTP answer with ``status``
 REFUSED = "refused"  # no connection: nobody listens
 RESET = "reset"  # the connection broke before a full answer
 QUEUE_FULL = 503  # the answer of an instance whose workers and queue are all taken
+
+
+@dataclass(frozen=True)
+class InstanceLoad:
+    """One instance's own gauges at a moment: ``busy`` workers (health checks and abandoned attempts included),
+    ``queued`` requests waiting for one, and how many ``workers`` it has (None: no limit)."""
+
+    name: str
+    busy: int
+    queued: int
+    workers: int | None
 
 
 class VisitOwner(Protocol):
@@ -121,6 +138,10 @@ class SimInstance:
     @property
     def queued(self) -> int:
         return len(self._waiting)
+
+    def load(self) -> InstanceLoad:
+        """Its gauges now: busy workers, queued requests, workers."""
+        return InstanceLoad(self.name, self.busy, len(self._waiting), self._concurrency)
 
     # --- requests ----------------------------------------------------------------------------------------
 

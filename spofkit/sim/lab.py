@@ -54,7 +54,7 @@ from spofkit.sim.client import OpenLoop
 from spofkit.sim.digest import EventDigest
 from spofkit.sim.failures import FailureGroup, FailureProcess, cause_rng, causes_of
 from spofkit.sim.frontdoor import FrontDoor, SingleFrontDoor
-from spofkit.sim.instance import SimInstance
+from spofkit.sim.instance import InstanceLoad, SimInstance
 from spofkit.sim.scheduler import SimScheduler
 from spofkit.status import InstanceFacts, InstanceStatus, LabStatus
 
@@ -246,6 +246,14 @@ class SimLab:
             instances=rows,
             balancers=balancers,
         )
+
+    def instance_loads(self) -> list[InstanceLoad]:
+        """Every instance's own gauges now (busy workers, queued requests): what the servers would report.
+
+        ``status()`` is the balancers' view (what *they* have in flight); this is the instances' side, where an
+        attempt a balancer gave up on still holds its worker.
+        """
+        return [instance.load() for instance in self.instances.values()]
 
     # --- commands ------------------------------------------------------------------------------------------
 

@@ -23,6 +23,10 @@ Where things live, one idea a module:
   fall and a flaky node's probe failure rate; the detection window bound against the false alarms per hour,
   from the real health monitor on a virtual clock (no servers needed).
 - :mod:`~spofkit.widgets.plots` — :func:`plot_instance_states`: UP/DOWN over time, from the events.
+- :mod:`~spofkit.widgets.timeline` — :class:`Timeline`: a recorded run (:class:`RunRecorder`: the events, and
+  each instance's state, queue and in-flight every few milliseconds of lab time) to scrub with a slider and step
+  through event by event, with the run's plots (:func:`plot_recording`). It views a recording, not a lab, so it
+  sends no commands.
 - :mod:`~spofkit.widgets._scheduling` — how a click (a synchronous callback) runs a lab coroutine, and where
   a refused command or a failure is shown: in the widget's output area, in the lab's words, never in a lost
   traceback. :mod:`~spofkit.widgets._display` holds the layouts that keep every label whole in JupyterLab.
@@ -39,6 +43,7 @@ from spofkit.widgets.health_explorer import HealthExplorer, simulate_false_alarm
 from spofkit.widgets.instance_row import STATE_COLORS
 from spofkit.widgets.plots import plot_instance_states
 from spofkit.widgets.prediction import Prediction, predict
+from spofkit.widgets.timeline import Recording, RunRecorder, Timeline, plot_recording
 
 __all__ = [
     "STATE_COLORS",
@@ -47,8 +52,12 @@ __all__ = [
     "HealthExplorer",
     "Prediction",
     "ProgressBar",
+    "Recording",
+    "RunRecorder",
+    "Timeline",
     "fault_buttons",
     "plot_instance_states",
+    "plot_recording",
     "predict",
     "progress_bar",
     "simulate_false_alarms",
