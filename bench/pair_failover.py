@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import os
 import signal
 import statistics
@@ -32,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from spofkit.client import FailoverClient
 from spofkit.commands import Deploy
-from spofkit.events import Event, RequestCompleted
+from spofkit.events import DeployStep, Event, InstanceDown, RequestCompleted
 from spofkit.health import HealthSettings
 from spofkit.lab import Lab
 
@@ -45,6 +46,7 @@ class Run:
     failed: int
     takeover: float | None  # seconds, kill -> first answer through the other balancer
     seconds: float
+    why: str = ""  # for a deploy that failed requests: what the balancer said, and what it marked down when
 
 
 async def steady(client: FailoverClient, rate: float, duration: float) -> tuple[int, int]:
@@ -99,6 +101,21 @@ async def kill_run(kind: str, retrying: bool, args: argparse.Namespace) -> Run:
 async def deploy_run(how: str, args: argparse.Namespace) -> Run:
     lab = await Lab.start(3, isolation="process", health=HealthSettings(interval=0.2, timeout=0.15, rise=2, fall=2))
     try:
+        reasons: collections.Counter[str] = collections.Counter()
+        marks: list[str] = []
+
+        def heard(event: Event) -> None:
+            if isinstance(event, RequestCompleted) and event.status is not None and event.status >= 500:
+                reasons[event.reason or str(event.status)] += 1
+            elif isinstance(event, (InstanceDown, DeployStep)):
+                what = (
+                    f"{event.instance} down ({event.reason})"
+                    if isinstance(event, InstanceDown)
+                    else f"{event.instance} {event.step}"
+                )
+                marks.append(f"{event.at:.2f} {what}")
+
+        lab.events.subscribe(heard)
         client = FailoverClient(lab.balancer_url, retries=False)
         started = time.monotonic()
         load = asyncio.create_task(steady(client, args.rate, args.deploy_duration))
@@ -106,7 +123,8 @@ async def deploy_run(how: str, args: argparse.Namespace) -> Run:
         await lab.apply(Deploy(batch=1) if how == "rolling" else Deploy(how="all-at-once"))
         sent, failed = await load
         await client.close()
-        return Run(f"deploy {how}", "no retries", sent, failed, None, time.monotonic() - started)
+        why = f"balancer answers: {dict(reasons)}; {', '.join(marks)}" if failed and how == "rolling" else ""
+        return Run(f"deploy {how}", "no retries", sent, failed, None, time.monotonic() - started, why)
     finally:
         await lab.stop()
 
@@ -128,7 +146,7 @@ async def main(args: argparse.Namespace) -> None:
         for how in ("rolling", "all-at-once"):
             print(f"round {round_number + 1}: deploy {how} ...", end=" ", flush=True)
             run = await deploy_run(how, args)
-            print(f"failed {run.failed}/{run.sent}")
+            print(f"failed {run.failed}/{run.sent}" + (f"\n    why: {run.why}" if run.why else ""))
             runs.append(run)
     print()
     print(f"{args.rate:g} req/s through the service address; 3 instances and 2 balancers, each its own process;")
