@@ -24,6 +24,17 @@ __all__ = ["DOWN", "UP", "HealthChecker", "HealthSettings", "HealthState", "Prob
 
 ProbeResult = tuple[bool, str]
 
+# A probe's timeout that fires this much later than due (and at least as late again as the timeout itself) means
+# this process was stalled: the loop ran the timer only after a pause, when the answer may well have been waiting
+# in the socket already (rule 4 of spofkit.policy.health). A loop that is merely busy runs its timers a few ms late.
+STALL_MARGIN = 0.1
+
+
+def stalled(elapsed: float, timeout: float) -> bool:
+    """Did a probe that timed out after ``elapsed`` seconds (its timeout ``timeout``) wait for a stalled checker?"""
+    late = elapsed - timeout
+    return late > max(timeout, STALL_MARGIN)
+
 
 class HealthChecker:
     """Runs the probes that ``monitor()`` schedules, over HTTP, on ``scheduler``'s timers.
@@ -119,13 +130,22 @@ class HealthChecker:
         self._probes[name] = asyncio.create_task(self._run_probe(name, url, monitor), name=f"health-{name}")
 
     async def _run_probe(self, name: str, url: str, monitor: HealthMonitor) -> None:
+        started = self.scheduler.now()
         try:
             ok, detail = await self.probe(url, monitor.settings)
         finally:
             if self._probes.get(name) is asyncio.current_task():
                 del self._probes[name]
         if monitor is self.monitor() and name in self.urls:  # else: checks were switched meanwhile
-            monitor.probe_finished(name, ok, detail, self.scheduler.now())
+            now = self.scheduler.now()
+            if (
+                detail == "timeout"
+                and stalled(now - started, monitor.settings.timeout)
+                and monitor.probe_unjudged(name, now)
+            ):
+                self._schedule(name)  # rule 4: we were late, not (necessarily) the instance; ask again at once
+                return
+            monitor.probe_finished(name, ok, detail, now)
             self._schedule(name)
 
     async def probe(self, base_url: str, settings: HealthSettings) -> ProbeResult:

@@ -61,6 +61,27 @@ def test_a_probe_that_runs_out_its_timeout_delays_the_next_one() -> None:
     assert starts == pytest.approx([0.0, 0.3, 0.6])  # fastinter 0.1 < timeout: each waits for the last
 
 
+def test_a_stalled_checker_excuses_one_probe_and_asks_again_at_once_then_counts() -> None:
+    # Rule 4: a timeout that fired long after it was due says the checker was stalled, not the instance.
+    events: list[Event] = []
+    monitor = HealthMonitor(HealthSettings(interval=0.2, timeout=0.1, fall=1, rise=1), random.Random(0), events.append)
+    monitor.add("b", 0.0)
+    monitor.probe_started("b", 0.0)
+    assert monitor.next_probe_at("b") is None  # one probe at a time
+    assert monitor.probe_unjudged("b", 1.5)  # excused: not counted ...
+    assert monitor.is_up("b") and not events  # ... no verdict, no probe result published
+    assert monitor.next_probe_at("b") == 1.5  # ... and the next probe goes at once
+    monitor.probe_started("b", 1.5)
+    assert not monitor.probe_unjudged("b", 3.0)  # two in a row: this one must count (a checker always late
+    monitor.probe_finished("b", False, "timeout", 3.0)  # still detects a dead instance, one probe later)
+    assert not monitor.is_up("b") and [e.kind for e in events] == ["HealthProbe", "InstanceDown"]
+    monitor.probe_started("b", 3.2)
+    monitor.probe_finished("b", True, "200", 3.21)
+    monitor.probe_started("b", 3.4)
+    assert monitor.probe_unjudged("b", 5.0)  # a counted probe in between: the next stall is excused again
+    assert not monitor.probe_unjudged("gone", 5.0)  # an instance no longer watched: nothing to excuse
+
+
 def test_detection_within_the_bound_for_a_hang_just_after_a_passed_probe() -> None:
     settings = HealthSettings()
     events: list[Event] = []

@@ -14,6 +14,11 @@ The rules (HAProxy's):
 3. **Detection window.** From "the instance broke" to "marked DOWN" takes at most
    ``interval + (fall - 1) * max(fastinter, timeout) + timeout`` (jitter stretches the intervals); see
    :meth:`HealthSettings.detection_window_bound`. Coming back is the mirror image with ``downinter`` and ``rise``.
+4. **A stalled checker does not judge.** A probe that timed out long after its timeout was due — the checker's
+   own process was stalled (a busy machine, a pause), so the instance may well have answered in time — is not
+   counted, and the next probe goes at once (the idea of Lifeguard, in HashiCorp's memberlist: a member that is
+   slow itself does not declare others dead). Only one probe in a row is excused: a checker that is always late
+   still detects a dead instance, one probe later.
 
 Teaching defaults are 4x faster than HAProxy's (``inter 2s rise 2 fall 3``): ``interval=0.5s``, ``rise=2``,
 ``fall=3``, ``timeout=0.3s``, so a lesson's failover happens within 1.8 s (typically 1–1.5 s) instead of about six.
@@ -150,6 +155,7 @@ class _Target:
     next_probe_at: float
     probe_started_at: float | None = None
     last_detail: str = ""
+    excused: bool = False  # the last probe was not counted (rule 4): the next one counts whatever happens
 
 
 class HealthMonitor:
@@ -232,6 +238,17 @@ class HealthMonitor:
         if target is not None:
             target.probe_started_at = now
 
+    def probe_unjudged(self, name: str, now: float) -> bool:
+        """Rule 4: the checker was stalled through the probe's timeout. Returns True if the probe is not counted
+        (the next one is due at once), False if it must be counted as usual (the one before was excused too)."""
+        target = self._targets.get(name)
+        if target is None or target.excused:
+            return False
+        target.excused = True
+        target.probe_started_at = None
+        target.next_probe_at = now
+        return True
+
     def probe_finished(self, name: str, ok: bool, detail: str, now: float) -> float | None:
         """Feed one result (``detail`` says why: ``200``, ``timeout``, ``refused``…). Returns the next probe time.
 
@@ -242,13 +259,17 @@ class HealthMonitor:
             return None
         started = target.probe_started_at if target.probe_started_at is not None else now
         target.probe_started_at = None
+        target.excused = False
         target.last_detail = detail
         self.emit(HealthProbe(now, name, ok, detail, now - started, balancer=self.balancer))
         change = target.state.record(ok)
         if change == DOWN:
-            self.emit(InstanceDown(now, name, f"{self.settings.fall} failed checks, last: {detail}", self.balancer))
+            fall = self.settings.fall
+            reason = f"{fall} failed check{'s' if fall != 1 else ''}, last: {detail}"
+            self.emit(InstanceDown(now, name, reason, self.balancer))
         elif change == UP:
-            self.emit(InstanceUp(now, name, f"{self.settings.rise} passed checks", self.balancer))
+            rise = self.settings.rise
+            self.emit(InstanceUp(now, name, f"{rise} passed check{'s' if rise != 1 else ''}", self.balancer))
         if change and self.on_change:
             self.on_change(name, change, now)
         pause = target.state.next_interval(self.settings) * (1 + self.rng.uniform(0, self.settings.jitter))
