@@ -36,6 +36,7 @@ Where things live: :mod:`~spofkit.exercises.base` (the kinds of exercise), :mod:
 :mod:`~spofkit.exercises.failover` (04, and 05's ejection), :mod:`~spofkit.exercises.strategies` (06),
 :mod:`~spofkit.exercises.pair` (07, the pair of balancers, and 08, deploys).
 :mod:`~spofkit.exercises.production` (11: the real proxies' defaults and words).
+:mod:`~spofkit.exercises.scale` (10: MTBF and MTTR, N+1 and 2N, zones that fail as a whole).
 """
 
 from __future__ import annotations
@@ -85,6 +86,16 @@ from spofkit.exercises.production import (
     ProxyEquivalents,
     haproxy_crash_detection,
 )
+from spofkit.exercises.scale import (
+    CorrelatedOrNot,
+    MtbfAvailability,
+    SpareCapacity,
+    YearlyDowntime,
+    ZoneFailure,
+    at_least_k_of_n,
+    at_least_one_of_n,
+    zoned_availability,
+)
 from spofkit.exercises.strategies import LittlesLaw, check_strategy
 
 # --- the registry ------------------------------------------------------------------------------------
@@ -114,6 +125,11 @@ haproxy_detection = HAProxyCrashDetection()
 nginx_failed_attempts = NginxFailedAttempts()
 proxy_equivalents = ProxyEquivalents()
 keepalived_takeover = KeepalivedTakeover()
+mtbf_availability = MtbfAvailability()
+yearly_downtime = YearlyDowntime()
+spare_capacity = SpareCapacity()
+zone_failure = ZoneFailure()
+correlated_or_not = CorrelatedOrNot()
 
 EXERCISES: dict[str, list[Exercise]] = {
     "00": [availability_from_counts],
@@ -125,6 +141,7 @@ EXERCISES: dict[str, list[Exercise]] = {
     "06": [littles_law],  # and check_strategy(), which runs code instead of checking a number
     "07": [takeover_time, who_is_master, requests_lost, split_brain],
     "08": [deploy_duration, largest_batch, which_step],
+    "10": [mtbf_availability, yearly_downtime, spare_capacity, zone_failure, correlated_or_not],
     "11": [haproxy_detection, nginx_failed_attempts, proxy_equivalents, keepalived_takeover],
 }
 
@@ -153,6 +170,7 @@ __all__ = [
     "AvailabilityExercise",
     "AvailabilityFromCounts",
     "ChoiceExercise",
+    "CorrelatedOrNot",
     "CrashErrorFraction",
     "DeployDuration",
     "DetectionWindow",
@@ -166,6 +184,7 @@ __all__ = [
     "KeepalivedTakeover",
     "LargestBatch",
     "LittlesLaw",
+    "MtbfAvailability",
     "NginxFailedAttempts",
     "NumericExercise",
     "OutageAvailability",
@@ -178,15 +197,21 @@ __all__ = [
     "RetryBudgetSize",
     "SafeToRetry",
     "SeriesAvailability",
+    "SpareCapacity",
     "SplitBrainOrNot",
     "TakeoverTime",
     "WhichStepPrevents",
     "WhoIsMaster",
+    "YearlyDowntime",
+    "ZoneFailure",
     "allowed_downtime_minutes",
+    "at_least_k_of_n",
+    "at_least_one_of_n",
     "check_strategy",
     "exercise",
     "haproxy_crash_detection",
     "health_check_notices",
     "reveal",
     "rolling_deploy_seconds",
+    "zoned_availability",
 ]
