@@ -124,6 +124,7 @@ def test_the_lessons_are_there() -> None:
         "06_strategies.ipynb",
         "07_balancer_pair.ipynb",
         "08_zero_downtime_deploys.ipynb",
+        "10_availability_at_scale.ipynb",
         "11_lab_to_production.ipynb",
     ):
         assert expected in names
@@ -215,6 +216,30 @@ WORKED_EXAMPLES: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
             "11.haproxy_crash_detection",
             {"inter": 2.0, "fastinter": None, "fall": 3, "defaults": True},
         ),
+    ],
+    "10_availability_at_scale": [
+        # The lesson's instances: MTBF 8 days, MTTR 1 day, 1 to 4 copies; a peak that takes 3 of 3..6 of them.
+        (
+            "own = FailureProcess(mtbf=8 * DAY, mttr=1 * DAY)",
+            "10.mtbf_availability",
+            {"mtbf_days": 8, "mttr_hours": 24},
+        ),
+        *[
+            (
+                "own = FailureProcess(mtbf=8 * DAY, mttr=1 * DAY)",
+                "10.yearly_downtime",
+                {"mtbf_days": 8, "mttr_hours": 24, "copies": copies},
+            )
+            for copies in (2, 3, 4)
+        ],
+        *[
+            (
+                "at_least_k_of_n(3, copies, own.availability)",
+                "10.spare_capacity",
+                {"needed": 3, "copies": copies, "each": 8 / 9, "plan": "N+1"},
+            )
+            for copies in (3, 4, 5, 6)
+        ],
     ],
     "05_gray_failures": [
         # The live run's ejections: the defaults, ejected a first, second and third time.
@@ -435,3 +460,62 @@ def test_lesson_07_without_root_says_why_and_plots_the_recorded_figures(no_child
         assert f"answered by lb1 (a1) {from_a1}, lb2 (a2) {from_a2}; failed: {failed}" in documented, name
     assert probe["figure_problems"] == []
     assert raw_reprs(notebook) == []
+
+
+# Run after lesson 10: what its figures claim, and the widget driven the way a learner drives it.
+LESSON_10_PROBE = """
+import json as _json
+
+_seen = []
+for _copies, _needed, _zones in ((4, 2, "all in one zone"), (2, 1, "one zone each"), (1, 1, "no zones")):
+    plot.clear_output()
+    copies_slider.value, needed_slider.value, zones_choice.value = _copies, _needed, _zones
+    mttr_hours.value = 12.0 if mttr_hours.value != 12.0 else 6.0  # a change, so the plot is drawn again
+    _seen.append({
+        "images": sum("image/png" in output.get("data", {}) for output in plot.outputs),
+        "errors": [output.get("ename") for output in plot.outputs if output.get("output_type") == "error"],
+    })
+print("SPOFKIT-PROBE " + _json.dumps({
+    "copies": {n: [formula, d.low, d.high] for n, (formula, d) in rows.items()},
+    "zones": {layout: [formula, d.low, d.high] for layout, (formula, d) in zone_rows.items()},
+    "independent_formula": independent_formula,
+    "formulas": formulas,
+    "replicated": {name: [d.low, d.high] for name, d in replicated.items()},
+    "plan": expected, "simulated": simulated.availability, "live": live.availability, "live_requests": live.requests,
+    "widget": _seen,
+    "figure_problems": _spofkit_figure_problems,
+}))
+"""
+
+
+def test_lesson_10_shows_what_its_text_claims_and_its_widget_redraws(no_child_processes: None) -> None:
+    """Lesson 10's prose says the formula is inside the simulated intervals for independent copies, outside for
+    copies in one zone (for the failure plans and through the whole lab), and that the live run lands on the plan.
+    The run checks each claim against the numbers the notebook printed from, and drives the widget's controls."""
+    notebook = nbformat.read(LESSONS / "10_availability_at_scale.ipynb", as_version=4)
+    notebook.cells.insert(0, nbformat.v4.new_code_cell(CHECK_FIGURES))
+    notebook.cells.append(nbformat.v4.new_code_cell(LESSON_10_PROBE))
+    client = NotebookClient(
+        notebook, kernel_name="python3", timeout=CELL_TIMEOUT, resources={"metadata": {"path": str(LESSONS)}}
+    )
+    client.execute()
+    probe = probe_of(notebook.cells[-1])
+    for copies, (formula, low, high) in probe["copies"].items():
+        assert max(low, 0) <= formula <= high, f"{copies} copies: {formula} h not in {low}..{high}"
+    independent = probe["independent_formula"]
+    formula, low, high = probe["zones"]["all 3 in one zone"]
+    assert independent < low, "1 - (1 - A)^3 should be below what a zone costs"
+    assert low <= formula <= high, "the zoned formula should be inside the simulated interval"
+    for layout in ("independent (no zones)", "one in each of 3 zones"):
+        formula, low, high = probe["zones"][layout]
+        assert max(low, 0) <= formula <= high and max(low, 0) <= independent <= high, layout
+    (plain_low, plain_high), (zone_low, zone_high) = probe["replicated"].values()
+    plain, zoned = probe["formulas"]["1 − (1 − A)²"], probe["formulas"]["with the zone"]
+    assert plain_low <= plain <= plain_high and not zone_low <= plain <= zone_high
+    assert zone_low <= zoned <= zone_high
+    assert probe["plan"] < 0.99, "the live plan should have both instances down for a while"
+    assert probe["simulated"] == pytest.approx(probe["plan"], abs=0.02)
+    assert probe["live"] == pytest.approx(probe["plan"], abs=0.05), "the live clients should see the plan"
+    assert probe["live_requests"] >= 300
+    assert probe["widget"] == [{"images": 1, "errors": []}] * 3
+    assert probe["figure_problems"] == []
