@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
 import socket
 from pathlib import Path
@@ -530,3 +531,76 @@ def test_lesson_10_shows_what_its_text_claims_and_its_widget_redraws(no_child_pr
     assert probe["live_requests"] >= 300
     assert probe["widget"] == {"images": 4, "different": 4}, "each change of the controls draws a new plot"
     assert probe["figure_problems"] == []
+
+
+# --- lesson 10's widget, as a learner sees it ----------------------------------------------------------
+
+LESSON_10_SCREENSHOTS = Path(os.environ.get("SPOFKIT_SCREENSHOTS", "/tmp/spofkit-widgets")) / "lesson10"
+
+
+def lesson_10_widget_notebook(folder: Path) -> str:
+    """The cells lesson 10's widget needs (imports, the instances, the year simulation, the widget), as a notebook."""
+    lesson = nbformat.read(LESSONS / "10_availability_at_scale.ipynb", as_version=4)
+    wanted = ("import ipywidgets", "own = FailureProcess(", "def simulated_years(", "def explore(")
+    cells = [cell for cell in lesson.cells if cell.cell_type == "code" and any(w in cell.source for w in wanted)]
+    assert len(cells) == len(wanted), "lesson 10's widget cells were not found"
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    notebook.cells = [nbformat.v4.new_code_cell(cell.source) for cell in cells]
+    nbformat.write(notebook, folder / "lesson10_widget.ipynb")
+    return "lesson10_widget.ipynb"
+
+
+def redrawn(widget: Any, seen: set[str | None]) -> str:
+    """Wait until the widget shows one plot, and not one of those ``seen`` before; return its image's address."""
+    from conftest import wait_until
+
+    images = widget.locator("img")
+
+    def new_plot() -> str | None:
+        if images.count() != 1:
+            return None  # cleared, about to be drawn again
+        source = images.first.get_attribute("src")
+        return source if source and source not in seen else None
+
+    return str(wait_until(new_plot, 30.0, "a new plot in lesson 10's widget"))
+
+
+def test_lesson_10_widget_fits_and_redraws_in_chromium(tmp_path: Path) -> None:
+    """In JupyterLab in headless Chromium, at 1280 and 900 px: no control of the widget is cut or overlaps, and
+    dragging the copies slider or picking a zone layout draws a new plot (the image changes)."""
+    from browser import CHROMIUM, CHROMIUM_ARGS, drag_slider, jupyterlab_serving, measure, open_notebook, run_all_cells
+    from playwright.sync_api import expect, sync_playwright
+
+    root = tmp_path / "lab"
+    root.mkdir()
+    name = lesson_10_widget_notebook(root)
+    LESSON_10_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    problems: list[str] = []
+    with jupyterlab_serving(root) as server, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            notebook = open_notebook(page, server, name)
+            run_all_cells(page)
+            widget = notebook.locator(".jp-CodeCell").last.locator(".jp-OutputArea .widget-vbox").first
+            image = widget.locator("img").first
+            expect(image).to_be_visible(timeout=90_000)
+            for width in (1280, 900):
+                page.set_viewport_size({"width": width, "height": 800})
+                problems += [f"at {width} px: {problem}" for problem in measure(widget)]
+                widget.screenshot(path=str(LESSON_10_SCREENSHOTS / f"{width}-explorer.png"))
+            seen = {image.get_attribute("src")}
+            copies = widget.locator(".widget-slider").filter(has_text="copies").first
+            assert drag_slider(page, copies, 1.0) == "6"
+            # A drag moves through 4 and 5 on its way to 6, each a plot of its own, with its settings printed above.
+            expect(widget).to_contain_text("at least 1 of 6 up, no zones", timeout=30_000)
+            seen.add(redrawn(widget, seen))
+            widget.locator("select").first.select_option(label="all in one zone")
+            expect(widget).to_contain_text("at least 1 of 6 up, all in one zone", timeout=30_000)
+            redrawn(widget, seen)
+            expect(image).to_be_visible(timeout=30_000)
+            widget.screenshot(path=str(LESSON_10_SCREENSHOTS / "900-explorer-zone.png"))
+        finally:
+            browser.close()
+    assert not problems, "what a learner would see wrong:\n" + "\n".join(problems)
