@@ -681,7 +681,7 @@ def test_zoned_availability_is_what_a_simulated_decade_of_zone_failures_gives() 
         for seed in range(6)
     ]
     measured_down = 1 - sum(shares) / len(shares)
-    formula_down = 1 - zoned_availability(own.availability, [2, 2], zones[0].availability)
+    formula_down = 1 - zoned_availability([2, 2], own.availability, zones[0].availability)
     independent_down = (1 - own.availability) ** 4
     assert measured_down == pytest.approx(formula_down, rel=0.25)
     assert measured_down > 3 * independent_down  # the zones, not the copies, set the downtime
@@ -693,8 +693,8 @@ def test_zoned_availability_is_what_a_simulated_decade_of_zone_failures_gives() 
         (lambda: exercises.at_least_k_of_n(4, 3, 0.9), "needed (4) cannot be more than copies (3)"),
         (lambda: exercises.at_least_k_of_n(0, 3, 0.9), "needed must be a whole number >= 1, got 0"),
         (lambda: exercises.at_least_one_of_n(2, 99.9), "each must be an availability between 0 and 1, got 99.9"),
-        (lambda: exercises.zoned_availability(0.9, [], 0.99), "per_zone must list at least one zone"),
-        (lambda: exercises.zoned_availability(0.9, [2], 1.5), "zone must be an availability between 0 and 1"),
+        (lambda: exercises.zoned_availability([], 0.9, 0.99), "per_zone must list at least one zone"),
+        (lambda: exercises.zoned_availability([2], 0.9, 1.5), "zone must be an availability between 0 and 1"),
     ],
 )
 def test_the_scale_formulas_refuse_bad_input_by_name(call: Any, words: str) -> None:

@@ -58,7 +58,7 @@ def at_least_k_of_n(needed: int, copies: int, each: float) -> float:
     return math.fsum(math.comb(copies, up) * each**up * (1 - each) ** (copies - up) for up in range(needed, copies + 1))
 
 
-def zoned_availability(each: float, per_zone: Sequence[int], zone: float) -> float:
+def zoned_availability(per_zone: Sequence[int], each: float, zone: float) -> float:
     """Copies spread over zones (``per_zone[i]`` copies in zone i), each zone up ``zone`` of the time.
 
     A zone serves when it is up and one of its copies is; the service is up when any zone serves. Everything is
@@ -73,6 +73,7 @@ def zoned_availability(each: float, per_zone: Sequence[int], zone: float) -> flo
 
 
 def _process(problem: Problem) -> FailureProcess:
+    """The failure process of a problem's ``mtbf_days`` and ``mttr_hours``."""
     params = problem.params
     return FailureProcess(params["mtbf_days"] * DAY, params["mttr_hours"] * HOUR)
 
@@ -209,7 +210,7 @@ class ZoneFailure(AvailabilityExercise):
 
     def solution(self, problem: Problem) -> float:
         params = problem.params
-        return zoned_availability(params["each"], [params["per_zone"]] * params["zones"], params["zone"])
+        return zoned_availability([params["per_zone"]] * params["zones"], params["each"], params["zone"])
 
     def _hint(self, problem: Problem, given: float) -> str:
         zones, per_zone, each, zone = (problem.params[key] for key in ("zones", "per_zone", "each", "zone"))
@@ -235,7 +236,7 @@ class ZoneFailure(AvailabilityExercise):
                 f"{(1 - zone) * 100:.2g} %, and the service {actual * 100:.2g} %: one zone is a single point of "
                 "failure again"
             )
-        in_one_zone = 1 - zoned_availability(each, [zones * per_zone], zone)
+        in_one_zone = 1 - zoned_availability([zones * per_zone], each, zone)
         return (
             f"in one zone the service would be down {in_one_zone * 100:.2g} % of the time; spread over {zones} zones "
             f"it is down {actual * 100:.2g} %: {zones} zones down at once is rare, so spreading the copies wins most "
