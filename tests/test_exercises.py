@@ -37,7 +37,7 @@ def right_answer(exercise: Exercise, problem: Problem) -> Any:
 
 
 def test_every_lesson_has_an_exercise() -> None:
-    assert sorted(EXERCISES) == ["00", "01", "02", "03", "04", "05", "06", "07", "08", "09", "11"]
+    assert sorted(EXERCISES) == ["00", "01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "11"]
     assert all(EXERCISES.values())
     ids = [exercise.id for exercise in ALL]
     assert len(ids) == len(set(ids)), "exercise ids must be unique"
@@ -669,3 +669,105 @@ def test_lesson_09_hints_recognise_the_common_mistakes() -> None:
     assert exercises.storm_budget.solution(budget) == pytest.approx(100 * 145 / 450)
     assert "left out the floor" in exercises.storm_budget.check(budget, 100 * 150 / 450).hint
     assert "not of the capacity" in exercises.storm_budget.check(budget, 100 * 145 / 600).hint
+
+
+# --- lesson 10: availability at scale ----------------------------------------------------------------
+
+
+def test_lesson_10_has_its_exercises_and_their_solutions() -> None:
+    assert [exercise.id for exercise in EXERCISES["10"]] == [
+        "10.mtbf_availability",
+        "10.yearly_downtime",
+        "10.spare_capacity",
+        "10.zone_failure",
+        "10.correlated_or_not",
+    ]
+    solved = {exercise_id for exercise_id, _seed, _answer in solved_exercises()}
+    assert {exercise.id for exercise in EXERCISES["10"]} <= solved
+
+
+def at_least_by_counting(needed: int, copies: int, each: float) -> float:
+    """The share of the 2^N up/down patterns (weighted by their chance) with at least ``needed`` up."""
+    total = 0.0
+    for pattern in range(2**copies):
+        up = bin(pattern).count("1")
+        if up >= needed:
+            total += each**up * (1 - each) ** (copies - up)
+    return total
+
+
+@pytest.mark.parametrize(("needed", "copies"), [(1, 1), (1, 3), (2, 3), (3, 4), (3, 6), (5, 5)])
+def test_at_least_k_of_n_counts_every_pattern_of_copies_up(needed: int, copies: int) -> None:
+    from spofkit.exercises import at_least_k_of_n, at_least_one_of_n
+
+    for each in (0.5, 0.9, 0.99):
+        assert at_least_k_of_n(needed, copies, each) == pytest.approx(at_least_by_counting(needed, copies, each))
+    assert at_least_k_of_n(1, copies, 0.9) == pytest.approx(at_least_one_of_n(copies, 0.9))
+    assert at_least_one_of_n(2, 0.99) == pytest.approx(0.9999)
+
+
+def test_zoned_availability_is_what_a_simulated_decade_of_zone_failures_gives() -> None:
+    """The formula against the simulator's failure processes: two zones of two copies, over ten simulated years."""
+    from spofkit.exercises import zoned_availability
+    from spofkit.sim import FailureGroup, FailureProcess, failure_plan
+    from spofkit.sim.failures import up_time
+
+    day = 86400.0
+    own = FailureProcess(5 * day, 0.5 * day)
+    zones = [FailureProcess(30 * day, 1 * day)] * 2
+    groups = [FailureGroup("zone-1", ("a", "b"), zones[0]), FailureGroup("zone-2", ("c", "d"), zones[1])]
+    horizon = 10 * 365 * day
+    shares = [
+        up_time(failure_plan(["a", "b", "c", "d"], own, groups, horizon=horizon, seed=seed), "abcd", horizon).service
+        for seed in range(6)
+    ]
+    measured_down = 1 - sum(shares) / len(shares)
+    formula_down = 1 - zoned_availability([2, 2], own.availability, zones[0].availability)
+    independent_down = (1 - own.availability) ** 4
+    assert measured_down == pytest.approx(formula_down, rel=0.25)
+    assert measured_down > 3 * independent_down  # the zones, not the copies, set the downtime
+
+
+@pytest.mark.parametrize(
+    ("call", "words"),
+    [
+        (lambda: exercises.at_least_k_of_n(4, 3, 0.9), "needed (4) cannot be more than copies (3)"),
+        (lambda: exercises.at_least_k_of_n(0, 3, 0.9), "needed must be a whole number >= 1, got 0"),
+        (lambda: exercises.at_least_one_of_n(2, 99.9), "each must be an availability between 0 and 1, got 99.9"),
+        (lambda: exercises.zoned_availability([], 0.9, 0.99), "per_zone must list at least one zone"),
+        (lambda: exercises.zoned_availability([2], 0.9, 1.5), "zone must be an availability between 0 and 1"),
+    ],
+)
+def test_the_scale_formulas_refuse_bad_input_by_name(call: Any, words: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(words)):
+        call()
+
+
+def test_lesson_10_hints_recognise_the_common_mistakes() -> None:
+    mtbf = {"mtbf_days": 10, "mttr_hours": 12}
+    assert "MTBF + MTTR" in hint_for(exercises.mtbf_availability, 1 - 12 / 240, **mtbf)
+    assert "same unit" in hint_for(exercises.mtbf_availability, 10 / 22, **mtbf)
+    assert "being repaired" in hint_for(exercises.mtbf_availability, 12 / 252, **mtbf)
+
+    yearly = {"mtbf_days": 10, "mttr_hours": 24, "copies": 2}
+    each = 10 / 11
+    assert "one copy's downtime" in hint_for(exercises.yearly_downtime, (1 - each) * 8760, **yearly)
+    assert "adds up" in hint_for(exercises.yearly_downtime, 2 * (1 - each) * 8760, **yearly)
+    assert "minutes" in hint_for(exercises.yearly_downtime, (1 - each) ** 2 * 8760 * 60, **yearly)
+
+    spare = {"needed": 3, "copies": 4, "each": 0.95, "plan": "N+1"}
+    assert "at least one up" in hint_for(exercises.spare_capacity, 1 - 0.05**4, **spare)
+    assert "'all 4 up'" in hint_for(exercises.spare_capacity, 0.95**4, **spare)
+    assert "any 3 of the 4" in hint_for(exercises.spare_capacity, 0.95**3, **spare)
+
+    one_zone = {"zones": 1, "per_zone": 3, "each": 0.95, "zone": 0.995}
+    assert "independently" in hint_for(exercises.zone_failure, 1 - 0.05**3, **one_zone)
+    two_zones = {"zones": 2, "per_zone": 2, "each": 0.95, "zone": 0.995}
+    assert "every copy in one zone" in hint_for(exercises.zone_failure, 0.995 * (1 - 0.05**4), **two_zones)
+
+
+def test_the_zone_note_says_whether_spreading_helped() -> None:
+    one_zone = Problem("10.zone_failure", 0, "by hand", {"zones": 1, "per_zone": 3, "each": 0.95, "zone": 0.995})
+    two_zones = Problem("10.zone_failure", 0, "by hand", {"zones": 2, "per_zone": 2, "each": 0.95, "zone": 0.995})
+    assert "single point of failure again" in exercises.zone_failure.reveal(one_zone).note
+    assert "spreading the copies" in exercises.zone_failure.reveal(two_zones).note

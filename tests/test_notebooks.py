@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
 import socket
 from pathlib import Path
@@ -124,6 +125,7 @@ def test_the_lessons_are_there() -> None:
         "06_strategies.ipynb",
         "07_balancer_pair.ipynb",
         "08_zero_downtime_deploys.ipynb",
+        "10_availability_at_scale.ipynb",
         "09_capacity_and_overload.ipynb",
         "11_lab_to_production.ipynb",
     ):
@@ -216,6 +218,30 @@ WORKED_EXAMPLES: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
             "11.haproxy_crash_detection",
             {"inter": 2.0, "fastinter": None, "fall": 3, "defaults": True},
         ),
+    ],
+    "10_availability_at_scale": [
+        # The lesson's instances: MTBF 8 days, MTTR 1 day, 1 to 4 copies; a peak that takes 3 of 3..6 of them.
+        (
+            "own = FailureProcess(mtbf=8 * DAY, mttr=1 * DAY)",
+            "10.mtbf_availability",
+            {"mtbf_days": 8, "mttr_hours": 24},
+        ),
+        *[
+            (
+                "own = FailureProcess(mtbf=8 * DAY, mttr=1 * DAY)",
+                "10.yearly_downtime",
+                {"mtbf_days": 8, "mttr_hours": 24, "copies": copies},
+            )
+            for copies in (2, 3, 4)
+        ],
+        *[
+            (
+                "at_least_k_of_n(3, copies, own.availability)",
+                "10.spare_capacity",
+                {"needed": 3, "copies": copies, "each": 8 / 9, "plan": "N+1"},
+            )
+            for copies in (3, 4, 5, 6)
+        ],
     ],
     "05_gray_failures": [
         # The live run's ejections: the defaults, ejected a first, second and third time.
@@ -474,3 +500,146 @@ def test_lesson_09_shows_the_storm_end_only_with_a_bound_and_the_live_run_confir
         if output.output_type in ("display_data", "execute_result") and "text/plain" in output.get("data", {})
     ]
     assert sum(text.startswith("Timeline(") for text in widgets) == 2, "the two timelines are shown"
+
+
+# Run after lesson 10, a cell each: the widget's controls changed as a learner changes them. A plot drawn in the
+# widget reaches its `outputs` once the cell has ended (the front end sends it back), so each cell looks at what the
+# cell before it drew; a redraw that failed would leave the last plot in place.
+LESSON_10_WIDGET_STEPS = [
+    """
+def _last_image():
+    images = [output["data"]["image/png"] for output in plot.outputs if "image/png" in output.get("data", {})]
+    return images[-1] if images else None
+
+
+_seen = []
+""",
+    *[
+        f"_seen.append(_last_image())\ncopies_slider.value, needed_slider.value, zones_choice.value = {setting!r}"
+        for setting in ((4, 2, "all in one zone"), (2, 1, "one zone each"), (1, 1, "no zones"))
+    ],
+]
+
+# Run last: the numbers lesson 10's text makes claims about.
+LESSON_10_PROBE = """
+import json as _json
+
+_seen.append(_last_image())
+print("SPOFKIT-PROBE " + _json.dumps({
+    "copies": {n: [formula, d.low, d.high] for n, (formula, d) in rows.items()},
+    "zones": {layout: [formula, d.low, d.high] for layout, (formula, d) in zone_rows.items()},
+    "independent_formula": independent_formula,
+    "formulas": formulas,
+    "replicated": {name: [d.low, d.high] for name, d in replicated.items()},
+    "plan": expected, "simulated": simulated.availability, "live": live.availability, "live_requests": live.requests,
+    "widget": {"images": len([image for image in _seen if image]), "different": len(set(_seen))},
+    "figure_problems": _spofkit_figure_problems,
+}))
+"""
+
+
+def test_lesson_10_shows_what_its_text_claims_and_its_widget_redraws(no_child_processes: None) -> None:
+    """Lesson 10's prose says the formula is inside the simulated intervals for independent copies, outside for
+    copies in one zone (for the failure plans and through the whole lab), and that the live run lands on the plan.
+    The run checks each claim against the numbers the notebook printed from, and drives the widget's controls."""
+    notebook = nbformat.read(LESSONS / "10_availability_at_scale.ipynb", as_version=4)
+    notebook.cells.insert(0, nbformat.v4.new_code_cell(CHECK_FIGURES))
+    notebook.cells += [nbformat.v4.new_code_cell(step) for step in LESSON_10_WIDGET_STEPS]
+    notebook.cells.append(nbformat.v4.new_code_cell(LESSON_10_PROBE))
+    client = NotebookClient(
+        notebook, kernel_name="python3", timeout=CELL_TIMEOUT, resources={"metadata": {"path": str(LESSONS)}}
+    )
+    client.execute()
+    probe = probe_of(notebook.cells[-1])
+    for copies, (formula, low, high) in probe["copies"].items():
+        assert max(low, 0) <= formula <= high, f"{copies} copies: {formula} h not in {low}..{high}"
+    independent = probe["independent_formula"]
+    formula, low, high = probe["zones"]["all 3 in one zone"]
+    assert independent < low, "1 - (1 - A)^3 should be below what a zone costs"
+    assert low <= formula <= high, "the zoned formula should be inside the simulated interval"
+    for layout in ("independent (no zones)", "one in each of 3 zones"):
+        formula, low, high = probe["zones"][layout]
+        assert max(low, 0) <= formula <= high and max(low, 0) <= independent <= high, layout
+    (plain_low, plain_high), (zone_low, zone_high) = probe["replicated"].values()
+    plain, zoned = probe["formulas"]["1 − (1 − A)²"], probe["formulas"]["with the zone"]
+    assert plain_low <= plain <= plain_high and not zone_low <= plain <= zone_high
+    assert zone_low <= zoned <= zone_high
+    assert probe["plan"] < 0.99, "the live plan should have both instances down for a while"
+    assert probe["simulated"] == pytest.approx(probe["plan"], abs=0.02)
+    assert probe["live"] == pytest.approx(probe["plan"], abs=0.05), "the live clients should see the plan"
+    assert probe["live_requests"] >= 300
+    assert probe["widget"] == {"images": 4, "different": 4}, "each change of the controls draws a new plot"
+    assert probe["figure_problems"] == []
+
+
+# --- lesson 10's widget, as a learner sees it ----------------------------------------------------------
+
+LESSON_10_SCREENSHOTS = Path(os.environ.get("SPOFKIT_SCREENSHOTS", "/tmp/spofkit-widgets")) / "lesson10"
+
+
+def lesson_10_widget_notebook(folder: Path) -> str:
+    """The cells lesson 10's widget needs (imports, the instances, the year simulation, the widget), as a notebook."""
+    lesson = nbformat.read(LESSONS / "10_availability_at_scale.ipynb", as_version=4)
+    wanted = ("import ipywidgets", "own = FailureProcess(", "def simulated_years(", "def explore(")
+    cells = [cell for cell in lesson.cells if cell.cell_type == "code" and any(w in cell.source for w in wanted)]
+    assert len(cells) == len(wanted), "lesson 10's widget cells were not found"
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    notebook.cells = [nbformat.v4.new_code_cell(cell.source) for cell in cells]
+    nbformat.write(notebook, folder / "lesson10_widget.ipynb")
+    return "lesson10_widget.ipynb"
+
+
+def redrawn(widget: Any, seen: set[str | None]) -> str:
+    """Wait until the widget shows one plot, and not one of those ``seen`` before; return its image's address."""
+    from conftest import wait_until
+
+    images = widget.locator("img")
+
+    def new_plot() -> str | None:
+        if images.count() != 1:
+            return None  # cleared, about to be drawn again
+        source = images.first.get_attribute("src")
+        return source if source and source not in seen else None
+
+    return str(wait_until(new_plot, 30.0, "a new plot in lesson 10's widget"))
+
+
+def test_lesson_10_widget_fits_and_redraws_in_chromium(tmp_path: Path) -> None:
+    """In JupyterLab in headless Chromium, at 1280 and 900 px: no control of the widget is cut or overlaps, and
+    dragging the copies slider or picking a zone layout draws a new plot (the image changes)."""
+    from browser import CHROMIUM, CHROMIUM_ARGS, drag_slider, jupyterlab_serving, measure, open_notebook, run_all_cells
+    from playwright.sync_api import expect, sync_playwright
+
+    root = tmp_path / "lab"
+    root.mkdir()
+    name = lesson_10_widget_notebook(root)
+    LESSON_10_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    problems: list[str] = []
+    with jupyterlab_serving(root) as server, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            notebook = open_notebook(page, server, name)
+            run_all_cells(page)
+            widget = notebook.locator(".jp-CodeCell").last.locator(".jp-OutputArea .widget-vbox").first
+            image = widget.locator("img").first
+            expect(image).to_be_visible(timeout=90_000)
+            for width in (1280, 900):
+                page.set_viewport_size({"width": width, "height": 800})
+                problems += [f"at {width} px: {problem}" for problem in measure(widget)]
+                widget.screenshot(path=str(LESSON_10_SCREENSHOTS / f"{width}-explorer.png"))
+            seen = {image.get_attribute("src")}
+            copies = widget.locator(".widget-slider").filter(has_text="copies").first
+            assert drag_slider(page, copies, 1.0) == "6"
+            # A drag moves through 4 and 5 on its way to 6, each a plot of its own, with its settings printed above.
+            expect(widget).to_contain_text("at least 1 of 6 up, no zones", timeout=30_000)
+            seen.add(redrawn(widget, seen))
+            widget.locator("select").first.select_option(label="all in one zone")
+            expect(widget).to_contain_text("at least 1 of 6 up, all in one zone", timeout=30_000)
+            redrawn(widget, seen)
+            expect(image).to_be_visible(timeout=30_000)
+            widget.screenshot(path=str(LESSON_10_SCREENSHOTS / "900-explorer-zone.png"))
+        finally:
+            browser.close()
+    assert not problems, "what a learner would see wrong:\n" + "\n".join(problems)

@@ -37,6 +37,7 @@ Where things live: :mod:`~spofkit.exercises.base` (the kinds of exercise), :mod:
 :mod:`~spofkit.exercises.pair` (07, the pair of balancers, and 08, deploys).
 :mod:`~spofkit.exercises.capacity` (09: headroom, queueing delay, retry storms and budgets).
 :mod:`~spofkit.exercises.production` (11: the real proxies' defaults and words).
+:mod:`~spofkit.exercises.scale` (10: MTBF and MTTR, N+1 and 2N, zones that fail as a whole).
 """
 
 from __future__ import annotations
@@ -95,6 +96,16 @@ from spofkit.exercises.production import (
     ProxyEquivalents,
     haproxy_crash_detection,
 )
+from spofkit.exercises.scale import (
+    CorrelatedOrNot,
+    MtbfAvailability,
+    SpareCapacity,
+    YearlyDowntime,
+    ZoneFailure,
+    at_least_k_of_n,
+    at_least_one_of_n,
+    zoned_availability,
+)
 from spofkit.exercises.strategies import LittlesLaw, check_strategy
 
 # --- the registry ------------------------------------------------------------------------------------
@@ -128,6 +139,11 @@ headroom = HeadroomAfterLoss()
 queueing_delay = QueueingDelay()
 retry_amplification = RetryAmplification()
 storm_budget = BudgetThatStopsTheStorm()
+mtbf_availability = MtbfAvailability()
+yearly_downtime = YearlyDowntime()
+spare_capacity = SpareCapacity()
+zone_failure = ZoneFailure()
+correlated_or_not = CorrelatedOrNot()
 
 EXERCISES: dict[str, list[Exercise]] = {
     "00": [availability_from_counts],
@@ -140,6 +156,7 @@ EXERCISES: dict[str, list[Exercise]] = {
     "07": [takeover_time, who_is_master, requests_lost, split_brain],
     "08": [deploy_duration, largest_batch, which_step],
     "09": [headroom, queueing_delay, retry_amplification, storm_budget],
+    "10": [mtbf_availability, yearly_downtime, spare_capacity, zone_failure, correlated_or_not],
     "11": [haproxy_detection, nginx_failed_attempts, proxy_equivalents, keepalived_takeover],
 }
 
@@ -169,6 +186,7 @@ __all__ = [
     "AvailabilityFromCounts",
     "BudgetThatStopsTheStorm",
     "ChoiceExercise",
+    "CorrelatedOrNot",
     "CrashErrorFraction",
     "DeployDuration",
     "DetectionWindow",
@@ -183,6 +201,7 @@ __all__ = [
     "KeepalivedTakeover",
     "LargestBatch",
     "LittlesLaw",
+    "MtbfAvailability",
     "NginxFailedAttempts",
     "NumericExercise",
     "OutageAvailability",
@@ -197,11 +216,16 @@ __all__ = [
     "RetryBudgetSize",
     "SafeToRetry",
     "SeriesAvailability",
+    "SpareCapacity",
     "SplitBrainOrNot",
     "TakeoverTime",
     "WhichStepPrevents",
     "WhoIsMaster",
+    "YearlyDowntime",
+    "ZoneFailure",
     "allowed_downtime_minutes",
+    "at_least_k_of_n",
+    "at_least_one_of_n",
     "check_strategy",
     "exercise",
     "haproxy_crash_detection",
@@ -211,4 +235,5 @@ __all__ = [
     "reveal",
     "rolling_deploy_seconds",
     "utilisation_after_losing",
+    "zoned_availability",
 ]
