@@ -123,6 +123,9 @@ class ParentPipe:
 
     async def close(self, timeout: float = 2.0) -> None:
         """Hand what waits to the pipe (for at most ``timeout`` s: a parent that reads nothing may be gone)."""
+        if self.dropped != self._dropped_told and not self.transport.is_closing():  # the last count, behind or not
+            self._dropped_told = self.dropped
+            self.transport.write((json.dumps({"dropped_events": self.dropped}) + "\n").encode())
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while self.transport.get_write_buffer_size() and loop.time() < deadline:
@@ -178,10 +181,13 @@ class StatusPusher:
     async def every(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            self.push()
+            if not self.parent.behind:  # a parent that reads nothing gets no pile of statuses: the next one will do
+                self.push()
 
 
-async def obey(node: BalancerNode, commands: asyncio.StreamReader, stopped: asyncio.Event, parent: ParentPipe) -> None:
+async def obey(
+    node: BalancerNode, commands: asyncio.StreamReader, stopped: asyncio.Event, pushing: StatusPusher
+) -> None:
     while line := await commands.readline():
         try:
             request = json.loads(line)
@@ -192,7 +198,8 @@ async def obey(node: BalancerNode, commands: asyncio.StreamReader, stopped: asyn
         except Exception as error:  # a refusal for the parent to report; the balancer goes on serving
             request = request if isinstance(request, dict) else {}
             reply = {"ok": False, "error": f"{type(error).__name__}: {error}", "field": getattr(error, "field", None)}
-        parent.say(dict(reply, id=request.get("id"), status=status_of(node)))
+        pushing.flush()  # the events the command caused reach the parent before its reply does
+        pushing.parent.say(dict(reply, id=request.get("id"), status=status_of(node)))
         if request.get("cmd") == "stop":
             break
     stopped.set()  # asked to stop, or stdin closed: the parent is gone, and so must we be
@@ -224,7 +231,7 @@ async def serve(config: dict[str, Any], parent_pid: int) -> int:
     parent.say(
         {"ok": True, "pid": os.getpid(), "own_port": node.own_port, "service_port": node.service_port, "advert": advert}
     )
-    obeying = asyncio.create_task(obey(node, commands, stopped, parent))
+    obeying = asyncio.create_task(obey(node, commands, stopped, pushing))
     periodic = asyncio.create_task(pushing.every(STATUS_INTERVAL))
     await stopped.wait()
     obeying.cancel()

@@ -444,6 +444,11 @@ def _serve_limits(args: argparse.Namespace) -> ProxyLimits | None:
     return ProxyLimits(**given)
 
 
+def _figure(value: float) -> str:
+    """A setting as a person writes it: ``0.5``, ``60``, ``1000000`` (never ``1e+06``)."""
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
 def run_scenario_file(arguments: list[str]) -> int:
     """``spofkit run SCENARIO.toml [--sim | --live] [--seed S] [--json]``: :func:`spofkit.scenario.run_scenario_cli`."""
     from spofkit.scenario import run_scenario_cli
@@ -508,7 +513,7 @@ async def serve(args: argparse.Namespace) -> int:
             say(f"# each instance: {args.capacity.describe()}")
             if args.limits is not None:
                 given = [name for name in LIMIT_FLAGS if getattr(args, name) is not None]
-                changed = ", ".join(f"{name.replace('_', ' ')} {getattr(args.limits, name):g}" for name in given)
+                changed = ", ".join(f"{name.replace('_', ' ')} {_figure(getattr(args.limits, name))}" for name in given)
                 say(f"# balancer limits: {changed} (the rest nginx's defaults)")
             say(f"balancer {lab.balancer_url}")
             for front in status.balancers:

@@ -12,7 +12,8 @@
 * **first → last failure** — from the first failed request sent to the last one (``failure_span``):
   how long *some* requests failed, however few. 8 errors spread over 2 s make a 2 s span and no outage;
 * **latency percentiles** — p50 is the typical request, p99 the one in a hundred users notice;
-* a per-second **timeline** of successes and failures, to draw around the fault.
+* a per-second **timeline** of successes and failures, to draw around the fault (wider buckets for a run longer
+  than an hour, such as a simulated year).
 
 Everything here is a pure function of the records and events handed in: no clock, no I/O, so a
 report can be rebuilt from a saved run and tested with hand-made records.
@@ -312,7 +313,8 @@ def _timeline(records: Sequence[RequestRecord]) -> list[TimelineBucket]:
                 failed=len(in_bucket) - len(ok),
                 by_instance=_most_common_first(r.instance or UNKNOWN_INSTANCE for r in ok),
                 p50_latency=percentile([r.latency for r in in_bucket if r.status is not None], 50),
-                seconds=width,
+                # The last bucket stops at the run's last second: it may be narrower, not emptier.
+                seconds=min(width, last - (first + index * width) + 1),
             )
         )
     return buckets
@@ -366,7 +368,8 @@ OUTAGE_COLOUR = "tab:red"  # the shading behind the bars while most requests fai
 
 
 def plot_timeline(report: Report, ax: Any = None, title: str = "") -> Any:
-    """Bars of ok and failed requests per second, a line at the fault and one at its detection.
+    """Bars of ok and failed requests per second (per bucket, for a very long run), a line at the fault and one at
+    its detection.
 
     The stretches the report counts as client-visible outage (most requests failing) are shaded. In a stack
     of plots that share the time axis, only the bottom one is labelled "lab time (s)", so the label does not
@@ -383,9 +386,10 @@ def plot_timeline(report: Report, ax: Any = None, title: str = "") -> Any:
     ok = [bucket.ok for bucket in report.timeline]
     failed = [bucket.failed for bucket in report.timeline]
     width = report.timeline[0].seconds if report.timeline else 1  # 1 s, wider only for a very long run
+    widths = [0.9 * bucket.seconds for bucket in report.timeline]  # the last may be narrower: the run ended
     # Bucket s covers [s, s + width): draw it there, so the fault line falls where the fault happened.
-    ax.bar(seconds, ok, width=0.9 * width, align="edge", color=OK_COLOUR, label="ok")
-    ax.bar(seconds, failed, width=0.9 * width, align="edge", bottom=ok, color=FAILED_COLOUR, label="failed")
+    ax.bar(seconds, ok, width=widths, align="edge", color=OK_COLOUR, label="ok")
+    ax.bar(seconds, failed, width=widths, align="edge", bottom=ok, color=FAILED_COLOUR, label="failed")
     for number, (since, until) in enumerate(report.outage_periods):
         label = "outage: most failing" if number == 0 else None
         ax.axvspan(since, until, color=OUTAGE_COLOUR, alpha=0.15, lw=0, zorder=0, label=label)

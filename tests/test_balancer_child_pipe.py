@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 
 from conftest import wait_for
 
+from spofkit.commands import ChangeSettings
+from spofkit.events import SettingChanged
 from spofkit.health import HealthSettings
 from spofkit.lab import Lab
 from spofkit.process_balancer import ProcessBalancer
@@ -77,3 +79,12 @@ async def test_a_balancer_process_serves_on_while_its_parent_reads_nothing() -> 
         await wait_for(lambda: lab.status().balancer("lb1").requests >= len(client.results), 20)
         assert [i.state for i in lab.status().instances] == ["up", "up", "up"]
         assert not [e for e in lab.events.history if e.kind == "InstanceDown"]
+
+
+async def test_the_events_a_command_caused_arrive_before_its_reply() -> None:
+    # A view that applies a command and then reads the event history must find what the command did.
+    async with await Lab.start(1, balancers=2, isolation="process") as lab:
+        for on in (False, True, False):
+            await lab.apply(ChangeSettings(retries=on))
+            changes = [e for e in lab.events.history if isinstance(e, SettingChanged) and e.setting == "retries"]
+            assert {(e.balancer, e.value) for e in changes[-2:]} == {("lb1", on), ("lb2", on)}

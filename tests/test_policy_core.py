@@ -82,6 +82,23 @@ def test_a_stalled_checker_excuses_one_probe_and_asks_again_at_once_then_counts(
     assert not monitor.probe_unjudged("gone", 5.0)  # an instance no longer watched: nothing to excuse
 
 
+def test_an_always_late_checker_finds_a_dead_instance_one_probe_later_whatever_fall_is() -> None:
+    events: list[Event] = []
+    monitor = HealthMonitor(HealthSettings(interval=0.2, timeout=0.1, fall=3), random.Random(0), events.append)
+    monitor.add("b", 0.0)
+    now, excused = 0.0, 0
+    while not [e for e in events if isinstance(e, InstanceDown)]:
+        assert now < 10, "never marked DOWN"
+        monitor.probe_started("b", now)
+        now += 0.5  # every probe times out long after it was due
+        if monitor.probe_unjudged("b", now):
+            excused += 1
+        else:
+            monitor.probe_finished("b", False, "timeout", now)
+    assert excused == 1  # one excuse for the whole run of failures, then fall counted probes
+    assert len([e for e in events if isinstance(e, HealthProbe)]) == 3
+
+
 def test_detection_within_the_bound_for_a_hang_just_after_a_passed_probe() -> None:
     settings = HealthSettings()
     events: list[Event] = []

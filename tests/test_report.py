@@ -152,11 +152,19 @@ def test_a_simulated_year_of_sparse_requests_gets_wider_buckets_not_31_million()
     report = build_report(records)
     assert len(report.timeline) <= MAX_TIMELINE_BUCKETS
     width = report.timeline[0].seconds
-    assert width > 1 and all(b.seconds == width for b in report.timeline)
+    assert width > 1 and all(b.seconds == width for b in report.timeline[:-1])
+    assert 1 <= report.timeline[-1].seconds <= width  # the last one ends with the run
     assert sum(b.ok for b in report.timeline) == len(records) - 1  # every request still counted, once
     failed = [b for b in report.timeline if b.failed]
     assert len(failed) == 1 and failed[0].second <= records[1000].start < failed[0].second + width
     assert report.timeline[0].second == 10 and report.timeline[-1].second + width > records[-1].start
+
+
+def test_the_last_wide_bucket_is_as_narrow_as_what_is_left_of_the_run() -> None:
+    records = [record(i, float(i), i + 0.01, 200, "a") for i in range(MAX_TIMELINE_BUCKETS + 1)]  # one s too long
+    timeline = build_report(records).timeline
+    assert timeline[0].seconds == 2 and all(b.ok == 2 for b in timeline[:-1])
+    assert (timeline[-1].seconds, timeline[-1].ok) == (1, 1)  # narrower, not a dip in the traffic
 
 
 def test_an_hour_keeps_one_second_buckets(report: Report) -> None:

@@ -17,8 +17,8 @@ The rules (HAProxy's):
 4. **A stalled checker does not judge.** A probe that timed out long after its timeout was due — the checker's
    own process was stalled (a busy machine, a pause), so the instance may well have answered in time — is not
    counted, and the next probe goes at once (the idea of Lifeguard, in HashiCorp's memberlist: a member that is
-   slow itself does not declare others dead). Only one probe in a row is excused: a checker that is always late
-   still detects a dead instance, one probe later.
+   slow itself does not declare others dead). One probe is excused per run of failures: a checker that is always
+   late still detects a dead instance, one probe (and one stall) later than rule 3's bound.
 
 Teaching defaults are 4x faster than HAProxy's (``inter 2s rise 2 fall 3``): ``interval=0.5s``, ``rise=2``,
 ``fall=3``, ``timeout=0.3s``, so a lesson's failover happens within 1.8 s (typically 1–1.5 s) instead of about six.
@@ -155,7 +155,7 @@ class _Target:
     next_probe_at: float
     probe_started_at: float | None = None
     last_detail: str = ""
-    excused: bool = False  # the last probe was not counted (rule 4): the next one counts whatever happens
+    excused: bool = False  # a probe of this run of failures was excused (rule 4): the others count
 
 
 class HealthMonitor:
@@ -208,6 +208,7 @@ class HealthMonitor:
         if target is not None:
             target.state = HealthState(self.settings.rise, self.settings.fall, UP)
             target.next_probe_at = now
+            target.excused = False
 
     # --- reading --------------------------------------------------------------------------------------
 
@@ -240,7 +241,7 @@ class HealthMonitor:
 
     def probe_unjudged(self, name: str, now: float) -> bool:
         """Rule 4: the checker was stalled through the probe's timeout. Returns True if the probe is not counted
-        (the next one is due at once), False if it must be counted as usual (the one before was excused too)."""
+        (the next one is due at once), False if it must be counted as usual (this run of failures had its excuse)."""
         target = self._targets.get(name)
         if target is None or target.excused:
             return False
@@ -259,7 +260,6 @@ class HealthMonitor:
             return None
         started = target.probe_started_at if target.probe_started_at is not None else now
         target.probe_started_at = None
-        target.excused = False
         target.last_detail = detail
         self.emit(HealthProbe(now, name, ok, detail, now - started, balancer=self.balancer))
         change = target.state.record(ok)
@@ -270,6 +270,8 @@ class HealthMonitor:
         elif change == UP:
             rise = self.settings.rise
             self.emit(InstanceUp(now, name, f"{rise} passed check{'s' if rise != 1 else ''}", self.balancer))
+        if ok or change:
+            target.excused = False  # a new run of failures may have its excuse
         if change and self.on_change:
             self.on_change(name, change, now)
         pause = target.state.next_interval(self.settings) * (1 + self.rng.uniform(0, self.settings.jitter))
