@@ -87,6 +87,12 @@ class InstanceFacts:
     pid: int | None = None
     fault: str | None = None
     running: bool = True
+    # Its capacity (spofkit.capacity): workers (None: no limit), and right now how many are busy, how many requests
+    # wait for one; shed counts the requests answered 503 at once for want of a place, over the instance's life.
+    concurrency: int | None = None
+    busy: int = 0
+    queued: int = 0
+    shed: int = 0
 
 
 @dataclass(frozen=True)
@@ -154,6 +160,10 @@ class InstanceStatus:
     failed: int
     weight: int
     running: bool
+    concurrency: int | None = None  # the instance's workers (None: no limit); the rest as in InstanceFacts
+    busy: int = 0
+    queued: int = 0
+    shed: int = 0
 
     @classmethod
     def of(cls, facts: InstanceFacts, view: MemberView) -> InstanceStatus:
@@ -173,6 +183,10 @@ class InstanceStatus:
             failed=view.failed,
             weight=view.weight,
             running=facts.running,
+            concurrency=facts.concurrency,
+            busy=facts.busy,
+            queued=facts.queued,
+            shed=facts.shed,
         )
 
     @property

@@ -123,6 +123,7 @@ class SimInstance:
         self.started = False
         self.served = 0
         self.errors = 0
+        self.shed = 0  # of the errors: answered 503 at once, no worker free and no place in the queue
         self.busy = 0  # workers taken (a hung request keeps its worker)
         self._serving: dict[Visit, None] = {}  # taken workers, in arrival order (a dict keeps order, a set not)
         self._waiting: collections.deque[Visit] = collections.deque()
@@ -162,6 +163,7 @@ class SimInstance:
             self._waiting.append(visit)
             return False
         self.errors += 1  # shed: answered at once, without work
+        self.shed += 1
         visit.outcome, visit.status = ANSWER, QUEUE_FULL
         return True
 

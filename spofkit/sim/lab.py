@@ -231,6 +231,10 @@ class SimLab:
                 url=instance.url if instance else "",
                 fault=instance.fault.kind if instance and instance.fault else None,
                 running=bool(instance and instance.running),
+                concurrency=instance.capacity.concurrency if instance else None,
+                busy=instance.busy if instance else 0,
+                queued=instance.queued if instance else 0,
+                shed=instance.shed if instance else 0,
             )
             rows.append(InstanceStatus.of(facts, view))
         background = self._background

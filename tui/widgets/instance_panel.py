@@ -74,6 +74,12 @@ class InstancePanel(Widget):
         text.append("\n")
         text.append("in-flight ", DIM)
         text.append(f"{status.in_flight}", WHITE)
+        if status.concurrency is not None:  # an instance with capacity: its workers and its queue, as it counts them
+            full = status.busy >= status.concurrency
+            text.append("  busy ", DIM)
+            text.append(f"{status.busy}/{status.concurrency}", YELLOW if full else WHITE)
+            text.append("  queue ", DIM)
+            text.append(f"{status.queued}", YELLOW if status.queued else WHITE)
         if failed:
             text.append("  failed ", DIM)
             text.append(f"{failed:,}", RED)
@@ -86,6 +92,9 @@ class InstancePanel(Widget):
             text.append(f"{figures.error_rate:.0%} ", f"bold {rate_colour}")
         text.append(" share ", DIM)
         text.append("–" if figures.share is None else f"{figures.share:.0%}", CYAN)
+        if status.shed:  # turned away at once: no worker free, no place in the queue (503)
+            text.append("  shed ", DIM)
+            text.append(f"{status.shed:,}", RED)
         text.append("\n")
         latest = next((v for v in reversed(figures.latency_series) if v > 0), None)
         latency = f" {latency_text(latest)}" if latest is not None else " –"
