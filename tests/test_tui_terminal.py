@@ -60,6 +60,19 @@ def app_shell(command: list[str], status_file: Path) -> str:
     return f"unset COLUMNS LINES; {shlex.join(command)}; echo $? > {shlex.quote(str(status_file))}; sleep 60"
 
 
+def wait_until_settled(tmux: Tmux) -> str:
+    """The screen once two captures a poll apart are the same (an animation has ended)."""
+    last = [tmux.screen()]
+
+    def unchanged() -> bool:
+        now = tmux.screen()
+        same, last[0] = now == last[0], now
+        return same
+
+    wait_until(unchanged, "the screen stopped moving", 10.0)
+    return last[0]
+
+
 class Tmux:
     """A tmux server of our own, its socket in the test's temporary folder (nothing left in /tmp/tmux-*)."""
 
@@ -196,13 +209,21 @@ def test_rapid_adds_and_the_help_overlay_at_80x24(tmp_path: Path) -> None:
         wait_until(lambda: "spofkit keys" in tmux.screen(), "the help overlay")
         seen = tmux.screen()
         assert "more below" in seen and "q ^c   quit" not in seen
-        for _ in range(10):  # bounded: the list is about two screens long at 80x24
+        # Line by line (↓): each screen overlaps the one before, so no key can scroll past unseen, however the
+        # scrolling is timed (a page key pressed just as the overlay opens can land two pages on).
+        for _ in range(120):  # bounded: the list is about two screens long at 80x24
             if "close this screen" in tmux.screen():
                 break
-            tmux("send-keys", "-t", "tui", "Space")
+            tmux("send-keys", "-t", "tui", "Down")
             wait_until(lambda before=seen: tmux.screen() not in before, "the help scrolled", 10.0)
-            seen += tmux.screen()
+            seen += wait_until_settled(tmux)
         assert "end · ↑ PgUp back" in tmux.screen()
+        end = tmux.screen()
+        tmux("send-keys", "-t", "tui", "Home")
+        wait_until(lambda: "more below" in tmux.screen(), "back at the top")
+        top = wait_until_settled(tmux)
+        tmux("send-keys", "-t", "tui", "Space")  # space turns a page
+        wait_until(lambda: tmux.screen() not in (top, end), "space turned a page")
         for row in ("s      slow", "S      too slow", "t      retries", "k      checks", "p      pause", "q ^c   quit"):
             assert row in seen, f"{row!r} never shown in the help"
         tmux("send-keys", "-t", "tui", "Escape")
