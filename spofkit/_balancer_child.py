@@ -123,17 +123,17 @@ class ParentPipe:
 
     async def close(self, timeout: float = 2.0) -> None:
         """Hand what waits to the pipe (for at most ``timeout`` s: a parent that reads nothing may be gone)."""
-        if self.dropped != self._dropped_told and not self.transport.is_closing():  # the last count, behind or not
-            self._dropped_told = self.dropped
-            self.transport.write((json.dumps({"dropped_events": self.dropped}) + "\n").encode())
+        self.write([], last=True)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while self.transport.get_write_buffer_size() and loop.time() < deadline:
             await asyncio.sleep(0.01)
         self.transport.close()
 
-    def write(self, lines: list[str]) -> None:
-        if self.dropped != self._dropped_told and not self.behind:
+    def write(self, lines: list[str], *, last: bool = False) -> None:
+        """Send ``lines``, and the count of dropped events once it has grown and the parent reads again (the
+        ``last`` write carries it anyway)."""
+        if self.dropped != self._dropped_told and (last or not self.behind):
             self._dropped_told = self.dropped
             lines = [*lines, json.dumps({"dropped_events": self.dropped})]
         if lines and not self.transport.is_closing():

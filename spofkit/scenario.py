@@ -522,24 +522,31 @@ def _timed_commands(scenario: Scenario) -> list[tuple[float, Command]]:
     return commands
 
 
+def _lab_options(scenario: Scenario, seed: int) -> dict[str, Any]:
+    """The ``[lab]``, ``[health]``, ``[retries]`` and ``[ejection]`` settings, as both drivers' labs take them."""
+    return {
+        "strategy": scenario.strategy,
+        "health": scenario.health,
+        "retries": scenario.retries,
+        "ejection": scenario.ejection,
+        "capacity": scenario.capacity,
+        "backups": scenario.backups,
+        "slow_start": scenario.slow_start,
+        "seed": seed,
+        "balancers": scenario.balancers,
+        "pair": scenario.pair,
+        "advert_interval": scenario.advert_interval,
+        "preempt": scenario.preempt,
+    }
+
+
 def _run_sim(scenario: Scenario, seed: int) -> ScenarioResult:
     from spofkit.sim.lab import SimLab
 
     started = time.perf_counter()
     lab = SimLab(
         scenario.instances,
-        strategy=scenario.strategy,
-        health=scenario.health,
-        retries=scenario.retries,
-        ejection=scenario.ejection,
-        capacity=scenario.capacity,
-        backups=scenario.backups,
-        slow_start=scenario.slow_start,
-        seed=seed,
-        balancers=scenario.balancers,
-        pair=scenario.pair,
-        advert_interval=scenario.advert_interval,
-        preempt=scenario.preempt,
+        **_lab_options(scenario, seed),
         fencing=scenario.fencing,
         failures=scenario.failures,
         groups=scenario.groups,
@@ -601,21 +608,7 @@ async def run_live(scenario: Scenario, seed: int) -> ScenarioResult:
             for change in plan
         ]
     commands.sort(key=lambda item: item[0])
-    async with await Lab.start(
-        scenario.instances,
-        strategy=scenario.strategy,
-        health=scenario.health,
-        retries=scenario.retries,
-        ejection=scenario.ejection,
-        capacity=scenario.capacity,
-        backups=scenario.backups,
-        slow_start=scenario.slow_start,
-        seed=seed,
-        balancers=scenario.balancers,
-        pair=scenario.pair,
-        advert_interval=scenario.advert_interval,
-        preempt=scenario.preempt,
-    ) as lab:
+    async with await Lab.start(scenario.instances, **_lab_options(scenario, seed)) as lab:
         began = lab.now()
 
         async def apply_on_time() -> None:
