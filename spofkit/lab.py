@@ -285,20 +285,7 @@ class Lab:
         serving = self.front.serving()
         rows = []
         for view in serving.members if serving is not None else ():
-            instance = self.instances.get(view.name)
-            fault = getattr(instance, "fault", None)
-            capacity = getattr(instance, "capacity", None)
-            facts = InstanceFacts(
-                name=view.name,
-                url=getattr(instance, "url", ""),
-                pid=getattr(instance, "pid", None),
-                fault=fault.kind if fault is not None else None,
-                running=bool(getattr(instance, "running", False)),
-                concurrency=capacity.concurrency if capacity is not None else None,
-                busy=int(getattr(instance, "busy", 0)),
-                queued=int(getattr(instance, "queued", 0)),
-                shed=int(getattr(instance, "shed", 0)),
-            )
+            facts = InstanceFacts.of_instance(view.name, self.instances.get(view.name))
             rows.append(InstanceStatus.of(facts, view))
         configuration = self.front.configuration
         background = self._background

@@ -29,6 +29,7 @@ holds the address: split brain on one host), ``crashed``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 UP = "up"
 FALLING = "falling"
@@ -93,6 +94,23 @@ class InstanceFacts:
     busy: int = 0
     queued: int = 0
     shed: int = 0
+
+    @classmethod
+    def of_instance(cls, name: str, instance: Any) -> InstanceFacts:
+        """What an instance, live or simulated (None: already gone), says of itself."""
+        fault = getattr(instance, "fault", None)
+        capacity = getattr(instance, "capacity", None)
+        return cls(
+            name=name,
+            url=getattr(instance, "url", ""),
+            pid=getattr(instance, "pid", None),
+            fault=fault.kind if fault is not None else None,
+            running=bool(getattr(instance, "running", False)),
+            concurrency=capacity.concurrency if capacity is not None else None,
+            busy=int(getattr(instance, "busy", 0)),
+            queued=int(getattr(instance, "queued", 0)),
+            shed=int(getattr(instance, "shed", 0)),
+        )
 
 
 @dataclass(frozen=True)

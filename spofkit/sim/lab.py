@@ -225,17 +225,7 @@ class SimLab:
         serving = (holding or alive or balancers)[0]
         rows = []
         for view in serving.members:
-            instance = self.instances.get(view.name)
-            facts = InstanceFacts(
-                name=view.name,
-                url=instance.url if instance else "",
-                fault=instance.fault.kind if instance and instance.fault else None,
-                running=bool(instance and instance.running),
-                concurrency=instance.capacity.concurrency if instance else None,
-                busy=instance.busy if instance else 0,
-                queued=instance.queued if instance else 0,
-                shed=instance.shed if instance else 0,
-            )
+            facts = InstanceFacts.of_instance(view.name, self.instances.get(view.name))
             rows.append(InstanceStatus.of(facts, view))
         background = self._background
         return LabStatus(
