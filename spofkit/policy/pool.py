@@ -24,8 +24,8 @@ every call takes ``now``, randomness comes from the two ``random.Random`` it is 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from typing import overload
 
 from spofkit.events import (
     DEFAULT_BALANCER,
@@ -37,31 +37,171 @@ from spofkit.events import (
     InstanceReturned,
 )
 from spofkit.policy.failover import EjectionSettings, OutlierDetector
-from spofkit.policy.strategies import Backend, RequestInfo, Strategy, make_strategy
+from spofkit.policy.strategies import Backend, CheckedBackends, RequestInfo, Strategy, make_strategy
 
 MAX_WEIGHT = 256
 _tuple_new = tuple.__new__
+_INFINITY = float("inf")
 
 
-@dataclass(eq=False)  # a member is itself: compared by identity, never field by field
+def _nothing() -> None:
+    pass
+
+
 class Member:
-    """One configured instance, as one balancer sees it."""
+    """One configured instance, as one balancer sees it. A member is itself: compared by identity.
 
-    name: str
-    url: str
-    weight: int = 1
-    backup: bool = False
-    max_conns: int | None = None
-    in_flight: int = 0
-    served: int = 0
-    failed: int = 0
-    draining: bool = False
-    healthy: bool = True  # the health checks' verdict (True while checks are off)
-    up_since: float = 0.0  # when it last came (back) up: slow start counts from here
+    The counters (``in_flight``, ``served``, ``failed``) are plain attributes. The five fields that decide who is
+    eligible (``healthy``, ``draining``, ``weight``, ``backup``, ``max_conns``) tell the pool when they change, so
+    its ready list (worked out once, not for every request) stays true even when a member is changed by hand.
+    """
+
+    __slots__ = (
+        "_backup",
+        "_changed",
+        "_draining",
+        "_healthy",
+        "_max_conns",
+        "_weight",
+        "failed",
+        "in_flight",
+        "name",
+        "served",
+        "up_since",
+        "url",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        weight: int = 1,
+        backup: bool = False,
+        max_conns: int | None = None,
+        in_flight: int = 0,
+        served: int = 0,
+        failed: int = 0,
+        draining: bool = False,
+        healthy: bool = True,  # the health checks' verdict (True while checks are off)
+        up_since: float = 0.0,  # when it last came (back) up: slow start counts from here
+        on_change: Callable[[], None] = _nothing,
+    ) -> None:
+        self.name = name
+        self.url = url
+        self._weight = weight
+        self._backup = backup
+        self._max_conns = max_conns
+        self.in_flight = in_flight
+        self.served = served
+        self.failed = failed
+        self._draining = draining
+        self._healthy = healthy
+        self.up_since = up_since
+        self._changed = on_change
+
+    def __repr__(self) -> str:
+        return (
+            f"Member(name={self.name!r}, url={self.url!r}, weight={self._weight}, backup={self._backup}, "
+            f"max_conns={self._max_conns}, in_flight={self.in_flight}, served={self.served}, failed={self.failed}, "
+            f"draining={self._draining}, healthy={self._healthy}, up_since={self.up_since})"
+        )
+
+    @property
+    def weight(self) -> int:
+        return self._weight
+
+    @weight.setter
+    def weight(self, value: int) -> None:
+        self._weight = value
+        self._changed()
+
+    @property
+    def backup(self) -> bool:
+        return self._backup
+
+    @backup.setter
+    def backup(self, value: bool) -> None:
+        self._backup = value
+        self._changed()
+
+    @property
+    def max_conns(self) -> int | None:
+        return self._max_conns
+
+    @max_conns.setter
+    def max_conns(self, value: int | None) -> None:
+        self._max_conns = value
+        self._changed()
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    @draining.setter
+    def draining(self, value: bool) -> None:
+        self._draining = value
+        self._changed()
+
+    @property
+    def healthy(self) -> bool:
+        return self._healthy
+
+    @healthy.setter
+    def healthy(self, value: bool) -> None:
+        self._healthy = value
+        self._changed()
 
     @property
     def full(self) -> bool:
-        return self.max_conns is not None and self.in_flight >= self.max_conns
+        return self._max_conns is not None and self.in_flight >= self._max_conns
+
+
+class _MemberBackends(CheckedBackends):
+    """The candidates as the strategy sees them: a ``Backend`` is made only for the members a strategy reads.
+
+    Power of two choices looks at two members of a hundred; building a snapshot of all hundred for every
+    request was most of the cost of choosing. Each ``Backend`` still is a snapshot, taken when it is read.
+    """
+
+    __slots__ = ("_members",)
+
+    def __init__(self, members: list[Member]) -> None:
+        self._members = members
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    @overload
+    def __getitem__(self, index: int) -> Backend: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Backend]: ...
+    def __getitem__(self, index: int | slice) -> Backend | Sequence[Backend]:
+        if isinstance(index, slice):
+            return [_tuple_new(Backend, (m.name, m.weight, m.in_flight)) for m in self._members[index]]
+        m = self._members[index]
+        return _tuple_new(Backend, (m.name, m.weight, m.in_flight))
+
+    def __iter__(self) -> Iterator[Backend]:
+        for m in self._members:
+            yield _tuple_new(Backend, (m.name, m.weight, m.in_flight))
+
+
+class _Ready:
+    """Rules 1 and 2 for a first attempt, worked out once and kept until something they depend on changes:
+    membership, a health verdict, a drain, an ejection, or the time an ejection runs out."""
+
+    __slots__ = ("backends", "by_name", "members", "valid_from", "valid_until")
+
+    def __init__(self, members: list[Member], valid_from: float, valid_until: float) -> None:
+        self.members = members
+        self.by_name = {m.name: m for m in members}
+        # Every weight > 0 (in_flight is never below 0): strategies may skip their own checks. A weight of 0
+        # (a drain by weight) takes the strategies' own path, which knows what 0 means.
+        self.backends: Sequence[Backend] | None = (
+            _MemberBackends(members) if members and all(m.weight > 0 for m in members) else None
+        )
+        self.valid_from = valid_from
+        self.valid_until = valid_until
 
 
 class NoInstance(Exception):
@@ -99,6 +239,19 @@ class Pool:
         self.slow_start_rng = slow_start_rng or random.Random(1)
         self.members: dict[str, Member] = {}
         self._primaries = 0  # members that are not backups (passive ejection ejects at most a share of them)
+        self._capped = 0  # members with a max_conns (rule 3 looks at each candidate only when there are any)
+        self._ready: _Ready | None = None  # rules 1 and 2 for a first attempt, until something changes
+
+    def changed(self) -> None:
+        """Something rules 1 and 2 depend on has changed: work them out afresh at the next choice.
+
+        Called on every change to membership, a member's eligibility fields, ejection and health (a ``Member``
+        calls it itself when one of its fields is set).
+        """
+        self._ready = None
+        members = self.members.values()
+        self._primaries = sum(1 for m in members if not m._backup)
+        self._capped = sum(1 for m in members if m._max_conns is not None)
 
     # --- membership -----------------------------------------------------------------------------------
 
@@ -125,9 +278,9 @@ class Pool:
             raise ValueError(f"weight must be a whole number 0..{MAX_WEIGHT}, got {weight!r}")
         if max_conns is not None and (isinstance(max_conns, bool) or not isinstance(max_conns, int) or max_conns < 1):
             raise ValueError(f"max_conns must be a whole number >= 1, got {max_conns!r}")
-        member = Member(name, url, weight, backup, max_conns, healthy=healthy, up_since=now)
+        member = Member(name, url, weight, backup, max_conns, healthy=healthy, up_since=now, on_change=self.changed)
         self.members[name] = member
-        self._primaries += not backup
+        self.changed()
         self.emit(InstanceAdded(now, name, url, backup, balancer=self.balancer))
         return member
 
@@ -135,13 +288,15 @@ class Pool:
         """No new attempts for ``name``; the ones in flight go on. The driver removes it once they are done."""
         member = self.member(name)
         if not member.draining:
-            member.draining = True
+            member.draining = True  # the member tells the pool
             self.emit(InstanceDraining(now, name, member.in_flight, balancer=self.balancer))
         return member
 
     def remove(self, name: str, now: float) -> None:
-        self._primaries -= not self.member(name).backup
+        member = self.member(name)
+        member._changed = _nothing
         del self.members[name]
+        self.changed()
         self.outliers.forget(name)
         self.emit(InstanceRemoved(now, name, balancer=self.balancer))
 
@@ -152,7 +307,8 @@ class Pool:
             return
         if healthy and not member.healthy:
             member.up_since = now
-        member.healthy = healthy
+        if member.healthy != healthy:
+            member.healthy = healthy  # the member tells the pool
 
     def set_strategy(self, spec: Strategy | str) -> None:
         self.strategy = make_strategy(spec)
@@ -165,6 +321,7 @@ class Pool:
         """Passive ejection on (with ``settings``) or off; either way every ejection so far is forgotten."""
         self.ejection = settings
         self.outliers = OutlierDetector(settings or EjectionSettings())
+        self._ready = None
 
     # --- choosing -------------------------------------------------------------------------------------
 
@@ -184,25 +341,54 @@ class Pool:
 
     def choose(self, request: RequestInfo, now: float, tried: set[str] | frozenset[str] = frozenset()) -> Member:
         """Pick a member for one attempt (rules 1–5), or raise :class:`NoInstance` saying why none can (rule 6)."""
-        eligible = self.eligible(now, tried)
+        backends: Sequence[Backend] | None
+        if tried:
+            eligible = self.eligible(now, tried)
+            offered = None
+            backends = None
+        else:
+            ready = self._ready
+            if ready is None or not ready.valid_from <= now < ready.valid_until:
+                ready = self._ready = self._work_out_ready(now)
+            eligible, offered, backends = ready.members, ready.by_name, ready.backends
         if not eligible:
             if tried:
                 raise NoInstance(502, "no other instance left to try")
             raise NoInstance(503, "no instance is available (all down, ejected or draining)")
-        candidates = [m for m in eligible if not m.full]
-        if not candidates:
-            raise NoInstance(503, "every available instance is at its max_conns limit")
+        candidates = eligible
+        if self._capped:
+            candidates = [m for m in eligible if not m.full]
+            if not candidates:
+                raise NoInstance(503, "every available instance is at its max_conns limit")
+            if len(candidates) != len(eligible):
+                offered = backends = None
         while True:
-            # Backend(m.name, m.weight, m.in_flight) for each candidate, made the quickest way a named tuple can be
-            # (this runs for every request, for every candidate: at 100 instances it is half the cost of choosing).
-            backends = [_tuple_new(Backend, (m.name, m.weight, m.in_flight)) for m in candidates]
+            if offered is None:
+                offered = {m.name: m for m in candidates}
+            if backends is None:
+                # Backend(m.name, m.weight, m.in_flight) for each candidate, made the quickest way a named tuple
+                # can be. (The common case above gives a lazy sequence instead, which builds only what is read.)
+                backends = [_tuple_new(Backend, (m.name, m.weight, m.in_flight)) for m in candidates]
             picked = self.strategy.pick(backends, request, now, self.strategy_rng)
-            member = self.members.get(picked.name)
-            if member is None or not any(m is member for m in candidates):
+            member = offered.get(picked.name)
+            if member is None:
                 raise ValueError(f"strategy {self.strategy_name} picked {picked.name!r}, which was not offered")
             if len(candidates) == 1 or self._admitted_by_slow_start(member, now):
                 return member
             candidates = [m for m in candidates if m is not member]
+            offered = backends = None
+
+    def _work_out_ready(self, now: float) -> _Ready:
+        members = self.eligible(now)
+        # Kept until the earliest ejection in force runs out (then that member is eligible again).
+        until = _INFINITY
+        valid_from = now
+        if self.ejection is not None:
+            for name in self.outliers.ejected_at(now):
+                ends = self.outliers.ejected_until(name)
+                if ends is not None and ends < until:
+                    until = ends
+        return _Ready(members, valid_from, until)
 
     def _admitted_by_slow_start(self, member: Member, now: float) -> bool:
         if self.slow_start <= 0:
@@ -229,6 +415,7 @@ class Pool:
             return
         ejected_for = self.outliers.record(member.name, ok, now, self._primaries or 1)
         if ejected_for is not None:
+            self._ready = None
             failures = self.ejection.consecutive_failures
             self.emit(InstanceEjected(now, member.name, ejected_for, failures, balancer=self.balancer))
 
@@ -240,6 +427,8 @@ class Pool:
     def ejections_ended(self, now: float) -> list[str]:
         """Announce members whose ejection has run out by ``now`` (each once)."""
         back = self.outliers.returned(now)
+        if back:
+            self._ready = None
         for name in back:
             self.emit(InstanceReturned(now, name, balancer=self.balancer))
         return back

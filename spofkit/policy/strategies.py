@@ -49,6 +49,17 @@ class Backend(NamedTuple):
     in_flight: int = 0
 
 
+class CheckedBackends(Sequence[Backend]):
+    """A sequence of backends its maker vouches for: not empty, every weight > 0, every in_flight >= 0.
+
+    The pool hands strategies one of these (lazily made ``Backend`` snapshots), so that a strategy that reads two
+    backends of a hundred, such as power of two choices, costs the same at any pool size. Strategies treat it as
+    any sequence; the shared checks below skip what it vouches for. It is valid for the one ``pick`` call.
+    """
+
+    __slots__ = ()
+
+
 @dataclass(frozen=True)
 class RequestInfo:
     """What a strategy may know about the request being placed."""
@@ -81,8 +92,10 @@ class Strategy:
 # --- helpers shared by the strategies -------------------------------------------------------------
 
 
-def _eligible(backends: Sequence[Backend]) -> list[Backend]:
+def _eligible(backends: Sequence[Backend]) -> Sequence[Backend]:
     """The backends that may take new work: weight 0 means draining, unless all have weight 0."""
+    if isinstance(backends, CheckedBackends):
+        return backends
     if not backends:
         raise ValueError("backends is empty: a strategy needs at least one Backend to pick from")
     for backend in backends:
