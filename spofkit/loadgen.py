@@ -26,7 +26,7 @@ import collections
 import ipaddress
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import aiohttp
 from yarl import URL
@@ -44,9 +44,11 @@ _TICK = 0.05
 _EPSILON = 1e-9
 
 
-@dataclass(frozen=True, slots=True)  # slots: a long run keeps thousands of these
-class RequestRecord:
+class RequestRecord(NamedTuple):
     """What one request felt like to the client. Times are lab seconds (``Clock.now()``).
+
+    (A named tuple: a long run keeps millions of these, and a tuple of plain values is cheap to make, small, and
+    not followed by the garbage collector once it has seen that the tuple holds nothing that could form a cycle.)
 
     ``error`` is ``None`` for a success (2xx/3xx) and otherwise one of ``connect`` (refused /
     unreachable), ``timeout``, ``reset`` (the server disconnected or the body broke off),

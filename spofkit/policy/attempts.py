@@ -36,7 +36,7 @@ The rules it applies:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 from spofkit.events import RequestCompleted, RequestRetried
 from spofkit.policy.failover import FAILURE_KINDS, STATUS, TIMEOUT, RetrySettings, retry_decision
@@ -48,14 +48,18 @@ if TYPE_CHECKING:
 
 # With retries off, the one attempt may take this long (a balancer without retries still has a timeout).
 SINGLE_ATTEMPT_TIMEOUT = 30.0
+_NONE_TRIED: frozenset[str] = frozenset()
 # Served by the first attempt, served after a retry, or not served.
 SERVED = "served"
 RETRIED = "retried"
 FAILED = "failed"
 
 
-@dataclass(frozen=True)
-class Try:
+# The actions are named tuples (immutable, and several times cheaper to make than frozen dataclasses: one or two
+# are made for every request). They read as records: ``action.instance``, ``action.timeout``.
+
+
+class Try(NamedTuple):
     """Forward the request to ``instance``, giving up on this attempt after ``timeout`` seconds."""
 
     instance: str
@@ -63,16 +67,14 @@ class Try:
     attempt: int
 
 
-@dataclass(frozen=True)
-class Relay:
+class Relay(NamedTuple):
     """Pass ``instance``'s answer on to the client: the request is decided."""
 
     instance: str
     status: int
 
 
-@dataclass(frozen=True)
-class Fail:
+class Fail(NamedTuple):
     """Answer the client with ``status`` and ``reason`` (JSON): no instance could serve."""
 
     status: int
@@ -83,7 +85,7 @@ Action = Try | Relay | Fail
 _Final = TypeVar("_Final", Relay, Fail)
 
 
-@dataclass
+@dataclass(slots=True)  # slots: one is made for every request
 class RequestAttempts:
     """The attempts of one client request (rules 1–6 above). Make one with ``BalancerPolicy.new_request``."""
 
@@ -146,8 +148,9 @@ class RequestAttempts:
         action = self.outcome_action
         if action is None:
             raise RuntimeError("finish() comes after a Relay or Fail action")
-        if isinstance(action, Relay) and delivered:
-            outcome = SERVED if self.attempts == 1 else RETRIED
+        tried = self.tried
+        if type(action) is Relay and delivered:
+            outcome = SERVED if len(tried) == 1 else RETRIED
             instance: str | None = action.instance
         else:
             outcome, instance = FAILED, None
@@ -163,11 +166,11 @@ class RequestAttempts:
             self.request.path.split("?", 1)[0],
             status,
             instance,
-            self.attempts,
+            len(tried),
             now - self.started,
             outcome,
             reason,
-            self.tried[-1] if self.tried else None,
+            tried[-1] if tried else None,
             balancer=self.policy.name,
         )
         self.policy.emit(event)
@@ -182,21 +185,27 @@ class RequestAttempts:
         return member
 
     def _next_attempt(self, now: float) -> Try | Fail:
+        tried = self.tried
+        policy = self.policy
         try:
-            member = self.policy.pool.choose(self.request, now, set(self.tried))
+            member = policy.pool.choose(self.request, now, set(tried) if tried else _NONE_TRIED)
         except NoInstance as none:
-            if self.tried:  # rule 6: say what went wrong before we ran out
+            if tried:  # rule 6: say what went wrong before we ran out
                 return self._decide(Fail(self.last_status, f"{'; '.join(self.failures)}; {none.reason}"))
             return self._decide(Fail(none.status, none.reason))
         retries = self.retries
-        per_try = retries.per_try_timeout if retries else SINGLE_ATTEMPT_TIMEOUT
-        deadline = retries.deadline if retries else SINGLE_ATTEMPT_TIMEOUT
-        timeout = max(0.001, min(per_try, deadline - (now - self.started)))
-        self.tried.append(member.name)
+        if retries is None:
+            timeout = SINGLE_ATTEMPT_TIMEOUT - (now - self.started)
+        else:
+            left = retries.deadline - (now - self.started)
+            timeout = retries.per_try_timeout if retries.per_try_timeout < left else left
+        if timeout < 0.001:
+            timeout = 0.001
+        tried.append(member.name)
         self._current = member
         self._attempt_started = now
-        self.policy.pool.attempt_started(member)
-        return Try(member.name, timeout, self.attempts)
+        member.in_flight += 1  # policy.pool.attempt_started(member), without the call: this runs for every attempt
+        return Try(member.name, timeout, len(tried))
 
     def _after_failure(
         self, now: float, member: Member, failure: str, detail: str, *, reached_backend: bool, status: int | None

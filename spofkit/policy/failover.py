@@ -193,10 +193,12 @@ class OutlierDetector:
 
     def record(self, name: str, ok: bool, now: float, pool_size: int) -> float | None:
         """Feed one attempt's result. Returns the ejection duration if this failure ejects ``name``."""
-        record = self._record(name)
-        if ok:
-            record.consecutive_failures = 0
+        if ok:  # (a member that never failed needs no record)
+            known = self._records.get(name)
+            if known is not None:
+                known.consecutive_failures = 0
             return None
+        record = self._record(name)
         record.consecutive_failures += 1
         if record.consecutive_failures < self.settings.consecutive_failures:
             return None
@@ -225,6 +227,11 @@ class OutlierDetector:
     def ejected_until(self, name: str) -> float | None:
         record = self._records.get(name)
         return record.ejected_until if record else None
+
+    def earliest_end(self) -> float | None:
+        """When the first ejection on record runs out, or None if none is."""
+        ends = [r.ejected_until for r in self._records.values() if r.ejected_until is not None]
+        return min(ends) if ends else None
 
     def returned(self, now: float) -> list[str]:
         """Instances whose ejection has run out since the last call (each reported once)."""

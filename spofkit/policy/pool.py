@@ -231,7 +231,7 @@ class Pool:
             raise ValueError(f"slow_start must be >= 0 seconds, got {slow_start!r}")
         self.emit = emit
         self.balancer = balancer
-        self.strategy: Strategy = make_strategy(strategy)
+        self.strategy = make_strategy(strategy)
         self.ejection = ejection
         self.outliers = OutlierDetector(ejection or EjectionSettings())
         self.slow_start = slow_start
@@ -309,6 +309,18 @@ class Pool:
             member.up_since = now
         if member.healthy != healthy:
             member.healthy = healthy  # the member tells the pool
+
+    @property
+    def strategy(self) -> Strategy:
+        return self._strategy
+
+    @strategy.setter
+    def strategy(self, spec: Strategy) -> None:
+        self._strategy = spec
+        # observe is optional for a learner's own strategy, and the base class's does nothing: skip the call then.
+        observe = getattr(spec, "observe", None)
+        is_base = getattr(observe, "__func__", None) is Strategy.observe
+        self._observe: Callable[[str, float, bool, float], None] | None = None if is_base else observe
 
     def set_strategy(self, spec: Strategy | str) -> None:
         self.strategy = make_strategy(spec)
@@ -403,12 +415,13 @@ class Pool:
 
     def attempt_finished(self, member: Member, ok: bool, latency: float, now: float) -> None:
         """One attempt on ``member`` is over: count it, tell the strategy, and maybe eject the member."""
-        member.in_flight = max(0, member.in_flight - 1)
+        if member.in_flight > 0:
+            member.in_flight -= 1
         if ok:
             member.served += 1
         else:
             member.failed += 1
-        observe = getattr(self.strategy, "observe", None)  # optional for a learner's own strategy
+        observe = self._observe
         if observe is not None:
             observe(member.name, latency, ok, now)
         if self.ejection is None or member.name not in self.members:
@@ -421,8 +434,7 @@ class Pool:
 
     def next_return_at(self) -> float | None:
         """When the earliest ejection runs out (a driver sets a timer for it), or None."""
-        ends = [until for name in self.members if (until := self.outliers.ejected_until(name)) is not None]
-        return min(ends) if ends else None
+        return self.outliers.earliest_end()  # a removed member's record is forgotten with it
 
     def ejections_ended(self, now: float) -> list[str]:
         """Announce members whose ejection has run out by ``now`` (each once)."""

@@ -262,9 +262,14 @@ class PowerOfTwo(Strategy):
         rng: random.Random,
     ) -> Backend:
         candidates = _eligible(backends)
-        if len(candidates) == 1:
+        count = len(candidates)
+        if count == 1:
             return candidates[0]
-        first, second = rng.sample(candidates, 2)
+        # Two distinct positions, each equally likely: the first of `count`, the second of the `count - 1` others.
+        # (What rng.sample(candidates, 2) does, without its general machinery: this runs for every request.)
+        i = int(rng.random() * count)
+        j = int(rng.random() * (count - 1))
+        first, second = candidates[i], candidates[j + (j >= i)]
         return second if second.in_flight < first.in_flight else first
 
 
