@@ -359,7 +359,7 @@ class EventBus:
     def __init__(self, clock: Clock | None = None, history_size: int = 5000) -> None:
         self.clock = clock or Clock()
         self.history: collections.deque[Event] = collections.deque(maxlen=history_size)
-        self._subscribers: list[Subscriber] = []
+        self._subscribers: tuple[Subscriber, ...] = ()  # a new tuple on each change: publish never copies
         self.subscriber_errors = 0
 
     def now(self) -> float:
@@ -367,7 +367,7 @@ class EventBus:
 
     def publish(self, event: Event) -> None:
         self.history.append(event)
-        for subscriber in list(self._subscribers):
+        for subscriber in self._subscribers:  # (a subscriber that subscribes or leaves changes the next publish)
             try:
                 subscriber(event)
             except Exception:
@@ -375,11 +375,13 @@ class EventBus:
 
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
         """Call ``subscriber(event)`` for every future event. Returns a function that unsubscribes."""
-        self._subscribers.append(subscriber)
+        self._subscribers = (*self._subscribers, subscriber)
 
         def unsubscribe() -> None:
-            if subscriber in self._subscribers:
-                self._subscribers.remove(subscriber)
+            subscribers = list(self._subscribers)
+            if subscriber in subscribers:
+                subscribers.remove(subscriber)
+                self._subscribers = tuple(subscribers)
 
         return unsubscribe
 
