@@ -97,7 +97,13 @@ class InstanceRestarted(Event):
 # --- health checks ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+# The events made for every request or probe (HealthProbe, RequestCompleted, ClientRequest) write their fields
+# straight into the instance's __dict__, in field order (the order vars() and the event log's digest see). A
+# frozen dataclass's own __init__ sets each field through object.__setattr__, which is twice as slow; the events
+# are as frozen either way (tests/test_wire.py holds every event to both).
+
+
+@dataclass(frozen=True, init=False)
 class HealthProbe(Event):
     """One active check finished: ``ok`` or not, and why (status code, timeout, refused...)."""
 
@@ -106,6 +112,11 @@ class HealthProbe(Event):
     detail: str
     duration: float
     balancer: str = DEFAULT_BALANCER
+
+    def __init__(
+        self, at: float, instance: str, ok: bool, detail: str, duration: float, balancer: str = DEFAULT_BALANCER
+    ) -> None:
+        self.__dict__.update(at=at, instance=instance, ok=ok, detail=detail, duration=duration, balancer=balancer)
 
     def describe(self) -> str:
         verdict = "passed" if self.ok else "failed"
@@ -230,12 +241,7 @@ class RequestRetried(Event):
         return f"request #{self.request_id}: attempt {self.attempt} on {self.instance} failed ({self.reason}), retrying"
 
 
-# The two events made for every request write their fields straight into the instance's __dict__ (in field
-# order, which is the order vars() and the event log's digest see). A frozen dataclass's own __init__ sets each
-# field through object.__setattr__, which is twice as slow; the events are as frozen either way.
-
-
-@dataclass(frozen=True, init=False)
+@dataclass(frozen=True, init=False)  # its own __init__, as HealthProbe's
 class RequestCompleted(Event):
     """The balancer answered a client. ``outcome`` is ``served``, ``retried`` (served after a retry) or ``failed``.
 
@@ -292,7 +298,7 @@ class RequestCompleted(Event):
         return f"request #{self.request_id} {self.outcome} {self.status} {who}{extra}{reason}"
 
 
-@dataclass(frozen=True, init=False)  # its own __init__, as RequestCompleted's
+@dataclass(frozen=True, init=False)  # its own __init__, as HealthProbe's
 class ClientRequest(Event):
     """The load generator (a client) got its answer, or gave up: what a user of the service felt."""
 

@@ -179,11 +179,11 @@ class _MemberBackends(CheckedBackends):
         if isinstance(index, slice):
             return [_tuple_new(Backend, (m.name, m.weight, m.in_flight)) for m in self._members[index]]
         m = self._members[index]
-        return _tuple_new(Backend, (m.name, m.weight, m.in_flight))
+        return _tuple_new(Backend, (m.name, m._weight, m.in_flight))
 
     def __iter__(self) -> Iterator[Backend]:
         for m in self._members:
-            yield _tuple_new(Backend, (m.name, m.weight, m.in_flight))
+            yield _tuple_new(Backend, (m.name, m._weight, m.in_flight))
 
 
 class _Ready:
