@@ -207,7 +207,8 @@ class SimBalancer:
         else:
             action = attempts.failed(now, RESET, "connection lost (ServerDisconnectedError)")
             self._arm_wakeup()
-        self._note_drained(call.instance)
+        if self._drained:
+            self._note_drained(call.instance)
         return action
 
     def visit_done(self, visit: Visit) -> None:

@@ -187,7 +187,8 @@ class SimInstance:
             done += self.service_time.draw()
             if met.cut_off:
                 visit.outcome = RESET
-        self._schedule_answer(visit, done)
+        visit.finish_at = done  # _schedule_answer(visit, done), without the call: this runs for every request
+        visit.timer = self.scheduler.call_at(done, visit)
 
     def _schedule_answer(self, visit: Visit, at: float) -> None:
         visit.finish_at = at
