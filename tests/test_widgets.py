@@ -412,9 +412,15 @@ def test_prediction_compares_a_number() -> None:
 
 def test_prediction_with_choices_via_the_button() -> None:
     prediction = predict("which?", ["none", "some", "all"])
-    prediction.input.value = "some"
-    prediction.lock_button.click()
-    assert prediction.value == "some"
+    prediction.lock_button.set_state({"value": True})  # pressed in the page with no answer picked
+    assert prediction.value is None and "Pick an answer first" in prediction.status.value
+    assert not prediction.lock_button.value and not prediction.lock_button.disabled  # up again, to press later
+    prediction.input.set_state({"index": 0})  # "none", then "some": the page sends the button the answer it
+    # shows with the press, while the input's own change is still on its way (a busy kernel): "some" counts.
+    prediction.lock_button.set_state({"answer": 1, "value": True})
+    assert prediction.value == "some" and prediction.input.value == "none"
+    assert prediction.lock_button.disabled and prediction.input.disabled
+    assert "Locked in: <b>some</b>" in prediction.status.value
     assert prediction.compare("some").ok
     assert not prediction.compare("all").ok
     with pytest.raises(ValueError, match="guess must be one of"):

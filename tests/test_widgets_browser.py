@@ -27,6 +27,12 @@ file browser left open, as a learner has it):
 
 Every control of a widget sends a command to ``lab.apply``: what the header shows is the lab's answer.
 
+A second, small notebook (``busy_kernel.ipynb``) makes the race a loaded machine causes on purpose: its kernel
+is kept busy with the learner's first answer while the learner picks another and presses **Lock in**. The
+browser sends a widget's changes one at a time (the next waits until the kernel has handled the last), but a
+button's click at once, so the click reaches the kernel before the last answer does: the prediction must still
+be the answer the learner saw when pressing Lock in, for a choice and for a number.
+
 Screenshots of each widget at each width are saved in ``/tmp/spofkit-widgets/`` (``<width>-<widget>.png``), or
 in the folder ``SPOFKIT_SCREENSHOTS`` names (two checkouts testing at once on one machine would mix theirs).
 """
@@ -107,11 +113,38 @@ WIDGETS = {
 }
 
 
-def make_notebook(folder: Path) -> Path:
+# The busy kernel: each predict's first change of answer keeps the kernel busy until the test makes a file (a
+# deadline, should the test die first). The test makes it once the learner has clicked on: what a kernel slowed
+# by a loaded machine does by chance, made certain.
+BUSY_NOTEBOOK = "busy_kernel.ipynb"
+BUSY_CELLS = {
+    "setup": (
+        "import pathlib\n"
+        "import time\n\n"
+        "from spofkit.widgets import predict\n\n\n"
+        "def busy_until(release):\n"
+        "    def handle(change):\n"
+        "        deadline = time.monotonic() + 60\n"
+        "        while not pathlib.Path(release).exists() and time.monotonic() < deadline:\n"
+        "            time.sleep(0.05)\n"
+        "    return handle"
+    ),
+    "choices": (
+        "guess = predict('Which?', ['none', 'some', 'most', 'all'])\n"
+        "guess.input.observe(busy_until('release-choices'), 'value')\nguess"
+    ),
+    "number": (
+        "number = predict('How many seconds?', unit='s')\n"
+        "number.input.observe(busy_until('release-number'), 'value')\nnumber"
+    ),
+}
+
+
+def make_notebook(folder: Path, name: str = NOTEBOOK, cells: dict[str, str] = CELLS) -> Path:
     notebook = nbformat.v4.new_notebook()
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
-    notebook.cells = [nbformat.v4.new_code_cell(source) for source in CELLS.values()]
-    path = folder / NOTEBOOK
+    notebook.cells = [nbformat.v4.new_code_cell(source) for source in cells.values()]
+    path = folder / name
     nbformat.write(notebook, path)
     return path
 
@@ -121,6 +154,7 @@ def jupyterlab(tmp_path: Path) -> Iterator[JupyterLab]:
     root = tmp_path / "lab"
     root.mkdir()
     make_notebook(root)
+    make_notebook(root, BUSY_NOTEBOOK, BUSY_CELLS)
     with jupyterlab_serving(root) as server:
         yield server
 
@@ -160,6 +194,40 @@ def test_every_widget_fits_and_responds_in_chromium(jupyterlab: JupyterLab) -> N
         finally:
             browser.close()
     assert not problems, "what a learner would see wrong:\n" + "\n".join(problems)
+
+
+def test_lock_in_takes_the_answer_on_screen_while_the_kernel_is_busy(jupyterlab: JupyterLab) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": WIDTHS[0], "height": HEIGHT})
+            try:
+                notebook = open_notebook(page, jupyterlab, BUSY_NOTEBOOK)
+                run_all_cells(page)
+                cells = notebook.locator(".jp-CodeCell")
+                choices, number = (cells.nth(index).locator(".spofkit-prediction").first for index in (1, 2))
+                expect(choices).to_be_visible(timeout=90_000)
+                expect(number).to_be_visible(timeout=90_000)
+                expect(page.get_by_text("Python 3 (ipykernel) | Idle").first).to_be_visible(timeout=60_000)
+
+                choose(page, choices, 1, "text")  # "some": the kernel is busy with it until released
+                choose(page, choices, 2, "circle")  # "most": the browser holds it back meanwhile
+                choices.locator("button").click()
+                (jupyterlab.root / "release-choices").touch()
+                expect(choices).to_contain_text("Locked in: most", timeout=30_000)
+
+                field = number.locator("input")
+                field.fill("1.5")
+                field.press("Enter")  # the kernel is busy with 1.5 until released
+                field.fill("2.5")  # sent when the field loses the focus, to the click on Lock in
+                number.locator("button").click()
+                (jupyterlab.root / "release-number").touch()
+                expect(number).to_contain_text("Locked in: 2.5 s", timeout=30_000)
+            finally:
+                page.screenshot(path=str(SCREENSHOTS / "busy-kernel.png"))
+        finally:
+            browser.close()
 
 
 def use_widgets_wide(page: Page, widgets: dict[str, Locator]) -> None:
