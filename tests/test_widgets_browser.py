@@ -1,7 +1,8 @@
 """Every spofkit widget, measured as a learner sees it: JupyterLab in headless Chromium, at two widths.
 
 A small notebook made in a temporary folder shows each kind of widget on a real lab (three live instances on
-127.0.0.1): the ClusterPanel (and a second one, of a lab with a pair of balancers), a ``predict`` with choices
+127.0.0.1): the ClusterPanel (and a second one, of a lab with a pair of balancers and instances with a capacity,
+whose rows say how full each is), a ``predict`` with choices
 (lesson 00's answers after one that wraps) and one with a number, an ExperimentRunner, a HealthExplorer and a
 ``progress_bar``. The test runs it from JupyterLab's Run menu and then, at 1280x800 and again at 900x800 (the
 file browser left open, as a learner has it):
@@ -27,8 +28,8 @@ file browser left open, as a learner has it):
 
 Every control of a widget sends a command to ``lab.apply``: what the header shows is the lab's answer.
 
-A second, small notebook (``busy_kernel.ipynb``) makes the race a loaded machine causes on purpose: its kernel
-is kept busy with the learner's first answer while the learner picks another and presses **Lock in**. The
+A second, small notebook (``busy_kernel.ipynb``) makes the race a loaded machine causes on purpose: the kernel
+takes its time over the learner's first answer while the learner picks another and presses **Lock in**. The
 browser sends a widget's changes one at a time (the next waits until the kernel has handled the last), but a
 button's click at once, so the click reaches the kernel before the last answer does: the prediction must still
 be the answer the learner saw when pressing Lock in, for a choice and for a number.
@@ -40,6 +41,7 @@ in the folder ``SPOFKIT_SCREENSHOTS`` names (two checkouts testing at once on on
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -86,9 +88,11 @@ CELLS = {
     ),
     "panel": "panel = ClusterPanel(lab)\npanel",
     "pair": (
+        "from spofkit.capacity import Capacity\n"
         "from spofkit.health import HealthSettings\n\n"
         "quick = HealthSettings(interval=0.2, timeout=0.15, rise=2, fall=2)\n"
-        "pair_lab = await Lab.start(3, balancers=2, health=quick)\n"
+        "workers = Capacity(concurrency=4, queue=2, work_ms=5)\n"
+        "pair_lab = await Lab.start(3, balancers=2, health=quick, capacity=workers)\n"
         "pair_panel = ClusterPanel(pair_lab)\npair_panel"
     ),
     "choices": f"guess = predict('How many requests will the client see fail?', {CHOICES!r})\nguess",
@@ -100,6 +104,7 @@ CELLS = {
     "explorer": "HealthExplorer(interval=0.5, timeout=0.3, rise=2, fall=3, probe_failure_probability=0.05)",
     "progress": "bar = progress_bar('with health checks')\nbar(0.5)",
 }
+CAPACITY_SHOWN = re.compile(r"busy [0-4]/4 · queue [0-2] · shed \d+")
 # Each widget's element, found in its own cell's output (the widgets add these classes; the progress bar is
 # ipywidgets' own).
 WIDGETS = {
@@ -113,9 +118,9 @@ WIDGETS = {
 }
 
 
-# The busy kernel: each predict's first change of answer keeps the kernel busy until the test makes a file (a
-# deadline, should the test die first). The test makes it once the learner has clicked on: what a kernel slowed
-# by a loaded machine does by chance, made certain.
+# The busy kernel: it handles each predict's first change of answer only once the test has made a file (or after
+# a deadline, should the test die first), and the test makes it once the learner has clicked on: the slow kernel
+# of a loaded machine, made certain. (The kernel still handles other widgets' messages meanwhile.)
 BUSY_NOTEBOOK = "busy_kernel.ipynb"
 BUSY_CELLS = {
     "setup": (
@@ -179,6 +184,12 @@ def test_every_widget_fits_and_responds_in_chromium(jupyterlab: JupyterLab) -> N
                     expect(widget).to_be_visible(timeout=90_000)
                 expect(widgets["panel"].locator(".spofkit-row-c")).to_contain_text("UP", timeout=30_000)
                 expect(widgets["pair"].locator(".spofkit-balancer-row-lb1")).to_contain_text("holds it", timeout=30_000)
+                # The pair's instances have four workers and a queue of two: their rows say how full they are.
+                for name in "abc":
+                    expect(widgets["pair"].locator(f".spofkit-row-{name}")).to_contain_text(CAPACITY_SHOWN)
+                expect(widgets["pair"].get_by_text("capacity", exact=True)).to_be_visible()  # its heading
+                # No limit, nothing shown (innerText: what is on the screen, not a hidden heading's text).
+                expect(widgets["panel"]).not_to_contain_text(re.compile(r"busy \d|capacity"), use_inner_text=True)
 
                 problems += measure_all(widgets, WIDTHS[0])
                 use_widgets_wide(page, widgets)
