@@ -405,6 +405,9 @@ def test_prediction_compares_a_number() -> None:
     prediction.guess(30)
     assert prediction.value == 30.0 and prediction.lock_button.disabled
     assert prediction.compare(33.3).ok
+    prediction.guess(40)  # a second guess in code replaces the first
+    assert prediction.value == 40.0 and prediction.lock_button.answer == 40.0
+    prediction.guess(30)
     far = prediction.compare(90)
     assert not far.ok and "low" in far.hint
     assert not prediction.compare(None).ok
