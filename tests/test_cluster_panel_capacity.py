@@ -58,7 +58,7 @@ async def test_an_overloaded_instances_row_shows_its_busy_workers_queue_and_shed
             assert (int(busy), int(workers), int(queued)) == (status.busy, 4, status.queued), text
             assert int(busy) == 4 and int(queued) >= 1, text  # full: every worker busy, requests waiting
             assert int(shed.replace(",", "")) == status.shed > 50, text  # ~60 of its 100 req/s turned away
-        assert "capacity" in shown(panel._capacity_heading)
+        assert "capacity" in shown(panel.capacity_heading)
     finally:
         panel.close()
 
@@ -87,6 +87,6 @@ def test_an_instance_without_a_limit_shows_nothing_of_it(capacity: Capacity | No
             text = row_text(panel.row(name))
             assert "busy" not in text and "queue" not in text and "shed" not in text, text
             assert panel.row(name).capacity.layout.display == "none"
-        assert shown(panel._capacity_heading) == ""
+        assert shown(panel.capacity_heading) == ""
     finally:
         panel.close()

@@ -138,9 +138,9 @@ class ClusterPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         headings = [self._heading(heading, widgets.Layout(width=width, **FIXED)) for heading, width in COLUMNS]
         # Over the rows' capacity cells, shown while some instance has a capacity (the cells are as wide as
         # their text, so the heading only needs to start where they do).
-        self._capacity_heading = self._heading(CAPACITY_HEADING, widgets.Layout(display="none", **SNUG))
+        self.capacity_heading = self._heading(CAPACITY_HEADING, widgets.Layout(display="none", **SNUG))
         self.headings = widgets.HBox(
-            [widgets.HBox([*headings, self._capacity_heading], layout=widgets.Layout(**FIGURES))]
+            [widgets.HBox([*headings, self.capacity_heading], layout=widgets.Layout(**FIGURES))]
         )
         self.front_door = FrontDoorView(self.click_balancer)
         self.deploys = DeployControls(self.click_deploy)
@@ -362,7 +362,7 @@ class ClusterPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         for instance in status.instances:
             self.rows[instance.name].show(instance, health_checks=status.health_checks)
         with_capacity = any(instance.concurrency is not None for instance in status.instances)
-        self._capacity_heading.layout.display = None if with_capacity else "none"
+        self.capacity_heading.layout.display = None if with_capacity else "none"
         set_html(self.header, self._header(status))
         self._pair = len(status.balancers) > 1 or self._pair  # a stopped lab has none: its last lines stay as they were
         if self._show_front_door:
