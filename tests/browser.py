@@ -1,7 +1,9 @@
 """Shared helpers for the browser tests: a private JupyterLab on 127.0.0.1 and headless Chromium.
 
 * :class:`JupyterLab` starts ``jupyter lab`` on a free port with a random token, isolated from the user's
-  settings and workspaces, and :meth:`JupyterLab.stop` shuts it down through its API and then by PID.
+  settings and workspaces, its kernels run by the Python that runs the tests (so they import this checkout's
+  spofkit, whatever kernel a copied virtualenv has installed), and :meth:`JupyterLab.stop` shuts it down
+  through its API and then by PID.
 * :func:`jupyterlab_serving` is the context manager the fixtures use: it prints JupyterLab's log when the test
   fails and checks that no process of the server or its kernels is left.
 * :func:`open_notebook` opens a notebook in a Playwright page, accepts the kernel dialog and waits for the
@@ -74,7 +76,12 @@ class JupyterLab:
             "JUPYTERLAB_SETTINGS_DIR": str(private / "settings"),
             "JUPYTERLAB_WORKSPACES_DIR": str(private / "workspaces"),
             "JUPYTER_CONFIG_DIR": str(private / "config"),
+            "JUPYTER_PATH": str(private / "data"),  # searched first for kernels: the one written below
         }
+        kernel = private / "data" / "kernels" / "python3"
+        kernel.mkdir(parents=True, exist_ok=True)
+        spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"], "language": "python"}
+        (kernel / "kernel.json").write_text(json.dumps({**spec, "display_name": "Python 3 (ipykernel)"}))
         self.log = self.log_path.open("w")
         self.process = subprocess.Popen(
             [

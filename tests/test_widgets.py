@@ -405,6 +405,9 @@ def test_prediction_compares_a_number() -> None:
     prediction.guess(30)
     assert prediction.value == 30.0 and prediction.lock_button.disabled
     assert prediction.compare(33.3).ok
+    prediction.guess(40)  # a second guess in code replaces the first
+    assert prediction.value == 40.0 and prediction.lock_button.answer == 40.0
+    prediction.guess(30)
     far = prediction.compare(90)
     assert not far.ok and "low" in far.hint
     assert not prediction.compare(None).ok
@@ -412,9 +415,15 @@ def test_prediction_compares_a_number() -> None:
 
 def test_prediction_with_choices_via_the_button() -> None:
     prediction = predict("which?", ["none", "some", "all"])
-    prediction.input.value = "some"
-    prediction.lock_button.click()
-    assert prediction.value == "some"
+    prediction.lock_button.set_state({"value": True})  # pressed in the page with no answer picked
+    assert prediction.value is None and "Pick an answer first" in prediction.status.value
+    assert not prediction.lock_button.value and not prediction.lock_button.disabled  # up again, to press later
+    prediction.input.set_state({"index": 0})  # "none", then "some": the page sends the button the answer it
+    # shows with the press, while the input's own change is still on its way (a busy kernel): "some" counts.
+    prediction.lock_button.set_state({"answer": 1, "value": True})
+    assert prediction.value == "some" and prediction.input.value == "none"
+    assert prediction.lock_button.disabled and prediction.input.disabled
+    assert "Locked in: <b>some</b>" in prediction.status.value
     assert prediction.compare("some").ok
     assert not prediction.compare("all").ok
     with pytest.raises(ValueError, match="guess must be one of"):

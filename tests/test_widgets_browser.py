@@ -1,7 +1,8 @@
 """Every spofkit widget, measured as a learner sees it: JupyterLab in headless Chromium, at two widths.
 
 A small notebook made in a temporary folder shows each kind of widget on a real lab (three live instances on
-127.0.0.1): the ClusterPanel (and a second one, of a lab with a pair of balancers), a ``predict`` with choices
+127.0.0.1): the ClusterPanel (and a second one, of a lab with a pair of balancers and instances with a capacity,
+whose rows say how full each is), a ``predict`` with choices
 (lesson 00's answers after one that wraps) and one with a number, an ExperimentRunner, a HealthExplorer and a
 ``progress_bar``. The test runs it from JupyterLab's Run menu and then, at 1280x800 and again at 900x800 (the
 file browser left open, as a learner has it):
@@ -27,6 +28,12 @@ file browser left open, as a learner has it):
 
 Every control of a widget sends a command to ``lab.apply``: what the header shows is the lab's answer.
 
+A second, small notebook (``busy_kernel.ipynb``) makes the race a loaded machine causes on purpose: the kernel
+takes its time over the learner's first answer while the learner picks another and presses **Lock in**. The
+browser sends a widget's changes one at a time (the next waits until the kernel has handled the last), but a
+button's click at once, so the click reaches the kernel before the last answer does: the prediction must still
+be the answer the learner saw when pressing Lock in, for a choice and for a number.
+
 Screenshots of each widget at each width are saved in ``/tmp/spofkit-widgets/`` (``<width>-<widget>.png``), or
 in the folder ``SPOFKIT_SCREENSHOTS`` names (two checkouts testing at once on one machine would mix theirs).
 """
@@ -34,6 +41,7 @@ in the folder ``SPOFKIT_SCREENSHOTS`` names (two checkouts testing at once on on
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -80,9 +88,11 @@ CELLS = {
     ),
     "panel": "panel = ClusterPanel(lab)\npanel",
     "pair": (
+        "from spofkit.capacity import Capacity\n"
         "from spofkit.health import HealthSettings\n\n"
         "quick = HealthSettings(interval=0.2, timeout=0.15, rise=2, fall=2)\n"
-        "pair_lab = await Lab.start(3, balancers=2, health=quick)\n"
+        "workers = Capacity(concurrency=4, queue=2, work_ms=5)\n"
+        "pair_lab = await Lab.start(3, balancers=2, health=quick, capacity=workers)\n"
         "pair_panel = ClusterPanel(pair_lab)\npair_panel"
     ),
     "choices": f"guess = predict('How many requests will the client see fail?', {CHOICES!r})\nguess",
@@ -94,6 +104,7 @@ CELLS = {
     "explorer": "HealthExplorer(interval=0.5, timeout=0.3, rise=2, fall=3, probe_failure_probability=0.05)",
     "progress": "bar = progress_bar('with health checks')\nbar(0.5)",
 }
+CAPACITY_SHOWN = re.compile(r"busy [0-4]/4 · queue [0-2] · shed \d+")
 # Each widget's element, found in its own cell's output (the widgets add these classes; the progress bar is
 # ipywidgets' own).
 WIDGETS = {
@@ -107,11 +118,38 @@ WIDGETS = {
 }
 
 
-def make_notebook(folder: Path) -> Path:
+# The busy kernel: it handles each predict's first change of answer only once the test has made a file (or after
+# a deadline, should the test die first), and the test makes it once the learner has clicked on: the slow kernel
+# of a loaded machine, made certain. (The kernel still handles other widgets' messages meanwhile.)
+BUSY_NOTEBOOK = "busy_kernel.ipynb"
+BUSY_CELLS = {
+    "setup": (
+        "import pathlib\n"
+        "import time\n\n"
+        "from spofkit.widgets import predict\n\n\n"
+        "def busy_until(release):\n"
+        "    def handle(change):\n"
+        "        deadline = time.monotonic() + 60\n"
+        "        while not pathlib.Path(release).exists() and time.monotonic() < deadline:\n"
+        "            time.sleep(0.05)\n"
+        "    return handle"
+    ),
+    "choices": (
+        "guess = predict('Which?', ['none', 'some', 'most', 'all'])\n"
+        "guess.input.observe(busy_until('release-choices'), 'value')\nguess"
+    ),
+    "number": (
+        "number = predict('How many seconds?', unit='s')\n"
+        "number.input.observe(busy_until('release-number'), 'value')\nnumber"
+    ),
+}
+
+
+def make_notebook(folder: Path, name: str = NOTEBOOK, cells: dict[str, str] = CELLS) -> Path:
     notebook = nbformat.v4.new_notebook()
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
-    notebook.cells = [nbformat.v4.new_code_cell(source) for source in CELLS.values()]
-    path = folder / NOTEBOOK
+    notebook.cells = [nbformat.v4.new_code_cell(source) for source in cells.values()]
+    path = folder / name
     nbformat.write(notebook, path)
     return path
 
@@ -121,6 +159,7 @@ def jupyterlab(tmp_path: Path) -> Iterator[JupyterLab]:
     root = tmp_path / "lab"
     root.mkdir()
     make_notebook(root)
+    make_notebook(root, BUSY_NOTEBOOK, BUSY_CELLS)
     with jupyterlab_serving(root) as server:
         yield server
 
@@ -145,6 +184,12 @@ def test_every_widget_fits_and_responds_in_chromium(jupyterlab: JupyterLab) -> N
                     expect(widget).to_be_visible(timeout=90_000)
                 expect(widgets["panel"].locator(".spofkit-row-c")).to_contain_text("UP", timeout=30_000)
                 expect(widgets["pair"].locator(".spofkit-balancer-row-lb1")).to_contain_text("holds it", timeout=30_000)
+                # The pair's instances have four workers and a queue of two: their rows say how full they are.
+                for name in "abc":
+                    expect(widgets["pair"].locator(f".spofkit-row-{name}")).to_contain_text(CAPACITY_SHOWN)
+                expect(widgets["pair"].get_by_text("capacity", exact=True)).to_be_visible()  # its heading
+                # No limit, nothing shown (innerText: what is on the screen, not a hidden heading's text).
+                expect(widgets["panel"]).not_to_contain_text(re.compile(r"busy \d|capacity"), use_inner_text=True)
 
                 problems += measure_all(widgets, WIDTHS[0])
                 use_widgets_wide(page, widgets)
@@ -160,6 +205,40 @@ def test_every_widget_fits_and_responds_in_chromium(jupyterlab: JupyterLab) -> N
         finally:
             browser.close()
     assert not problems, "what a learner would see wrong:\n" + "\n".join(problems)
+
+
+def test_lock_in_takes_the_answer_on_screen_while_the_kernel_is_busy(jupyterlab: JupyterLab) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": WIDTHS[0], "height": HEIGHT})
+            try:
+                notebook = open_notebook(page, jupyterlab, BUSY_NOTEBOOK)
+                run_all_cells(page)
+                cells = notebook.locator(".jp-CodeCell")
+                choices, number = (cells.nth(index).locator(".spofkit-prediction").first for index in (1, 2))
+                expect(choices).to_be_visible(timeout=90_000)
+                expect(number).to_be_visible(timeout=90_000)
+                expect(page.get_by_text("Python 3 (ipykernel) | Idle").first).to_be_visible(timeout=60_000)
+
+                choose(page, choices, 1, "text")  # "some": the kernel is busy with it until released
+                choose(page, choices, 2, "circle")  # "most": the browser holds it back meanwhile
+                choices.locator("button").click()
+                (jupyterlab.root / "release-choices").touch()
+                expect(choices).to_contain_text("Locked in: most", timeout=30_000)
+
+                field = number.locator("input")
+                field.fill("1.5")
+                field.press("Enter")  # the kernel is busy with 1.5 until released
+                field.fill("2.5")  # sent when the field loses the focus, to the click on Lock in
+                number.locator("button").click()
+                (jupyterlab.root / "release-number").touch()
+                expect(number).to_contain_text("Locked in: 2.5 s", timeout=30_000)
+            finally:
+                page.screenshot(path=str(SCREENSHOTS / "busy-kernel.png"))
+        finally:
+            browser.close()
 
 
 def use_widgets_wide(page: Page, widgets: dict[str, Locator]) -> None:

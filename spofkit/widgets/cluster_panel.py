@@ -3,10 +3,10 @@
 From the top, as a request travels: the lab's switches (the strategy, health checks, retries, ejection, a
 background load slider); the front door (:mod:`~spofkit.widgets.front_door`: one line for a single balancer, a
 row per balancer of a pair with its role and buttons to crash, hang or cut the adverts of it); one row per
-instance (:mod:`~spofkit.widgets.instance_row`: its state, fault and counters, and buttons to crash, hang, slow,
-gray, recover or restart it); the deploy buttons (:mod:`~spofkit.widgets.deploys`: a rolling restart, the naive
-restart-all) with the running deploy's steps; the last events, in the words every view uses
-(``event.describe()``).
+instance (:mod:`~spofkit.widgets.instance_row`: its state, fault and counters, how full it is when it has a
+capacity, and buttons to crash, hang, slow, gray, recover or restart it); the deploy buttons
+(:mod:`~spofkit.widgets.deploys`: a rolling restart, the naive restart-all) with the running deploy's steps;
+the last events, in the words every view uses (``event.describe()``).
 
 The panel is a *view that sends commands*. It reads ``lab.status()`` and the event stream ``lab.events``, and
 every control it offers becomes one :mod:`command <spofkit.commands>` handed to ``lab.apply``: the **crash**
@@ -52,7 +52,7 @@ from spofkit.widgets._display import FIGURES, FIXED, LOG_STYLE, ROW, SNUG, set_h
 from spofkit.widgets._scheduling import ClickScheduler, Scheduled
 from spofkit.widgets.deploys import DEPLOYS, DeployControls
 from spofkit.widgets.front_door import BALANCER_ACTIONS, BALANCER_FAULTS, BalancerRow, FrontDoorView
-from spofkit.widgets.instance_row import COLUMNS, InstanceRow
+from spofkit.widgets.instance_row import CAPACITY_HEADING, COLUMNS, InstanceRow
 
 if TYPE_CHECKING:
     from spofkit.lab import Lab
@@ -135,14 +135,13 @@ class ClusterPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         # Controls whose command has not been applied yet: showing the lab's (older) value would undo the click.
         self._pending: Counter[str] = Counter()
         self.controls = self._make_controls() if show_settings else widgets.HBox()
-        headings = [
-            widgets.HTML(
-                f"<span style='color:#616161'>{html.escape(heading)}</span>",
-                layout=widgets.Layout(width=width, **FIXED),
-            )
-            for heading, width in COLUMNS
-        ]
-        self.headings = widgets.HBox([widgets.HBox(headings, layout=widgets.Layout(**FIGURES))])
+        headings = [self._heading(heading, widgets.Layout(width=width, **FIXED)) for heading, width in COLUMNS]
+        # Over the rows' capacity cells, shown while some instance has a capacity (the cells are as wide as
+        # their text, so the heading only needs to start where they do).
+        self.capacity_heading = self._heading(CAPACITY_HEADING, widgets.Layout(display="none", **SNUG))
+        self.headings = widgets.HBox(
+            [widgets.HBox([*headings, self.capacity_heading], layout=widgets.Layout(**FIGURES))]
+        )
         self.front_door = FrontDoorView(self.click_balancer)
         self.deploys = DeployControls(self.click_deploy)
         self.front_door.box.layout.display = None if show_front_door else "none"
@@ -166,6 +165,10 @@ class ClusterPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self._unsubscribe = lab.events.subscribe(self._on_event)
         self.refresh()
         self._start_timer()
+
+    @staticmethod
+    def _heading(text: str, layout: widgets.Layout) -> widgets.HTML:
+        return widgets.HTML(f"<span style='color:#616161'>{html.escape(text)}</span>", layout=layout)
 
     @property
     def errors(self) -> list[str]:
@@ -358,6 +361,8 @@ class ClusterPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             self._rows_box.children = [self.rows[name].box for name in names]
         for instance in status.instances:
             self.rows[instance.name].show(instance, health_checks=status.health_checks)
+        with_capacity = any(instance.concurrency is not None for instance in status.instances)
+        self.capacity_heading.layout.display = None if with_capacity else "none"
         set_html(self.header, self._header(status))
         self._pair = len(status.balancers) > 1 or self._pair  # a stopped lab has none: its last lines stay as they were
         if self._show_front_door:

@@ -1,5 +1,9 @@
 """One instance's row in the cluster panel: its state as a coloured badge, its fault, counters, and buttons.
 
+An instance with a capacity (a number of workers, :mod:`spofkit.capacity`) also shows how full it is, as the
+instance itself counts: ``busy 3/4 · queue 2 · shed 17`` (workers busy of all, requests waiting for one, requests
+turned away at once with 503 since it started). One without a limit shows nothing there.
+
 The row only shows what :meth:`Lab.status() <spofkit.lab.Lab.status>` says about the instance (an
 :class:`~spofkit.status.InstanceStatus`) and hands its button clicks to the panel, which turns them into
 commands. The words for the states, and which of them get traffic, are :mod:`spofkit.status`'s.
@@ -38,6 +42,9 @@ COLUMNS = (
     ("in flight", "56px"),
     ("failed", "48px"),
 )
+CAPACITY_HEADING = "capacity"  # the column after COLUMNS, shown only for instances with a capacity
+FULL_COLOR = "#ef6c00"  # every worker busy, or requests waiting: orange, as a state that may stop serving
+SHED_COLOR = "#c62828"  # requests turned away: red, as failed ones
 BUTTON_PADDING = "0 8px"  # ipywidgets' 10 px, less: a row's six buttons fit beside its figures at 1280 px
 # Buttons that make an instance well again are green; the rest break it, and are red.
 HEALING_ACTIONS = ("recover", "restart")
@@ -63,6 +70,21 @@ def health_count(status: InstanceStatus, checks_on: bool = True) -> str:
     return f"fail {status.health_failures}/{status.fall}"
 
 
+def capacity_text(status: InstanceStatus) -> str:
+    """How full an instance with a capacity is, as HTML: ``busy 3/4 · queue 2 · shed 17`` (all workers busy and
+    a queue in orange, requests shed in red). An instance without a limit (``concurrency`` None): ``""``."""
+    if status.concurrency is None:
+        return ""
+
+    def figure(text: str, color: str | None) -> str:
+        return f"<b style='color:{color}'>{text}</b>" if color else text
+
+    busy = figure(f"{status.busy}/{status.concurrency}", FULL_COLOR if status.busy >= status.concurrency else None)
+    queued = figure(str(status.queued), FULL_COLOR if status.queued else None)
+    shed = figure(f"{status.shed:,}", SHED_COLOR if status.shed else None)
+    return f"<span style='white-space:nowrap'>busy {busy} · queue {queued} · shed {shed}</span>"
+
+
 class InstanceRow:
     """The widgets of one instance's row. ``actions`` maps each button's action to its tooltip;
     ``on_click(name, action)`` is called when one is clicked."""
@@ -72,6 +94,8 @@ class InstanceRow:
         cells = [widgets.HTML(layout=widgets.Layout(width=width, **FIXED)) for _heading, width in COLUMNS]
         self.label, self.state, self.fault, self.health, self.served, self.in_flight, self.failed = cells
         self.label.value = f"<b>{html.escape(name)}</b>"
+        # As wide as its figures (they grow: shed 1,234,567); hidden until the instance has a capacity.
+        self.capacity = widgets.HTML(layout=widgets.Layout(display="none", **SNUG))
         self.buttons: dict[str, widgets.Button] = {}
         for action, tooltip in actions.items():
             button = widgets.Button(
@@ -87,7 +111,7 @@ class InstanceRow:
         # figures, and the figures stay lined up under the headings.
         self.box = widgets.HBox(
             [
-                widgets.HBox(cells, layout=widgets.Layout(**FIGURES)),
+                widgets.HBox([*cells, self.capacity], layout=widgets.Layout(**FIGURES)),
                 widgets.HBox(list(self.buttons.values()), layout=widgets.Layout(**ROW)),
             ],
             layout=widgets.Layout(**ROW),
@@ -105,3 +129,5 @@ class InstanceRow:
         set_html(self.served, str(status.served))
         set_html(self.in_flight, str(status.in_flight))
         set_html(self.failed, str(status.failed))
+        set_html(self.capacity, capacity_text(status))
+        self.capacity.layout.display = None if status.concurrency is not None else "none"

@@ -3,6 +3,14 @@
 A guess made before seeing the answer is what makes a surprise stick. ``p = predict("What share of requests
 fail?", unit="%")`` shows a prompt with a **Lock in** button; after the experiment ``p.compare(measured)``
 returns :class:`~spofkit.exercises.Feedback` (green or red, with a hint) saying how close the guess was.
+
+**Lock in takes the answer on the screen.** The browser sends a widget's changes to the kernel one at a time: while
+the kernel has not yet handled the last one (it is busy, the machine is loaded), the next waits in the browser.
+A button's click does not wait. So a learner who picks one answer, then another, then presses Lock in, can have
+the click reach the kernel before the last answer does, and the guess recorded would be the one before. Here
+the button carries the answer: the browser copies every change of the answer onto the button itself (a
+``jsdlink``, which runs in the page), and pressing the button is a change of the same button, so the answer
+and the press reach the kernel in the order they were made, in one message or the answer first.
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ import html
 from collections.abc import Sequence
 
 import ipywidgets as widgets
+import traitlets
 
 from spofkit.exercises import Feedback
 from spofkit.widgets._display import SNUG
@@ -27,6 +36,15 @@ PREDICTION_STYLE = """<style>
 }
 .spofkit-prediction .widget-radio-box input { order: -1; flex: none; height: 1.4em; margin-top: 0; }
 </style>"""
+
+
+class LockButton(widgets.ToggleButton):  # type: ignore[misc]  # ipywidgets is untyped
+    """The **Lock in** button: pressed (``value`` True) to lock in ``answer``, the answer as the page shows it.
+
+    ``answer`` is the input's own value in the page: a radio option's index (None: none picked), or a number.
+    """
+
+    answer = traitlets.Any(None, allow_none=True).tag(sync=True)
 
 
 class Prediction(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
@@ -48,13 +66,16 @@ class Prediction(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             )
         else:
             self.input = widgets.FloatText(value=0.0, description=unit or "guess")
-        self.lock_button = widgets.Button(
+        self.lock_button = LockButton(
             description="Lock in my prediction",
             button_style="info",
+            answer=self._answer_shown(),
             layout=widgets.Layout(align_self="flex-start", **SNUG),  # as wide as its text, not the notebook
         )
         self.lock_button.add_class("spofkit-predict")
-        self.lock_button.on_click(lambda _button: self.lock())
+        # In the page, not in the kernel: a copy made by the kernel would come after the click it must precede.
+        self._answer_link = widgets.jsdlink((self.input, self._answer_trait), (self.lock_button, "answer"))
+        self.lock_button.observe(self._pressed, names="value")
         self.status = widgets.HTML("<i>Make a guess, then lock it in before running the experiment.</i>")
         self.value: str | float | None = None
         style_sheet = widgets.HTML(PREDICTION_STYLE, layout=widgets.Layout(display="none"))
@@ -69,16 +90,49 @@ class Prediction(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         )
         self.add_class("spofkit-prediction")
 
+    @property
+    def _answer_trait(self) -> str:
+        """The input's trait that holds the answer as the page has it: a radio option's index, a number."""
+        return "index" if self.choices is not None else "value"
+
+    def _answer_shown(self) -> int | float | None:
+        return getattr(self.input, self._answer_trait)  # type: ignore[no-any-return]
+
     def lock(self) -> None:
-        """Record what the input shows as the prediction."""
-        value = self.input.value
+        """Record what the input shows as the prediction (what pressing Lock in does, from code)."""
+        self.lock_button.answer = self._answer_shown()
+        if self.lock_button.value:  # pressed before (locked, or a guess in code again): take the new answer
+            self._lock_in()
+        else:
+            self.lock_button.value = True
+
+    def _pressed(self, change: dict[str, object]) -> None:
+        if change["new"]:
+            self._lock_in()
+
+    def _lock_in(self) -> None:
+        """Lock in the answer the button carries; without one, ask for it and let the button up again."""
+        value = self._answer(self.lock_button.answer)
         if value is None:
             self.status.value = "<i>Pick an answer first.</i>"
+            self.lock_button.value = False
             return
-        self.value = value if self.choices is not None else float(value)
+        self.value = value
         self.input.disabled = True
         self.lock_button.disabled = True
         self.status.value = f"Locked in: <b>{html.escape(self._show(self.value))}</b>. Now run the experiment."
+
+    def _answer(self, shown: object) -> str | float | None:
+        """The answer behind what the page shows: the choice at index ``shown``, or the number."""
+        if shown is None:
+            return None
+        if self.choices is not None:
+            if isinstance(shown, bool) or not isinstance(shown, int) or not 0 <= shown < len(self.choices):
+                raise ValueError(f"the page sent answer {shown!r}, not an index of the {len(self.choices)} choices")
+            return self.choices[shown]
+        if isinstance(shown, bool) or not isinstance(shown, (int, float)):
+            raise ValueError(f"the page sent answer {shown!r}, not a number")
+        return float(shown)
 
     def guess(self, value: str | float) -> None:
         """Enter ``value`` and lock it in (what a learner does with the mouse)."""
