@@ -115,14 +115,17 @@ class RequestAttempts:
 
     def begin(self, now: float) -> Try | Fail:
         """The first action: an attempt on a chosen instance, or a 503 if none is available."""
-        if self.tried or self.done:
+        if self.tried or self.outcome_action is not None:
             raise RuntimeError("begin() is called once, before any attempt")
         self.policy.budget.record_request(self.started)
         return self._next_attempt(now)
 
     def answered(self, now: float, status: int) -> Action:
         """The current attempt got an answer with ``status`` (headers, and the body if the driver buffers it)."""
-        member = self._take_current()
+        member = self._current
+        if member is None:
+            raise RuntimeError("there is no attempt in progress: act on the last Try first")
+        self._current = None
         ok = status < 500
         self.policy.pool.attempt_finished(member, ok, now - self._attempt_started, now)
         retries = self.retries
