@@ -17,6 +17,7 @@
     .venv/bin/python bench/sim_bench.py                    # all three (several minutes on a busy machine)
     .venv/bin/python bench/sim_bench.py --requests 200000  # a smaller first part and comparison
     .venv/bin/python bench/sim_bench.py --skip-simpy --skip-day
+    .venv/bin/python bench/sim_bench.py --skip-day --rounds 3   # then 3 interleaved rounds of 1 and 2
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import gc
 import random
+import statistics
 import sys
 import time
 from collections.abc import Callable, Generator
@@ -447,6 +449,32 @@ def compare(ours: Run, setup: Setup, repeat: int = 1, both: bool = False) -> Non
         )
 
 
+def interleaved(setup: Setup, rounds: int) -> None:
+    """``rounds`` more runs of each model, one after the other, and the median of their ratios.
+
+    On a shared machine one pair of runs can land on a busy or a quiet minute; alternating the two models and
+    taking the median of the ratios, each measured on neighbouring minutes, is what the figures should come from.
+    """
+    ratios, ours_cpu, theirs_cpu = [], [], []
+    for index in range(rounds):
+        ours = run_spofkit(setup)
+        gc.collect()
+        theirs = run_simpy(setup)
+        gc.collect()
+        ratios.append(theirs.cpu / ours.cpu)
+        ours_cpu.append(ours.cpu)
+        theirs_cpu.append(theirs.cpu)
+        print(
+            f"   round {index + 1}: spofkit.sim {ours.cpu:.2f} s CPU ({ours.cpu / setup.requests * 1e6:.1f} µs per "
+            f"request), SimPy {theirs.cpu:.2f} s: {ratios[-1]:.2f}x"
+        )
+    print(
+        f"   median of {rounds} rounds: spofkit.sim {statistics.median(ours_cpu):.2f} s CPU, SimPy "
+        f"{statistics.median(theirs_cpu):.2f} s, {statistics.median(ratios):.2f}x "
+        f"(range {min(ratios):.2f}–{max(ratios):.2f}x)"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=1_000_000)
@@ -461,6 +489,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--day-rate", type=float, default=1.0)
     parser.add_argument("--day-health-interval", type=float, default=30.0)
     parser.add_argument("--no-gc", action="store_true", help="switch the cyclic garbage collector off meanwhile")
+    parser.add_argument(
+        "--rounds", type=int, default=0, help="then N interleaved rounds of parts 1 and 2, and their median"
+    )
     options = parser.parse_args(argv)
     if options.no_gc:
         gc.disable()
@@ -497,6 +528,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print("\n== 2. the same scenario as a SimPy model ==")
             compare(ours, setup)
+            if options.rounds > 0:
+                interleaved(setup, options.rounds)
             # 2,000 req/s: within what the one untouched instance of five can serve once the other four broke.
             small = Setup(5, options.small_requests, 2000.0, setup.strategy, setup.capacity, setup.seed)
             print(
