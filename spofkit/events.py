@@ -97,13 +97,7 @@ class InstanceRestarted(Event):
 # --- health checks ---------------------------------------------------------------------------------------
 
 
-# The events made for every request or probe (HealthProbe, RequestCompleted, ClientRequest) write their fields
-# straight into the instance's __dict__, in field order (the order vars() and the event log's digest see). A
-# frozen dataclass's own __init__ sets each field through object.__setattr__, which is twice as slow; the events
-# are as frozen either way (tests/test_wire.py holds every event to both).
-
-
-@dataclass(frozen=True, init=False)
+@dataclass(frozen=True)
 class HealthProbe(Event):
     """One active check finished: ``ok`` or not, and why (status code, timeout, refused...)."""
 
@@ -112,11 +106,6 @@ class HealthProbe(Event):
     detail: str
     duration: float
     balancer: str = DEFAULT_BALANCER
-
-    def __init__(
-        self, at: float, instance: str, ok: bool, detail: str, duration: float, balancer: str = DEFAULT_BALANCER
-    ) -> None:
-        self.__dict__.update(at=at, instance=instance, ok=ok, detail=detail, duration=duration, balancer=balancer)
 
     def describe(self) -> str:
         verdict = "passed" if self.ok else "failed"
@@ -241,7 +230,7 @@ class RequestRetried(Event):
         return f"request #{self.request_id}: attempt {self.attempt} on {self.instance} failed ({self.reason}), retrying"
 
 
-@dataclass(frozen=True, init=False)  # its own __init__, as HealthProbe's
+@dataclass(frozen=True)
 class RequestCompleted(Event):
     """The balancer answered a client. ``outcome`` is ``served``, ``retried`` (served after a retry) or ``failed``.
 
@@ -261,36 +250,6 @@ class RequestCompleted(Event):
     last_tried: str | None = None
     balancer: str = DEFAULT_BALANCER
 
-    def __init__(
-        self,
-        at: float,
-        request_id: int,
-        method: str,
-        path: str,
-        status: int,
-        instance: str | None,
-        attempts: int,
-        latency: float,
-        outcome: str,
-        reason: str = "",
-        last_tried: str | None = None,
-        balancer: str = DEFAULT_BALANCER,
-    ) -> None:
-        self.__dict__.update(
-            at=at,
-            request_id=request_id,
-            method=method,
-            path=path,
-            status=status,
-            instance=instance,
-            attempts=attempts,
-            latency=latency,
-            outcome=outcome,
-            reason=reason,
-            last_tried=last_tried,
-            balancer=balancer,
-        )
-
     def describe(self) -> str:
         who = f"by {self.instance}" if self.instance else "by the balancer"
         extra = f" after {self.attempts} attempts" if self.attempts > 1 else ""
@@ -298,7 +257,7 @@ class RequestCompleted(Event):
         return f"request #{self.request_id} {self.outcome} {self.status} {who}{extra}{reason}"
 
 
-@dataclass(frozen=True, init=False)  # its own __init__, as HealthProbe's
+@dataclass(frozen=True)
 class ClientRequest(Event):
     """The load generator (a client) got its answer, or gave up: what a user of the service felt."""
 
@@ -308,26 +267,6 @@ class ClientRequest(Event):
     instance: str | None
     attempts: int
     error: str | None = None
-
-    def __init__(
-        self,
-        at: float,
-        request_id: int,
-        status: int | None,
-        latency: float,
-        instance: str | None,
-        attempts: int,
-        error: str | None = None,
-    ) -> None:
-        self.__dict__.update(
-            at=at,
-            request_id=request_id,
-            status=status,
-            latency=latency,
-            instance=instance,
-            attempts=attempts,
-            error=error,
-        )
 
     @property
     def ok(self) -> bool:

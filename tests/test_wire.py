@@ -105,7 +105,7 @@ def test_events_round_trip(event: Any) -> None:
 
 @given(st.sampled_from(sorted(EVENT_CLASSES)).flatmap(lambda name: builds(EVENT_CLASSES[name])))
 def test_every_event_holds_its_fields_in_order_and_stays_frozen(event: Any) -> None:
-    # Two events write their own fields (they are made for every request); the event log's digest reads vars().
+    # The event log's digest reads vars() in order, and the log is only a record if no event can change.
     names = [f.name for f in dataclasses.fields(event)]
     assert list(vars(event)) == names
     with pytest.raises(dataclasses.FrozenInstanceError):
