@@ -122,10 +122,7 @@ class RequestAttempts:
 
     def answered(self, now: float, status: int) -> Action:
         """The current attempt got an answer with ``status`` (headers, and the body if the driver buffers it)."""
-        member = self._current
-        if member is None:
-            raise RuntimeError("there is no attempt in progress: act on the last Try first")
-        self._current = None
+        member = self._take_current()
         ok = status < 500
         self.policy.pool.attempt_finished(member, ok, now - self._attempt_started, now)
         retries = self.retries
@@ -207,7 +204,7 @@ class RequestAttempts:
         tried.append(member.name)
         self._current = member
         self._attempt_started = now
-        member.in_flight += 1  # policy.pool.attempt_started(member), without the call: this runs for every attempt
+        policy.pool.attempt_started(member)
         return Try(member.name, timeout, len(tried))
 
     def _after_failure(

@@ -156,6 +156,11 @@ class Member:
         return self._max_conns is not None and self.in_flight >= self._max_conns
 
 
+def _snapshot(m: Member) -> Backend:
+    """``Backend(m.name, m.weight, m.in_flight)``, made the quickest way a named tuple can be (for every request)."""
+    return _tuple_new(Backend, (m.name, m._weight, m.in_flight))
+
+
 class _MemberBackends(CheckedBackends):
     """The candidates as the strategy sees them: a ``Backend`` is made only for the members a strategy reads.
 
@@ -177,13 +182,11 @@ class _MemberBackends(CheckedBackends):
     def __getitem__(self, index: slice) -> Sequence[Backend]: ...
     def __getitem__(self, index: int | slice) -> Backend | Sequence[Backend]:
         if isinstance(index, slice):
-            return [_tuple_new(Backend, (m.name, m.weight, m.in_flight)) for m in self._members[index]]
-        m = self._members[index]
-        return _tuple_new(Backend, (m.name, m._weight, m.in_flight))
+            return [_snapshot(m) for m in self._members[index]]
+        return _snapshot(self._members[index])
 
     def __iter__(self) -> Iterator[Backend]:
-        for m in self._members:
-            yield _tuple_new(Backend, (m.name, m._weight, m.in_flight))
+        return map(_snapshot, self._members)
 
 
 class _Ready:
@@ -377,10 +380,8 @@ class Pool:
         while True:
             if offered is None:
                 offered = {m.name: m for m in candidates}
-            if backends is None:
-                # Backend(m.name, m.weight, m.in_flight) for each candidate, made the quickest way a named tuple
-                # can be. (The common case above gives a lazy sequence instead, which builds only what is read.)
-                backends = [_tuple_new(Backend, (m.name, m.weight, m.in_flight)) for m in candidates]
+            if backends is None:  # (the common case above has a lazy sequence, which builds only what is read)
+                backends = [_snapshot(m) for m in candidates]
             picked = self.strategy.pick(backends, request, now, self.strategy_rng)
             member = offered.get(picked.name)
             if member is None:
@@ -391,16 +392,10 @@ class Pool:
             offered = backends = None
 
     def _work_out_ready(self, now: float) -> _Ready:
-        members = self.eligible(now)
         # Kept until the earliest ejection in force runs out (then that member is eligible again).
-        until = _INFINITY
-        valid_from = now
-        if self.ejection is not None:
-            for name in self.outliers.ejected_at(now):
-                ends = self.outliers.ejected_until(name)
-                if ends is not None and ends < until:
-                    until = ends
-        return _Ready(members, valid_from, until)
+        ejected = self.outliers.ejected_at(now) if self.ejection is not None else ()
+        ends = [until for name in ejected if (until := self.outliers.ejected_until(name)) is not None]
+        return _Ready(self.eligible(now), now, min(ends, default=_INFINITY))
 
     def _admitted_by_slow_start(self, member: Member, now: float) -> bool:
         if self.slow_start <= 0:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from spofkit.events import Event, FaultCleared, FaultInjected, InstanceRestarted, InstanceStarted, InstanceStopped
-from spofkit.faults import NO_FAULT, Crash, Effect, Fault, Flap, Hang, Warmup, effect
+from spofkit.faults import Crash, Effect, Fault, Flap, Hang, Warmup, effect
 from spofkit.sim.capacity import Capacity, ServiceTime
 from spofkit.sim.scheduler import SimScheduler, SimTimer
 
@@ -150,12 +150,7 @@ class SimInstance:
         """A request (or probe) arrives now. Returns True if it was answered at once (refused or 503 queue full),
         False if the answer comes later through ``visit.owner.visit_done(visit)``."""
         now = self.scheduler._now
-        fault = self.fault
-        met = (
-            NO_FAULT
-            if fault is None  # what effect() says for no fault, without the call: most visits meet no fault
-            else effect(fault, health_check=visit.health_check, elapsed=now - self.fault_began, dice=self.dice)
-        )
+        met = effect(self.fault, health_check=visit.health_check, elapsed=now - self.fault_began, dice=self.dice)
         if not self.running or met.refused:
             visit.outcome = REFUSED
             return True
@@ -187,8 +182,7 @@ class SimInstance:
             done += self.service_time.draw()
             if met.cut_off:
                 visit.outcome = RESET
-        visit.finish_at = done  # _schedule_answer(visit, done), without the call: this runs for every request
-        visit.timer = self.scheduler.call_at(done, visit)
+        self._schedule_answer(visit, done)
 
     def _schedule_answer(self, visit: Visit, at: float) -> None:
         visit.finish_at = at
