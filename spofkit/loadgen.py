@@ -208,6 +208,7 @@ class LoadGenerator:
         # The only reference to a request's task while it runs (asyncio itself keeps only a weak one); a
         # finished task leaves the set at once.
         self._in_flight: set[asyncio.Task[None]] = set()
+        self.peak_in_flight = 0  # the most requests in flight at once in this run (open loop)
         self._on_record: RecordCallback | None = None
         self._view_error: Exception | None = None  # the first error on_record raised, re-raised after the run
         if not 0 <= client_retry_for <= 60:
@@ -327,6 +328,8 @@ class LoadGenerator:
         task = asyncio.ensure_future(self._send_and_record(session, request_id))
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
+        if len(self._in_flight) > self.peak_in_flight:
+            self.peak_in_flight = len(self._in_flight)
 
     def _overload(self, request_id: int) -> None:
         """Record request ``request_id`` as ``client_overload``: scheduled, never sent."""
@@ -460,6 +463,7 @@ class LoadGenerator:
         self.records = collections.deque(maxlen=self.keep_last)
         self.recorded = 0
         self.outcomes = collections.Counter()
+        self.peak_in_flight = 0
 
     def _results(self) -> list[RequestRecord]:
         """The kept records sorted by id, or the first error ``on_record`` raised during the run."""
