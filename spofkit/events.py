@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from spofkit.clock import Clock as Clock  # re-exported: views import the lab clock from here
@@ -333,6 +333,37 @@ class DeployStep(Event):
 # leave them out unless asked; views that count requests read them.
 PER_REQUEST_EVENTS: tuple[type[Event], ...] = (HealthProbe, RequestRetried, RequestCompleted, ClientRequest)
 PER_REQUEST_KINDS = frozenset(cls.__name__ for cls in PER_REQUEST_EVENTS)
+
+
+def _quick_init(cls: type[Event]) -> None:
+    """Give a frozen event class an ``__init__`` that writes its fields into the instance's dict, in field order.
+
+    The dataclass's own ``__init__`` of a frozen class calls ``object.__setattr__`` once per field: 1.4 µs for a
+    ``RequestCompleted``, against 0.4 µs this way, and the simulator makes two per-request events per request.
+    The signature (names, order, defaults) is the dataclass's, and the event stays frozen: setting a field
+    afterwards still raises ``FrozenInstanceError``. The cost: the instance's dict is made at once (64 bytes
+    more per event), so only the per-request events, which are made many times and seldom kept, get it.
+    """
+    params, defaults = [], {}
+    for f in fields(cls):  # type: ignore[arg-type]
+        if f.default_factory is not MISSING:
+            raise TypeError(f"{cls.__name__}.{f.name}: a default_factory needs the dataclass __init__")
+        if f.default is MISSING:
+            params.append(f.name)
+        else:
+            params.append(f"{f.name}=_default_{f.name}")
+            defaults[f"_default_{f.name}"] = f.default
+    body = "".join(f"\n    fill[{f.name!r}] = {f.name}" for f in fields(cls))  # type: ignore[arg-type]
+    exec(f"def __init__(self, {', '.join(params)}) -> None:\n    fill = self.__dict__{body}", defaults)
+    init = defaults["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__doc__ = cls.__init__.__doc__
+    init.__annotations__ = dict(cls.__init__.__annotations__)
+    cls.__init__ = init  # type: ignore[method-assign]
+
+
+for _cls in PER_REQUEST_EVENTS:
+    _quick_init(_cls)
 
 
 def _number(value: object) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import types
 import typing
@@ -29,6 +30,7 @@ from spofkit.commands import (
     SetLoad,
     SetStrategy,
 )
+from spofkit.events import PER_REQUEST_EVENTS, Event
 from spofkit.faults import FAULT_KINDS
 from spofkit.policy.strategies import STRATEGIES
 from spofkit.status import STATES, BalancerStatus, InstanceStatus, LabStatus, MemberView
@@ -110,6 +112,33 @@ def test_every_event_holds_its_fields_in_order_and_stays_frozen(event: Any) -> N
     assert list(vars(event)) == names
     with pytest.raises(dataclasses.FrozenInstanceError):
         setattr(event, names[0], getattr(event, names[0]))
+
+
+@pytest.mark.parametrize("cls", PER_REQUEST_EVENTS, ids=lambda cls: cls.__name__)
+def test_a_per_request_event_is_made_as_its_dataclass_would_make_it(cls: type[Event]) -> None:
+    # These four get a quicker __init__ (spofkit.events._quick_init): it must take and fill what the dataclass's does.
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    reference = dataclasses.make_dataclass(
+        cls.__name__,
+        [(f.name, f.type) if f.default is dataclasses.MISSING else (f.name, f.type, f.default) for f in fields],
+        frozen=True,
+    )
+    assert inspect.signature(cls) == inspect.signature(reference)
+    values = [f"value of {f.name}" for f in fields]
+    for made, expected in (
+        (cls(*values), reference(*values)),
+        (cls(**{f.name: v for f, v in zip(fields, values, strict=True)}), reference(*values)),
+        (cls(*values[:1], **dict(zip([f.name for f in fields[1:]], values[1:], strict=True))), reference(*values)),
+    ):
+        assert vars(made) == vars(expected)
+    required = [v for f, v in zip(fields, values, strict=True) if f.default is dataclasses.MISSING]
+    assert vars(cls(*required)) == vars(reference(*required))  # the defaults
+    with pytest.raises(TypeError, match="missing"):
+        cls(*required[:-1])
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        cls(*values, no_such_field=1)
+    with pytest.raises(TypeError, match="multiple values"):
+        cls(*values, at=1.0)
 
 
 def test_an_unknown_event_kind_decodes_to_none_and_unknown_fields_are_ignored() -> None:
