@@ -327,17 +327,23 @@ def test_the_timeline_fits_and_its_buttons_move_time_in_chromium(jupyterlab: obj
             track = timeline.locator(".widget-slider .slider-container").first.bounding_box()
             assert track is not None and track["width"] > 100, track
 
+            # The text of a moment comes before its plot (drawn after it, in the same handler): each step waits for
+            # the plot to change from the last one drawn, so a plot still on its way is never taken for the new one.
+            plot = timeline.locator("img").first
+            drawn = plot.get_attribute("src") or ""  # at 0.000 s, the only plot drawn so far
             timeline.locator("button", has_text="next event").click()
             expect(moment).to_contain_text("1.000 s", timeout=10_000)
             expect(timeline).to_contain_text("fault on b: crash")
+            expect(plot).not_to_have_attribute("src", drawn, timeout=10_000)  # the cursor moved to 1.000 s
+            drawn = plot.get_attribute("src") or ""
             timeline.locator("button", has_text="+ 0.1 s").click()
             expect(moment).to_contain_text("1.100 s", timeout=10_000)
             expect(timeline.locator(".widget-readout")).to_contain_text("1.100", timeout=10_000)
-            plot = timeline.locator("img").first
-            drawn_at_1_1 = plot.get_attribute("src")
+            expect(plot).not_to_have_attribute("src", drawn, timeout=10_000)  # and on to 1.100 s
+            drawn = plot.get_attribute("src") or ""
             timeline.locator("button", has_text="previous event").click()
             expect(moment).to_contain_text("1.000 s", timeout=10_000)
-            expect(plot).not_to_have_attribute("src", drawn_at_1_1 or "", timeout=10_000)  # the cursor moved
+            expect(plot).not_to_have_attribute("src", drawn, timeout=10_000)  # and back
             problems += measure(timeline)  # again, with the crash's long lines in the log
             timeline.screenshot(path=str(screenshots / f"{width}-timeline.png"))
         finally:
