@@ -47,8 +47,9 @@ _EPSILON = 1e-9
 class RequestRecord(NamedTuple):
     """What one request felt like to the client. Times are lab seconds (``Clock.now()``).
 
-    (A named tuple: a long run keeps millions of these, and a tuple of plain values is cheap to make, small, and
-    not followed by the garbage collector once it has seen that the tuple holds nothing that could form a cycle.)
+    (A named tuple: a long run keeps millions of these, and a tuple is cheap to make and small: no ``__dict__``.
+    The garbage collector still follows each one, as it does every instance of a tuple *subclass*; only plain
+    tuples of plain values are left out.)
 
     ``error`` is ``None`` for a success (2xx/3xx) and otherwise one of ``connect`` (refused /
     unreachable), ``timeout``, ``reset`` (the server disconnected or the body broke off),
