@@ -60,6 +60,7 @@ from spofkit.frontdoor import Configuration, FrontDoorGroup
 from spofkit.health import HealthSettings
 from spofkit.isolation import ISOLATIONS, make_instance
 from spofkit.loadgen import LoadGenerator
+from spofkit.policy import protection
 from spofkit.proxy.limits import ProxyLimits
 from spofkit.report import Report, build_report
 from spofkit.status import InstanceFacts, InstanceStatus, LabStatus
@@ -107,9 +108,9 @@ class Lab:
         self,
         *,
         strategy: str | Strategy = "round_robin",
-        health: HealthSettings | None = None,
-        retries: RetrySettings | None = None,
-        ejection: EjectionSettings | None = None,
+        health: HealthSettings | bool | None = None,
+        retries: RetrySettings | bool | None = None,
+        ejection: EjectionSettings | bool | None = None,
         isolation: str = "inprocess",
         work_time: float = 0.0,
         capacity: Capacity | None = None,
@@ -131,6 +132,9 @@ class Lab:
             raise TypeError(f"capacity must be a spofkit.capacity.Capacity, got {capacity!r}")
         if capacity is not None and work_time:
             raise ValueError("give work_time (fixed work, no limit) or capacity (its work_ms), not both")
+        health = protection("health", health, HealthSettings)
+        retries = protection("retries", retries, RetrySettings)
+        ejection = protection("ejection", ejection, EjectionSettings)
         self.clock = Clock()
         self.events = EventBus(self.clock)
         self.isolation = isolation
@@ -170,9 +174,9 @@ class Lab:
         instances: int = 3,
         *,
         strategy: str | Strategy = "round_robin",
-        health: HealthSettings | None = HealthSettings(),  # noqa: B008 - frozen, so sharing is safe
-        retries: RetrySettings | None = RetrySettings(),  # noqa: B008
-        ejection: EjectionSettings | None = EjectionSettings(),  # noqa: B008
+        health: HealthSettings | bool | None = HealthSettings(),  # noqa: B008 - frozen, so sharing is safe
+        retries: RetrySettings | bool | None = RetrySettings(),  # noqa: B008
+        ejection: EjectionSettings | bool | None = EjectionSettings(),  # noqa: B008
         isolation: str = "inprocess",
         work_time: float = 0.0,
         capacity: Capacity | None = None,

@@ -53,3 +53,18 @@ async def test_limits_are_refused_for_a_real_proxy_with_a_reason() -> None:
 async def test_limits_of_the_wrong_type_are_named() -> None:
     with pytest.raises(TypeError, match=r"limits must be a spofkit\.proxy\.limits\.ProxyLimits"):
         await Lab.start(instances=1, limits={"head_timeout": 1.0})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("argument", ["retries", "health", "ejection"])
+async def test_a_protection_of_the_wrong_type_is_named_before_anything_starts(argument: str) -> None:
+    with pytest.raises(TypeError, match=rf"^{argument} must be a \w+Settings .* got \{{'max_attempts': 2\}}"):
+        await Lab.start(instances=1, **{argument: {"max_attempts": 2}})  # type: ignore[arg-type]
+
+
+async def test_a_protection_switched_off_by_false_is_off() -> None:
+    lab = await Lab.start(instances=2, retries=False, health=False, ejection=False)
+    try:
+        status = lab.status()
+        assert (status.retries, status.health_checks, status.ejection) == (False, False, False)
+    finally:
+        await lab.stop()

@@ -28,6 +28,7 @@ DRIVERS_INTERFACE = {
         "RetrySettings",
         "Strategy",
         "Try",
+        "protection",  # reads a lab's health=/retries=/ejection= argument, as the live lab does
         "rng_for",
     },
     "spofkit.policy.balancer": {"rng_for"},

@@ -300,3 +300,20 @@ def test_requests_queued_behind_a_hang_are_served_once_it_is_recovered() -> None
     report = lab.run_load_sync(rate=10, duration=1.0, commands=[(0.55, Recover("a"))], timeout=5.0)
     assert report.failed == 0, report.to_text()  # the first hung, the others waited behind it; all answered
     assert report.latency_max == pytest.approx(0.551, abs=0.002)
+
+
+@pytest.mark.parametrize("argument", ["retries", "health", "ejection"])
+def test_a_protection_given_as_something_else_is_refused_by_name(argument: str) -> None:
+    with pytest.raises(TypeError, match=rf"^{argument} must be a \w+Settings .* got 'yes'"):
+        SimLab(3, **{argument: "yes"})  # type: ignore[arg-type]
+
+
+def test_a_protection_switched_by_true_or_false_means_defaults_or_off() -> None:
+    on = SimLab(3, retries=True, health=True, ejection=True)
+    off = SimLab(3, retries=False, health=False, ejection=False)
+    assert (on.retries, on.health, on.ejection) == (RetrySettings(), HealthSettings(), EjectionSettings())
+    assert (off.retries, off.health, off.ejection) == (None, None, None)
+    assert on.status().retries and not off.status().retries
+    assert on.run_load_sync(100, 1.0, faults=[(0.2, "b", "crash", {})]).failed < 30
+    # Without retries, health checks or ejection, every request round robin sends to b after it crashed fails.
+    assert off.run_load_sync(100, 1.0, faults=[(0.2, "b", "crash", {})]).failed > 20

@@ -18,7 +18,7 @@ Importing this package imports neither asyncio nor aiohttp (a test checks it in 
 """
 
 from spofkit.policy.attempts import Action, Fail, Relay, RequestAttempts, Try
-from spofkit.policy.balancer import BalancerPolicy, rng_for
+from spofkit.policy.balancer import BalancerPolicy, protection, rng_for
 from spofkit.policy.failover import (
     CONNECT,
     RESET,
@@ -59,6 +59,7 @@ __all__ = [
     "Strategy",
     "Try",
     "make_strategy",
+    "protection",
     "retry_decision",
     "rng_for",
     "strategy_names",

@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 import random
 from collections.abc import Callable
+from typing import TypeVar
 
 from spofkit.events import DEFAULT_BALANCER, Event, SettingChanged, StrategyChanged
 from spofkit.policy.attempts import RequestAttempts
@@ -36,6 +37,27 @@ def rng_for(seed: int, purpose: str) -> random.Random:
     return random.Random(f"{seed}/{purpose}")
 
 
+_Settings = TypeVar("_Settings", RetrySettings, EjectionSettings, HealthSettings)
+
+
+def protection(name: str, value: _Settings | bool | None, kind: type[_Settings]) -> _Settings | None:
+    """A protection's settings as given to a lab or a policy: its settings object, or None (off).
+
+    True means "on, with the defaults" and False "off", as the switches take them; anything else is an error
+    that names the argument (rather than an AttributeError from deep inside the first request).
+    """
+    if value is None or value is False:
+        return None
+    if value is True:
+        return kind()
+    if not isinstance(value, kind):
+        raise TypeError(
+            f"{name} must be a {kind.__name__} (e.g. {kind.__name__}()), None or False to switch it off, "
+            f"or True for the defaults; got {value!r}"
+        )
+    return value
+
+
 class BalancerPolicy:
     """One balancer's decisions. ``retries``, ``ejection`` and ``health`` set to None switch that protection off."""
 
@@ -45,12 +67,15 @@ class BalancerPolicy:
         *,
         name: str = DEFAULT_BALANCER,
         strategy: Strategy | str = "round_robin",
-        retries: RetrySettings | None = RetrySettings(),  # noqa: B008 - frozen, so sharing is safe
-        ejection: EjectionSettings | None = EjectionSettings(),  # noqa: B008
-        health: HealthSettings | None = HealthSettings(),  # noqa: B008
+        retries: RetrySettings | bool | None = RetrySettings(),  # noqa: B008 - frozen, so sharing is safe
+        ejection: EjectionSettings | bool | None = EjectionSettings(),  # noqa: B008
+        health: HealthSettings | bool | None = HealthSettings(),  # noqa: B008
         slow_start: float = 0.0,
         seed: int = 0,
     ) -> None:
+        retries = protection("retries", retries, RetrySettings)
+        ejection = protection("ejection", ejection, EjectionSettings)
+        health = protection("health", health, HealthSettings)
         self.emit = emit
         self.name = name
         self.seed = seed
@@ -112,12 +137,14 @@ class BalancerPolicy:
     def strategy_name(self) -> str:
         return self.pool.strategy_name
 
-    def set_retries(self, settings: RetrySettings | None, now: float) -> None:
+    def set_retries(self, settings: RetrySettings | bool | None, now: float) -> None:
+        settings = protection("retries", settings, RetrySettings)
         self.retries = settings
         self.budget = self._new_budget()
         self.emit(SettingChanged(now, "retries", settings is not None, balancer=self.name))
 
-    def set_ejection(self, settings: EjectionSettings | None, now: float) -> None:
+    def set_ejection(self, settings: EjectionSettings | bool | None, now: float) -> None:
+        settings = protection("ejection", settings, EjectionSettings)
         self.pool.set_ejection(settings)
         self.emit(SettingChanged(now, "ejection", settings is not None, balancer=self.name))
 
@@ -125,11 +152,12 @@ class BalancerPolicy:
     def ejection(self) -> EjectionSettings | None:
         return self.pool.ejection
 
-    def set_health(self, settings: HealthSettings | None, now: float) -> None:
+    def set_health(self, settings: HealthSettings | bool | None, now: float) -> None:
         """Health checks on (every member starts from UP, probed afresh) or off (every member counts as up).
 
         The driver must drop its probe timers and ask :meth:`HealthMonitor.next_probe_at` again afterwards.
         """
+        settings = protection("health", settings, HealthSettings)
         if settings is not None:
             self.health_settings = settings
             self.health = self._new_monitor(settings)

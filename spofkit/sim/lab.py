@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import operator
 import string
 from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
@@ -46,7 +47,7 @@ from spofkit.commands import (
 from spofkit.events import PER_REQUEST_EVENTS, Clock, DeployStep, Event, EventBus, InstanceUp, SettingChanged
 from spofkit.faults import Crash, make_fault
 from spofkit.loadgen import RequestRecord
-from spofkit.policy import EjectionSettings, HealthSettings, RetrySettings, Strategy, rng_for
+from spofkit.policy import EjectionSettings, HealthSettings, RetrySettings, Strategy, protection, rng_for
 from spofkit.report import Report, build_report
 from spofkit.sim.balancer import SimBalancer
 from spofkit.sim.capacity import Capacity
@@ -75,6 +76,9 @@ def instance_names() -> Iterator[str]:
             yield "".join(letters)
 
 
+_BY_ID = operator.attrgetter("id")
+
+
 class SimLab:
     """Instances, balancer(s) and load in virtual time, behind the same facade as :class:`spofkit.lab.Lab`."""
 
@@ -83,9 +87,9 @@ class SimLab:
         instances: int = 3,
         *,
         strategy: str | Strategy = "round_robin",
-        health: HealthSettings | None = HealthSettings(),  # noqa: B008 - frozen, so sharing is safe
-        retries: RetrySettings | None = RetrySettings(),  # noqa: B008
-        ejection: EjectionSettings | None = EjectionSettings(),  # noqa: B008
+        health: HealthSettings | bool | None = HealthSettings(),  # noqa: B008 - frozen, so sharing is safe
+        retries: RetrySettings | bool | None = RetrySettings(),  # noqa: B008
+        ejection: EjectionSettings | bool | None = EjectionSettings(),  # noqa: B008
         capacity: Capacity | None = None,
         work_time: float = 0.0,
         backups: int = 0,
@@ -104,6 +108,9 @@ class SimLab:
             raise ValueError(f"instances must be a whole number 1..{MAX_INSTANCES}, got {instances!r}")
         if isinstance(backups, bool) or not isinstance(backups, int) or backups < 0:
             raise ValueError(f"backups must be a whole number >= 0, got {backups!r}")
+        health = protection("health", health, HealthSettings)
+        retries = protection("retries", retries, RetrySettings)
+        ejection = protection("ejection", ejection, EjectionSettings)
         if capacity is None:
             if isinstance(work_time, bool) or not isinstance(work_time, (int, float)) or work_time < 0:
                 raise ValueError(f"work_time must be >= 0 seconds, got {work_time!r}")
@@ -518,7 +525,7 @@ class SimLab:
             unsubscribe()
         if on_progress is not None:
             on_progress(1.0)
-        self.records = sorted(load.records, key=lambda record: record.id)
+        self.records = sorted(load.records, key=_BY_ID)
         return build_report(self.records, seen)
 
     def _report_progress(
