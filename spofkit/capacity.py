@@ -34,6 +34,9 @@ class ModelError(ValueError):
         super().__init__(message)
         self.field = field
 
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:  # so that it crosses a process pool whole
+        return (type(self), (self.field, str(self)))
+
 
 def _number(field: str, value: object, *, low: float, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):

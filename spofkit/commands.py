@@ -40,12 +40,18 @@ class CommandError(ValueError):
         self.message = message
         self.status = status
 
+    def __reduce__(self) -> tuple[type, tuple[str, str, int]]:  # so that it crosses a process pool whole
+        return (type(self), (self.field, self.message, self.status))
+
 
 class UnknownName(CommandError, KeyError):
     """A command names an instance (or balancer) the lab does not have: HTTP 404, and a ``KeyError`` in Python."""
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(field, message, status=404)
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:  # type: ignore[override]
+        return (UnknownName, (self.field, self.message))
 
     def __str__(self) -> str:  # a KeyError would print its message in quotes
         return self.message

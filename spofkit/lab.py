@@ -60,7 +60,7 @@ from spofkit.frontdoor import Configuration, FrontDoorGroup
 from spofkit.health import HealthSettings
 from spofkit.isolation import ISOLATIONS, make_instance
 from spofkit.loadgen import LoadGenerator
-from spofkit.policy import protection
+from spofkit.policy import check_switch, protection
 from spofkit.proxy.limits import ProxyLimits
 from spofkit.report import Report, build_report
 from spofkit.status import InstanceFacts, InstanceStatus, LabStatus
@@ -520,6 +520,7 @@ class Lab:
 
     def set_retries(self, enabled: bool | RetrySettings) -> None:
         """Retries on or off, or on with new settings (e.g. ``RetrySettings(per_try_timeout=0.1)``)."""
+        check_switch("set_retries", enabled, RetrySettings)
         if isinstance(enabled, RetrySettings):
             self.retry_settings, enabled = enabled, True
         settings = self.retry_settings if enabled else None
@@ -528,6 +529,7 @@ class Lab:
 
     def set_ejection(self, enabled: bool | EjectionSettings) -> None:
         """Passive ejection on or off, or on with new settings."""
+        check_switch("set_ejection", enabled, EjectionSettings)
         if isinstance(enabled, EjectionSettings):
             self.ejection_settings, enabled = enabled, True
         settings = self.ejection_settings if enabled else None
@@ -550,6 +552,7 @@ class Lab:
 
         Given :class:`HealthSettings`, the checks start again with them.
         """
+        check_switch("set_health_checks", enabled, HealthSettings)
         if isinstance(enabled, HealthSettings):
             async with self._commands:
                 self.health_settings = enabled

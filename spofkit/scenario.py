@@ -104,6 +104,9 @@ class ScenarioError(ValueError):
         self.key = key
         self.message = message
 
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:  # so that it crosses a process pool whole
+        return (type(self), (self.key, self.message))
+
 
 @dataclass(frozen=True)
 class ScenarioFault:
@@ -387,6 +390,8 @@ def _fault(entry: Mapping[str, Any], index: int, names: list[str], duration: flo
     if "recover_at" in entry:
         recover_at = _number(entry, where, "recover_at", 0.0, low=at, high=duration)
     kind = entry["kind"]
+    if not isinstance(kind, str):
+        raise ScenarioError(f"{where}.kind", f'must be the name of a fault, such as "crash", got {kind!r}')
     if "balancer" in entry:
         if "instance" in entry:
             raise ScenarioError(f"{where}.balancer", "a fault breaks an instance or a balancer, not both")
@@ -411,7 +416,7 @@ def _balancer_fault(
 ) -> ScenarioFault:
     known = [f"lb{i + 1}" for i in range(balancers)]
     balancer = entry["balancer"]
-    if balancer not in known:
+    if not isinstance(balancer, str) or balancer not in known:
         raise ScenarioError(f"{where}.balancer", f"no balancer named {balancer!r} (the lab has {', '.join(known)})")
     kind = entry["kind"]
     if kind not in BALANCER_FAULT_KINDS:
@@ -670,7 +675,9 @@ def run_scenario_cli(argv: Sequence[str] | None = None) -> int:
     try:
         scenario = load_scenario(options.scenario)
         result = run_scenario(scenario, options.driver, seed=options.seed)
-    except ScenarioError as error:
+    except (ValueError, TypeError, ArithmeticError) as error:
+        # A ScenarioError names its key; a setting's own check (a ValueError or TypeError that a lab or a model
+        # raised while the scenario was set up or run) names its argument: either way, one line, not a traceback.
         print(f"error: {options.scenario}: {error}", file=sys.stderr)
         return 2
     if options.json:

@@ -28,6 +28,7 @@ DRIVERS_INTERFACE = {
         "RetrySettings",
         "Strategy",
         "Try",
+        "check_switch",  # refuses set_retries("off") as the live lab does
         "protection",  # reads a lab's health=/retries=/ejection= argument, as the live lab does
         "rng_for",
     },

@@ -18,7 +18,7 @@ Importing this package imports neither asyncio nor aiohttp (a test checks it in 
 """
 
 from spofkit.policy.attempts import Action, Fail, Relay, RequestAttempts, Try
-from spofkit.policy.balancer import BalancerPolicy, protection, rng_for
+from spofkit.policy.balancer import BalancerPolicy, check_switch, protection, rng_for
 from spofkit.policy.failover import (
     CONNECT,
     RESET,
@@ -58,6 +58,7 @@ __all__ = [
     "RetrySettings",
     "Strategy",
     "Try",
+    "check_switch",
     "make_strategy",
     "protection",
     "retry_decision",

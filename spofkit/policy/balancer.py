@@ -58,6 +58,12 @@ def protection(name: str, value: _Settings | bool | None, kind: type[_Settings])
     return value
 
 
+def check_switch(name: str, value: object, kind: type) -> None:
+    """A switch (``set_retries``, ``set_ejection``, ``set_health_checks``) takes True, False or its settings."""
+    if not isinstance(value, (bool, kind)):
+        raise TypeError(f"{name} takes True (on), False (off) or a {kind.__name__}, got {value!r}")
+
+
 class BalancerPolicy:
     """One balancer's decisions. ``retries``, ``ejection`` and ``health`` set to None switch that protection off."""
 

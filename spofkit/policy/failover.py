@@ -22,6 +22,8 @@ from __future__ import annotations
 import collections
 from dataclasses import dataclass, field
 
+from spofkit.policy import _checks
+
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
 # Why an attempt failed. Only "connect" proves the request never reached a backend.
@@ -51,21 +53,24 @@ class RetrySettings:
     budget_window: float = 10.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.max_attempts, int) or self.max_attempts < 1:
-            raise ValueError(f"max_attempts must be a whole number >= 1, got {self.max_attempts!r}")
+        _checks.whole("max_attempts", self.max_attempts, minimum=1, maximum=100)
+        for name in ("retry_on", "retry_statuses"):
+            value = getattr(self, name)
+            if isinstance(value, (str, bytes, int)) or not isinstance(value, (list, tuple, set, frozenset)):
+                raise ValueError(
+                    f"{name} must be a list or set, e.g. {sorted(getattr(RetrySettings, name))}, got {value!r}"
+                )
         unknown = set(self.retry_on) - set(FAILURE_KINDS)
         if unknown:
             raise ValueError(f"retry_on has unknown kinds {sorted(unknown)}; known: {list(FAILURE_KINDS)}")
-        for status in self.retry_statuses:
-            if not 500 <= status <= 599:
-                raise ValueError(f"retry_statuses must be 5xx codes, got {status!r}")
+        object.__setattr__(self, "retry_on", frozenset(self.retry_on))
+        codes = _checks.statuses("retry_statuses", self.retry_statuses, low=500, high=599)
+        object.__setattr__(self, "retry_statuses", frozenset(codes))
         for name in ("per_try_timeout", "deadline", "budget_window"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0 seconds, got {getattr(self, name)!r}")
-        if not 0 <= self.budget_ratio <= 10:
-            raise ValueError(f"budget_ratio must be between 0 and 10, got {self.budget_ratio!r}")
-        if self.budget_min_per_second < 0:
-            raise ValueError(f"budget_min_per_second must be >= 0, got {self.budget_min_per_second!r}")
+            object.__setattr__(self, name, _checks.seconds(name, getattr(self, name)))
+        object.__setattr__(self, "budget_ratio", _checks.number("budget_ratio", self.budget_ratio, low=0, high=10))
+        minimum = _checks.number("budget_min_per_second", self.budget_min_per_second, low=0, high=1e6)
+        object.__setattr__(self, "budget_min_per_second", minimum)
 
 
 @dataclass(frozen=True)
@@ -164,14 +169,13 @@ class EjectionSettings:
     max_ejected_percent: float = 50.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.consecutive_failures, int) or self.consecutive_failures < 1:
-            raise ValueError(f"consecutive_failures must be a whole number >= 1, got {self.consecutive_failures!r}")
-        if not self.base_time > 0:
-            raise ValueError(f"base_time must be > 0 seconds, got {self.base_time!r}")
+        _checks.whole("consecutive_failures", self.consecutive_failures, minimum=1, maximum=1000)
+        object.__setattr__(self, "base_time", _checks.seconds("base_time", self.base_time))
+        object.__setattr__(self, "max_time", _checks.seconds("max_time", self.max_time))
         if not self.max_time >= self.base_time:
             raise ValueError(f"max_time must be >= base_time, got {self.max_time!r}")
-        if not 0 <= self.max_ejected_percent <= 100:
-            raise ValueError(f"max_ejected_percent must be 0..100, got {self.max_ejected_percent!r}")
+        percent = _checks.number("max_ejected_percent", self.max_ejected_percent, low=0, high=100)
+        object.__setattr__(self, "max_ejected_percent", percent)
 
 
 @dataclass

@@ -35,6 +35,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from spofkit.events import DEFAULT_BALANCER, Event, HealthProbe, InstanceDown, InstanceUp
+from spofkit.policy import _checks
+from spofkit.policy._checks import MIN_INTERVAL
 
 UP = "up"
 DOWN = "down"
@@ -55,23 +57,22 @@ class HealthSettings:
     jitter: float = 0.0  # fraction of the interval, spread at random (HAProxy's spread-checks)
 
     def __post_init__(self) -> None:
-        for name in ("interval", "timeout"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"health {name} must be > 0 seconds, got {getattr(self, name)!r}")
+        interval = _checks.seconds("health interval", self.interval, minimum=MIN_INTERVAL, inclusive=True)
+        object.__setattr__(self, "interval", interval)
+        object.__setattr__(self, "timeout", _checks.seconds("health timeout", self.timeout))
         for name in ("fastinter", "downinter"):
             value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ValueError(f"health {name} must be > 0 seconds, got {value!r}")
+            if value is not None:
+                value = _checks.seconds(f"health {name}", value, minimum=MIN_INTERVAL, inclusive=True)
+                object.__setattr__(self, name, value)
         for name in ("rise", "fall"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"health {name} must be a whole number >= 1, got {value!r}")
-        if not 0 <= self.jitter < 1:
-            raise ValueError(f"health jitter must be in [0, 1), got {self.jitter!r}")
-        if not self.path.startswith("/"):
-            raise ValueError(f"health path must start with '/', got {self.path!r}")
-        if not self.expect:
+            _checks.whole(f"health {name}", getattr(self, name), minimum=1, maximum=1000)
+        object.__setattr__(self, "jitter", _checks.number("health jitter", self.jitter, low=0, high=1, high_open=True))
+        if not isinstance(self.path, str) or not self.path.startswith("/"):
+            raise ValueError(f"health path must be a string that starts with '/', got {self.path!r}")
+        if isinstance(self.expect, (list, tuple, set, frozenset)) and not self.expect:
             raise ValueError("health expect must list at least one status")
+        object.__setattr__(self, "expect", _checks.statuses("health expect", self.expect))
 
     @property
     def fast_interval(self) -> float:

@@ -31,6 +31,8 @@ from spofkit.sim.capacity import ModelError, quantized
 FAILURE_DISTRIBUTIONS = ("exponential", "weibull")
 # A year: a larger MTBF or MTTR is a typo (seconds were meant, not milliseconds).
 MAX_MEAN_SECONDS = 366 * 86400.0
+# The shortest mean up time or repair: 10 ms (shorter ones are a mistake, and would fail the instance for ever at once).
+MIN_MEAN_SECONDS = 0.01
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,12 @@ class FailureProcess:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ModelError(name, f"{name} must be a number of seconds, got {value!r}")
-            if not 0 < value <= MAX_MEAN_SECONDS:
-                raise ModelError(name, f"{name} must be > 0 and at most a year ({MAX_MEAN_SECONDS:g} s), got {value!r}")
+            if not MIN_MEAN_SECONDS <= value <= MAX_MEAN_SECONDS:
+                raise ModelError(
+                    name,
+                    f"{name} must be at least {MIN_MEAN_SECONDS:g} s and at most a year ({MAX_MEAN_SECONDS:g} s), "
+                    f"got {value!r}",
+                )
             object.__setattr__(self, name, float(value))
         if self.distribution not in FAILURE_DISTRIBUTIONS:
             raise ModelError(

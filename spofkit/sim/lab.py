@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import math
 import operator
 import string
 from collections.abc import Callable, Iterator, Sequence
@@ -47,7 +48,15 @@ from spofkit.commands import (
 from spofkit.events import PER_REQUEST_EVENTS, Clock, DeployStep, Event, EventBus, InstanceUp, SettingChanged
 from spofkit.faults import Crash, make_fault
 from spofkit.loadgen import RequestRecord
-from spofkit.policy import EjectionSettings, HealthSettings, RetrySettings, Strategy, protection, rng_for
+from spofkit.policy import (
+    EjectionSettings,
+    HealthSettings,
+    RetrySettings,
+    Strategy,
+    check_switch,
+    protection,
+    rng_for,
+)
 from spofkit.report import Report, build_report
 from spofkit.sim.balancer import SimBalancer
 from spofkit.sim.capacity import Capacity
@@ -77,6 +86,8 @@ def instance_names() -> Iterator[str]:
 
 
 _BY_ID = operator.attrgetter("id")
+# The most model events (timers) one run or advance may ask for: about half an hour of CPU at 10 µs an event.
+MAX_RUN_EVENTS = 200_000_000
 
 
 class SimLab:
@@ -408,6 +419,7 @@ class SimLab:
         self.apply_sync(SetStrategy(strategy))
 
     def set_retries(self, enabled: bool | RetrySettings) -> None:
+        check_switch("set_retries", enabled, RetrySettings)
         if isinstance(enabled, RetrySettings):
             self.retry_settings, enabled = enabled, True
         self.retries = self.retry_settings if enabled else None
@@ -415,6 +427,7 @@ class SimLab:
             balancer.policy.set_retries(self.retries, self.now())
 
     def set_ejection(self, enabled: bool | EjectionSettings) -> None:
+        check_switch("set_ejection", enabled, EjectionSettings)
         if isinstance(enabled, EjectionSettings):
             self.ejection_settings, enabled = enabled, True
         self.ejection = self.ejection_settings if enabled else None
@@ -422,6 +435,7 @@ class SimLab:
             balancer.policy.set_ejection(self.ejection, self.now())
 
     async def set_health_checks(self, enabled: bool | HealthSettings) -> None:
+        check_switch("set_health_checks", enabled, HealthSettings)
         if isinstance(enabled, HealthSettings):
             self.health_settings = enabled
             self.health = enabled
@@ -437,9 +451,36 @@ class SimLab:
         self.advance_sync(seconds)
 
     def advance_sync(self, seconds: float) -> None:
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0:
-            raise ValueError(f"seconds must be a number >= 0, got {seconds!r}")
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, (int, float))
+            or not math.isfinite(seconds)
+            or not seconds >= 0
+        ):
+            raise ValueError(f"seconds must be a finite number >= 0, got {seconds!r}")
+        self._check_run_size(seconds)
         self.scheduler.run(until=self.now() + seconds)
+
+    def _check_run_size(self, seconds: float, rate: float = 0.0) -> None:
+        """Refuse a call that asks for more than MAX_RUN_EVENTS model events (hours of CPU): surely a mistake.
+
+        The estimate counts two events a request (its arrival and its answer), the background load's too, and
+        every balancer's health checks of every instance.
+        """
+        background = self._background
+        if background is not None and not background.finished:
+            rate += background.rate
+        probes = 0.0
+        if self.health is not None:
+            probes = len(self.instances) * len(self.front.balancers) / self.health.interval
+        events = seconds * (2 * rate + probes)
+        if events > MAX_RUN_EVENTS:
+            checks = f" and {probes:,.0f} health checks a second" if probes else ""
+            raise ValueError(
+                f"{seconds:g} s of lab time at {rate:g} requests a second{checks} would be about {events:.2g} model "
+                f"events; one call runs at most {MAX_RUN_EVENTS:,} (about half an hour of CPU): shorten the run "
+                "or lower the rate"
+            )
 
     async def run_load(
         self,
@@ -472,6 +513,10 @@ class SimLab:
         ``options`` are the client's: ``method``, ``path``, ``timeout`` (how long a client waits, 5 s),
         ``arrivals`` (``uniform``, the live client's even spacing, or ``poisson``).
         """
+        for name, value in (("rate", rate), ("duration", duration)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+        self._check_run_size(duration, rate)
         for at, name, kind, params in faults:
             self._instance(name)
             make_fault(kind, **params)  # validate before any load is sent

@@ -12,6 +12,7 @@ left out of that figure and counted in ``missing``.
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
@@ -19,7 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from spofkit.scenario import Scenario, load_scenario, run_scenario
+from spofkit.scenario import DRIVERS, Scenario, load_scenario, run_scenario
+
+# The most replications one call runs (each is a whole scenario run).
+MAX_SEEDS = 10_000
 
 FIGURES = (
     "requests",
@@ -95,17 +99,27 @@ def replicate(
     Returns each run's figures and each figure's :class:`Distribution`. An executor you pass stays yours: it is
     not shut down.
     """
-    if not isinstance(scenario, Scenario):
+    if driver not in DRIVERS:
+        raise ValueError(f"driver must be one of {', '.join(DRIVERS)}, got {driver!r}")
+    if isinstance(scenario, (str, Path)):
         scenario = load_scenario(scenario)
-    seeds = tuple(seeds)
+    elif not isinstance(scenario, Scenario):
+        raise TypeError(f"scenario must be a Scenario or the path of a scenario file, got {scenario!r}")
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Iterable):
+        raise TypeError(f"seeds must be a list or range of whole numbers, e.g. range(20), got {seeds!r}")
+    seeds = tuple(itertools.islice(seeds, MAX_SEEDS + 1))  # an endless iterator stops here
+    if len(seeds) > MAX_SEEDS:
+        raise ValueError(f"seeds: at most {MAX_SEEDS:,} replications in one call")
     if not seeds:
         raise ValueError("seeds is empty: give at least one seed (two for a confidence interval)")
     if any(isinstance(seed, bool) or not isinstance(seed, int) or seed < 0 for seed in seeds):
         raise ValueError(f"seeds must be whole numbers >= 0, got {seeds!r}")
     if len(set(seeds)) != len(seeds):
         raise ValueError("seeds repeat: the same seed gives the same run, which is not another sample")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be between 0 and 1, got {confidence!r}")
+    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0 < confidence < 1:
+        raise ValueError(f"confidence must be a number between 0 and 1, got {confidence!r}")
+    if executor is not None and not isinstance(executor, concurrent.futures.Executor):
+        raise TypeError(f"executor must be a concurrent.futures.Executor (an instance), got {executor!r}")
     own = executor is None
     pool = executor or concurrent.futures.ProcessPoolExecutor()
     try:

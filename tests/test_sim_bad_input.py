@@ -1,0 +1,190 @@
+"""Bad input to the simulator's settings, runs and replications: a clear error that names it, at once.
+
+Each case here once did something worse: spun for ever (a check every nanosecond, failures that repeat at the
+same instant, a billion requests), took nonsense as "on" (``set_retries("off")``), failed deep inside with an
+AttributeError, or came back from a process pool as a BrokenProcessPool that said nothing of the cause.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import math
+import pickle
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from spofkit.capacity import ModelError
+from spofkit.commands import CommandError, UnknownName
+from spofkit.policy import EjectionSettings, HealthSettings, RetrySettings
+from spofkit.scenario import ScenarioError, load_scenario, run_scenario_cli
+from spofkit.sim import FailureProcess, SimLab
+from spofkit.sim.replicate import replicate
+
+
+@pytest.mark.parametrize(
+    ("settings", "fields", "words"),
+    [
+        (HealthSettings, {"interval": 1e-9}, "health interval must be a number of seconds >= 0.001"),
+        (HealthSettings, {"interval": math.inf}, "health interval must be a number of seconds"),
+        (HealthSettings, {"timeout": "0.3"}, "health timeout must be a number of seconds"),
+        (HealthSettings, {"fastinter": 0.0}, "health fastinter must be a number of seconds >= 0.001"),
+        (HealthSettings, {"rise": True}, "health rise must be a whole number"),
+        (HealthSettings, {"expect": ("200",)}, "health expect must be HTTP status codes 100..599, got '200'"),
+        (HealthSettings, {"expect": (999,)}, "health expect must be HTTP status codes 100..599, got 999"),
+        (HealthSettings, {"expect": 200}, "health expect must be a list of HTTP status codes, got 200"),
+        (HealthSettings, {"path": 5}, "health path must be a string that starts with '/', got 5"),
+        (HealthSettings, {"jitter": math.nan}, "health jitter must be a number in [0, 1)"),
+        (RetrySettings, {"per_try_timeout": math.inf}, "per_try_timeout must be a number of seconds"),
+        (RetrySettings, {"deadline": -1}, "deadline must be a number of seconds > 0"),
+        (RetrySettings, {"max_attempts": True}, "max_attempts must be a whole number 1..100"),
+        (RetrySettings, {"retry_statuses": 503}, "retry_statuses must be a list or set"),
+        (RetrySettings, {"retry_statuses": {503, 200}}, "retry_statuses must be HTTP status codes 500..599, got 200"),
+        (RetrySettings, {"retry_on": "timeout"}, "retry_on must be a list or set"),
+        (RetrySettings, {"budget_min_per_second": math.nan}, "budget_min_per_second must be a number in 0..1e+06"),
+        (EjectionSettings, {"consecutive_failures": True}, "consecutive_failures must be a whole number 1..1000"),
+        (EjectionSettings, {"base_time": math.inf}, "base_time must be a number of seconds"),
+    ],
+)
+def test_a_setting_out_of_its_range_is_named(settings: type, fields: dict[str, Any], words: str) -> None:
+    with pytest.raises(ValueError) as error:
+        settings(**fields)
+    assert words in str(error.value)
+
+
+def test_settings_in_range_are_kept_as_given() -> None:
+    health = HealthSettings(interval=0.001, timeout=2, expect=[200, 204])
+    assert (health.interval, health.timeout, health.expect) == (0.001, 2.0, (200, 204))
+    retries = RetrySettings(retry_statuses=[503], retry_on=("timeout",))
+    assert retries.retry_statuses == frozenset({503}) and retries.retry_on == frozenset({"timeout"})
+    assert hash(retries) == hash(RetrySettings(retry_statuses={503}, retry_on={"timeout"}))  # still a value
+
+
+def test_failures_too_frequent_to_mean_anything_are_refused() -> None:
+    with pytest.raises(ModelError, match=r"^mtbf must be at least 0\.01 s") as error:
+        FailureProcess(1e-12, 1.0)
+    assert error.value.field == "mtbf"
+    with pytest.raises(ModelError, match=r"^mttr must be at least 0\.01 s"):
+        FailureProcess(60.0, 1e-6)
+
+
+@pytest.mark.parametrize(
+    ("rate", "duration", "words"),
+    [
+        (1e9, 5.0, "5 s of lab time at 1e+09 requests a second"),
+        (10.0, 1e9, "1e+09 s of lab time at 10 requests a second and 6 health checks a second"),
+    ],
+)
+def test_a_run_of_hours_is_refused_before_anything_runs(rate: float, duration: float, words: str) -> None:
+    lab = SimLab(3)
+    booted = lab.scheduler.processed  # the first checks, before lab time 0
+    with pytest.raises(ValueError) as error:
+        lab.run_load_sync(rate, duration)
+    assert words in str(error.value) and "at most 200,000,000" in str(error.value)
+    assert lab.now() == 0.0 and lab.scheduler.processed == booted  # nothing ran
+    assert lab.run_load_sync(200, 1.0).requests == 200  # and the lab is fine
+
+
+@pytest.mark.parametrize("seconds", [math.inf, math.nan, -1.0, "5"])
+def test_advancing_by_nonsense_is_refused(seconds: Any) -> None:
+    with pytest.raises(ValueError, match=r"seconds must be a finite number >= 0"):
+        SimLab(3).advance_sync(seconds)
+
+
+def test_advancing_for_a_thousand_years_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"would be about .* model events"):
+        SimLab(3).advance_sync(1000 * 365 * 86400.0)
+
+
+@pytest.mark.parametrize(
+    ("switch", "value"),
+    [("set_retries", "off"), ("set_ejection", 0.5), ("set_retries", None), ("set_ejection", HealthSettings())],
+)
+def test_a_switch_takes_true_false_or_its_settings(switch: str, value: Any) -> None:
+    lab = SimLab(3)
+    with pytest.raises(TypeError, match=rf"^{switch} takes True \(on\), False \(off\) or a \w+Settings, got "):
+        getattr(lab, switch)(value)
+    assert lab.status().retries and lab.status().ejection  # unchanged
+
+
+async def test_health_checks_switched_by_a_word_are_refused() -> None:
+    lab = SimLab(3)
+    with pytest.raises(TypeError, match=r"^set_health_checks takes True \(on\), False \(off\) or a HealthSettings"):
+        await lab.set_health_checks("no")  # type: ignore[arg-type]
+    assert lab.status().health_checks
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ScenarioError("lab.instances", "must be 1..1000"),
+        CommandError("rate", "rate must be > 0", status=422),
+        UnknownName("name", "no instance named 'zz'"),
+        ModelError("mtbf", "mtbf must be at least 0.01 s"),
+    ],
+)
+def test_errors_cross_a_process_boundary_whole(error: Exception) -> None:
+    again = pickle.loads(pickle.dumps(error))
+    assert type(again) is type(error) and str(again) == str(error) and vars(again) == vars(error)
+
+
+SCENARIO = """
+[lab]
+instances = 3
+[load]
+rate = 50
+duration = 2
+"""
+
+
+def test_replicate_refuses_what_it_cannot_run_before_it_starts(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text(SCENARIO)
+    with pytest.raises(ValueError, match=r"^driver must be one of sim, live, got 'bogus'"):
+        replicate(path, [1, 2], driver="bogus")
+    with pytest.raises(ValueError, match=r"^seeds: at most 10,000 replications"):
+        replicate(path, itertools.count())
+    with pytest.raises(TypeError, match=r"^seeds must be a list or range"):
+        replicate(path, 5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^executor must be a concurrent\.futures\.Executor \(an instance\)"):
+        replicate(path, [1, 2], concurrent.futures.ThreadPoolExecutor)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^scenario must be a Scenario or the path"):
+        replicate({"lab": {}}, [1, 2])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^confidence must be a number between 0 and 1"):
+        replicate(load_scenario(path), [1, 2], confidence="0.9")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        (
+            '[[faults]]\nat = 1\ninstance = "b"\nkind = ["crash"]\n',
+            'faults[0].kind: must be the name of a fault, such as "crash"',
+        ),
+        ("[health]\npath = 5\n", "health.path: health path must be a string that starts with '/'"),
+        ("[health]\nexpect = 200\n", "health.expect: health expect must be a list of HTTP status codes"),
+        ("[health]\ninterval = 1e-12\n", "health.interval: health interval must be a number of seconds >= 0.001"),
+    ],
+)
+def test_a_scenario_file_that_is_wrong_gets_one_line_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, words: str
+) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(SCENARIO + text)
+    assert run_scenario_cli([str(path), "--sim", "--json"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: ") and words in err and "Traceback" not in err
+
+
+def test_a_scenario_that_fails_while_it_is_set_up_gets_one_line_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "pair.toml"
+    path.write_text(
+        SCENARIO.replace("instances = 3", 'instances = 3\nbalancers = 2\npair = "active-active"\nfencing = true')
+    )
+    assert run_scenario_cli([str(path), "--sim", "--json"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: ") and "fencing" in err and "Traceback" not in err
