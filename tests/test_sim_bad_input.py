@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 
 from spofkit.capacity import ModelError
-from spofkit.commands import CommandError, UnknownName
+from spofkit.commands import CommandError, InjectFault, Recover, UnknownName
 from spofkit.policy import EjectionSettings, HealthSettings, RetrySettings
 from spofkit.scenario import ScenarioError, load_scenario, run_scenario_cli
-from spofkit.sim import FailureProcess, SimLab
+from spofkit.sim import Capacity, FailureGroup, FailureProcess, SimLab
+from spofkit.sim.client import MAX_CLIENT_TRIES
 from spofkit.sim.replicate import replicate
 
 
@@ -188,3 +189,64 @@ def test_a_scenario_that_fails_while_it_is_set_up_gets_one_line_too(
     assert run_scenario_cli([str(path), "--sim", "--json"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {path}: ") and "fencing" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "words"),
+    [
+        ({"capacity": "x"}, TypeError, "capacity must be a spofkit.capacity.Capacity"),
+        ({"capacity": Capacity(work_ms=5.0), "work_time": 0.01}, ValueError, "give work_time"),
+        ({"failures": (30, 3)}, TypeError, "failures must be a FailureProcess(mtbf, mttr) or None"),
+        ({"groups": "abc"}, TypeError, "groups must be a list of FailureGroup, got 'abc'"),
+        ({"groups": [None]}, TypeError, "groups must be a list of FailureGroup, got None in it"),
+        ({"seed": "abc"}, ValueError, "seed must be a whole number >= 0, got 'abc'"),
+        ({"seed": 1.5}, ValueError, "seed must be a whole number >= 0"),
+        ({"balancers": True}, ValueError, "balancers must be 1 or 2 (a pair), got True"),
+        ({"balancers": 2.0}, ValueError, "balancers must be 1 or 2 (a pair), got 2.0"),
+        ({"advert_interval": "0.2"}, ValueError, "advert_interval must be a number of seconds"),
+        ({"preempt": "no"}, TypeError, "preempt must be True or False, got 'no'"),
+        ({"fencing": "yes"}, TypeError, "fencing must be True or False, got 'yes'"),
+        ({"slow_start": math.inf}, ValueError, "slow_start must be a number of seconds"),
+        ({"history_size": -1}, ValueError, "history_size must be a whole number 0..10000000"),
+        ({"history_size": None}, ValueError, "history_size must be a whole number"),
+        ({"backups": 10**9}, ValueError, "backups must be a whole number 0..9997"),
+    ],
+)
+def test_a_lab_argument_that_is_wrong_is_named(arguments: dict[str, Any], error: type, words: str) -> None:
+    with pytest.raises(error) as raised:
+        SimLab(3, **arguments)
+    assert words in str(raised.value)
+
+
+def test_two_failure_groups_of_one_name_are_refused() -> None:
+    zone = FailureProcess(3600.0, 60.0)
+    with pytest.raises(ValueError, match=r"^groups: two groups are named 'z'"):
+        SimLab(3, groups=[FailureGroup("z", ("a",), zone), FailureGroup("z", ("b",), zone)])
+
+
+@pytest.mark.parametrize(
+    ("faults", "commands", "words"),
+    [
+        ([(1.0, "b", "crash")], (), "faults[0] must be (at, instance, kind, params), e.g. (1.0, 'b', 'crash', {})"),
+        ((1.0, "b", "crash", {}), (), "faults[0] must be (at, instance, kind, params)"),
+        ([(1.0, "b", "crash", None)], (), "faults[0] must be (at, instance, kind, params)"),
+        ([("1", "b", "crash", {})], (), "fault time '1' must be a number within the run (0..2.0)"),
+        ([], [Recover("b")], "commands[0] must be (at, command), e.g. (1.0, Recover('b'))"),
+        ([], [(True, Recover("b"))], "command time True must be a number within the run"),
+    ],
+)
+def test_a_run_load_schedule_that_is_wrong_is_named(faults: Any, commands: Any, words: str) -> None:
+    lab = SimLab(3)
+    with pytest.raises(ValueError) as raised:
+        lab.run_load_sync(100, 2.0, faults=faults, commands=commands)
+    assert words in str(raised.value)
+    assert lab.now() == 0.0
+
+
+def test_a_client_rule_that_always_retries_at_once_stops_at_the_most_tries() -> None:
+    lab = SimLab(2, health=False, ejection=False, retries=False)
+    lab.apply_sync(InjectFault("a", "crash"))
+    lab.apply_sync(InjectFault("b", "crash"))
+    report = lab.run_load_sync(10, 1.0, retry=lambda record, tries: 0.0)  # everything is down: never helps
+    assert report.requests == 10 and report.failed == 10
+    assert all(record.attempts == MAX_CLIENT_TRIES for record in lab.records)

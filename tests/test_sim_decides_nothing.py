@@ -33,6 +33,7 @@ DRIVERS_INTERFACE = {
         "rng_for",
     },
     "spofkit.policy.balancer": {"rng_for"},
+    "spofkit.policy._checks": {"MIN_INTERVAL", "seconds"},  # a lab argument's range check, as the settings' own
     "spofkit.policy.pair": {
         "MASTER",
         "AddressLease",

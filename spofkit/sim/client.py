@@ -6,10 +6,11 @@ whether or not earlier ones have been answered (or at random, exponentially spac
 :class:`~spofkit.loadgen.RequestRecord` and a :class:`~spofkit.events.ClientRequest` event, with the error names
 the live client uses (``connect``, ``timeout``, ``reset``, ``http_<status>``).
 
-A client may also try again itself: give the loop a ``retry`` rule (:data:`ClientRetry`), and after every failed
-try it asks the rule how long to wait before the next one (or to give up). The rule is the caller's — a lesson's
-backoff with jitter, say — and the loop only keeps its appointments; the request keeps its id, its record runs
-from the first try to the last answer, and ``attempts`` adds up the balancer's attempts over every try.
+A client may also try again itself: give the loop a ``retry`` rule (:data:`ClientRetry`), and after every failed try
+it asks the rule how long to wait before the next one (or to give up), up to :data:`MAX_CLIENT_TRIES` tries. The
+rule is the caller's — a lesson's backoff with jitter, say — and the loop only keeps its appointments; the request
+keeps its id, its record runs from the first try to the last answer, and ``attempts`` adds up the balancer's
+attempts over every try.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ from spofkit.sim.scheduler import SimScheduler, SimTimer
 ARRIVALS = ("uniform", "poisson")
 # Float noise when comparing a scheduled time with the end of the run (0.1 * 3 != 0.3), as the live client.
 _EPSILON = 1e-9
+# A request is tried at most this often, whatever the client's retry rule says (one that always answers "again
+# at once" while every instance is down would otherwise loop at one instant for ever).
+MAX_CLIENT_TRIES = 100
 # The live client's default: how long a user waits for an answer.
 CLIENT_TIMEOUT = 5.0
 
@@ -231,6 +235,8 @@ class OpenLoop:
     def _try_again(self, call: ClientCall, this_try: RequestRecord) -> bool:
         """Ask the client's retry rule about a failed try; if it says wait, send the request again then."""
         assert self.retry is not None
+        if call.tries >= MAX_CLIENT_TRIES:
+            return False  # the rule would retry for ever (all down, no wait): this try's failure is the record
         wait = self.retry(this_try, call.tries)
         if wait is None:
             return False

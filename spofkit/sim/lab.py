@@ -24,7 +24,7 @@ import itertools
 import math
 import operator
 import string
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -57,6 +57,7 @@ from spofkit.policy import (
     protection,
     rng_for,
 )
+from spofkit.policy._checks import MIN_INTERVAL, seconds
 from spofkit.report import Report, build_report
 from spofkit.sim.balancer import SimBalancer
 from spofkit.sim.capacity import Capacity
@@ -86,6 +87,51 @@ def instance_names() -> Iterator[str]:
 
 
 _BY_ID = operator.attrgetter("id")
+
+
+def _check_lab_arguments(
+    *,
+    capacity: object,
+    work_time: object,
+    slow_start: object,
+    seed: object,
+    balancers: object,
+    advert_interval: object,
+    preempt: object,
+    fencing: object,
+    failures: object,
+    groups: object,
+    history_size: object,
+) -> None:
+    """SimLab's arguments other than the instances and the protections: each refused by name, before anything."""
+    if capacity is not None and not isinstance(capacity, Capacity):
+        raise TypeError(f"capacity must be a spofkit.capacity.Capacity, e.g. Capacity(concurrency=4), got {capacity!r}")
+    if capacity is not None and work_time:
+        raise ValueError("give work_time (fixed work, no limit) or capacity (its work_ms), not both")
+    seconds("slow_start", slow_start, inclusive=True)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a whole number >= 0, got {seed!r}")
+    if isinstance(balancers, bool) or balancers not in (1, 2) or not isinstance(balancers, int):
+        raise ValueError(f"balancers must be 1 or 2 (a pair), got {balancers!r}")
+    seconds("advert_interval", advert_interval, minimum=MIN_INTERVAL, inclusive=True)
+    for name, flag in (("preempt", preempt), ("fencing", fencing)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be True or False, got {flag!r}")
+    if failures is not None and not isinstance(failures, FailureProcess):
+        raise TypeError(f"failures must be a FailureProcess(mtbf, mttr) or None, got {failures!r}")
+    if isinstance(groups, (str, bytes)) or not isinstance(groups, (list, tuple)):
+        raise TypeError(f"groups must be a list of FailureGroup, got {groups!r}")
+    names: set[str] = set()
+    for group in groups:
+        if not isinstance(group, FailureGroup):
+            raise TypeError(f"groups must be a list of FailureGroup, got {group!r} in it")
+        if group.name in names:
+            raise ValueError(f"groups: two groups are named {group.name!r}; each needs a name of its own")
+        names.add(group.name)
+    if isinstance(history_size, bool) or not isinstance(history_size, int) or not 0 <= history_size <= 10_000_000:
+        raise ValueError(f"history_size must be a whole number 0..10000000 (events kept), got {history_size!r}")
+
+
 # The most model events (timers) one run or advance may ask for: about half an hour of CPU at 10 µs an event.
 MAX_RUN_EVENTS = 200_000_000
 
@@ -117,8 +163,24 @@ class SimLab:
     ) -> None:
         if isinstance(instances, bool) or not isinstance(instances, int) or not 1 <= instances <= MAX_INSTANCES:
             raise ValueError(f"instances must be a whole number 1..{MAX_INSTANCES}, got {instances!r}")
-        if isinstance(backups, bool) or not isinstance(backups, int) or backups < 0:
-            raise ValueError(f"backups must be a whole number >= 0, got {backups!r}")
+        if isinstance(backups, bool) or not isinstance(backups, int) or not 0 <= backups <= MAX_INSTANCES - instances:
+            raise ValueError(
+                f"backups must be a whole number 0..{MAX_INSTANCES - instances} (instances and backups together at "
+                f"most {MAX_INSTANCES}), got {backups!r}"
+            )
+        _check_lab_arguments(
+            capacity=capacity,
+            work_time=work_time,
+            slow_start=slow_start,
+            seed=seed,
+            balancers=balancers,
+            advert_interval=advert_interval,
+            preempt=preempt,
+            fencing=fencing,
+            failures=failures,
+            groups=groups,
+            history_size=history_size,
+        )
         health = protection("health", health, HealthSettings)
         retries = protection("retries", retries, RetrySettings)
         ejection = protection("ejection", ejection, EjectionSettings)
@@ -517,14 +579,29 @@ class SimLab:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"{name} must be a positive finite number, got {value!r}")
         self._check_run_size(duration, rate)
-        for at, name, kind, params in faults:
+        if isinstance(faults, (str, bytes)) or not isinstance(faults, (list, tuple)):
+            raise TypeError(f"faults must be a list of (at, instance, kind, params), got {faults!r}")
+        for index, fault in enumerate(faults):
+            if not isinstance(fault, (list, tuple)) or len(fault) != 4 or not isinstance(fault[3], Mapping):
+                raise ValueError(
+                    f"faults[{index}] must be (at, instance, kind, params), e.g. (1.0, 'b', 'crash', {{}}), "
+                    f"got {fault!r}"
+                )
+            at, name, kind, params = fault
             self._instance(name)
             make_fault(kind, **params)  # validate before any load is sent
-            if not 0 <= at <= duration:
-                raise ValueError(f"fault time {at!r} must be within the run (0..{duration})")
-        for at, _command in commands:
-            if not 0 <= at <= duration:
-                raise ValueError(f"command time {at!r} must be within the run (0..{duration})")
+            if isinstance(at, bool) or not isinstance(at, (int, float)) or not 0 <= at <= duration:
+                raise ValueError(f"fault time {at!r} must be a number within the run (0..{duration})")
+        if isinstance(commands, (str, bytes)) or not isinstance(commands, (list, tuple)):
+            raise TypeError(f"commands must be a list of (at, command), got {commands!r}")
+        for index, timed in enumerate(commands):
+            if not isinstance(timed, (list, tuple)) or len(timed) != 2 or not isinstance(timed[1], Command):
+                raise ValueError(f"commands[{index}] must be (at, command), e.g. (1.0, Recover('b')), got {timed!r}")
+            at = timed[0]
+            if isinstance(at, bool) or not isinstance(at, (int, float)) or not 0 <= at <= duration:
+                raise ValueError(f"command time {at!r} must be a number within the run (0..{duration})")
+        if on_progress is not None and not callable(on_progress):
+            raise TypeError(f"on_progress must be a function of the share done (0..1), got {on_progress!r}")
         started = self.now()
         seen: list[Event] = []
 
