@@ -38,6 +38,22 @@ class ModelError(ValueError):
         return (type(self), (self.field, str(self)))
 
 
+def lab_capacity(capacity: object, work_time: object) -> Capacity:
+    """A lab's ``capacity=`` / ``work_time=`` arguments as one Capacity (live and simulated labs alike).
+
+    ``work_time`` (seconds) alone is fixed work with no limit, as it always was; give one or the other.
+    """
+    if isinstance(work_time, bool) or not isinstance(work_time, (int, float)) or not work_time >= 0:
+        raise ValueError(f"work_time must be a number of seconds >= 0, got {work_time!r}")
+    if capacity is None:
+        return Capacity.fixed_work(work_time)
+    if not isinstance(capacity, Capacity):
+        raise TypeError(f"capacity must be a spofkit.capacity.Capacity, e.g. Capacity(concurrency=4), got {capacity!r}")
+    if work_time:
+        raise ValueError("give work_time (fixed work, no limit) or capacity (its work_ms), not both")
+    return capacity
+
+
 def _number(field: str, value: object, *, low: float, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ModelError(field, f"{field} must be a number, got {value!r}")

@@ -35,7 +35,7 @@ from typing import Any
 from spofkit import deploy
 from spofkit.balancer import Balancer
 from spofkit.balancer_node import BalancerNode
-from spofkit.capacity import Capacity
+from spofkit.capacity import Capacity, lab_capacity
 from spofkit.commands import (
     AddInstance,
     BalancerFault,
@@ -126,20 +126,14 @@ class Lab:
     ) -> None:
         if isolation not in ISOLATIONS:
             raise ValueError(f"isolation must be one of {ISOLATIONS}, got {isolation!r}")
-        if isinstance(work_time, bool) or not isinstance(work_time, (int, float)) or not work_time >= 0:
-            raise ValueError(f"work_time must be a number of seconds >= 0, got {work_time!r}")
-        if capacity is not None and not isinstance(capacity, Capacity):
-            raise TypeError(f"capacity must be a spofkit.capacity.Capacity, got {capacity!r}")
-        if capacity is not None and work_time:
-            raise ValueError("give work_time (fixed work, no limit) or capacity (its work_ms), not both")
+        # Every instance's workers, queue and work; work_time alone is fixed work with no limit, as it always was.
+        self.capacity = lab_capacity(capacity, work_time)
         health = protection("health", health, HealthSettings)
         retries = protection("retries", retries, RetrySettings)
         ejection = protection("ejection", ejection, EjectionSettings)
         self.clock = Clock()
         self.events = EventBus(self.clock)
         self.isolation = isolation
-        # Every instance's workers, queue and work; work_time alone is fixed work with no limit, as it always was.
-        self.capacity = capacity if capacity is not None else Capacity.fixed_work(work_time)
         self.work_time = self.capacity.work_ms / 1000.0
         self.seed = seed
         self.rng = random.Random(seed)

@@ -212,7 +212,7 @@ def build_report(
 
     first_failure_at = min(failed_starts, default=None)
     last_failure_at = max(failed_starts, default=None)
-    run_start, run_end = _run_window(records, starts)
+    run_start, run_end = _run_window(starts, ends)
     outage_slice = _outage_slice(starts)
     outage_periods = _outage_periods(starts, failed_starts, run_start, run_end, outage_slice)
 
@@ -286,16 +286,16 @@ def _stretches(ordered: Sequence[float], key: Callable[[float], int]) -> Iterato
         lo = hi
 
 
-def _run_window(records: Sequence[RequestRecord], starts: Sequence[float]) -> tuple[float | None, float | None]:
+def _run_window(starts: Sequence[float], ends: Sequence[float]) -> tuple[float | None, float | None]:
     """From the first request sent to the end of the sending: the last request's turn (one spacing after it).
 
     The answers may come later (a hung request times out after the run); the run is when requests were sent.
-    ``starts`` are the records' starts, sorted.
+    ``starts`` and ``ends`` are the records', sorted by start.
     """
     if not starts:
         return None, None
     if len(starts) == 1:
-        return starts[0], max(starts[0], records[0].end)
+        return starts[0], max(starts[0], ends[0])
     spacing = (starts[-1] - starts[0]) / (len(starts) - 1)
     return starts[0], starts[-1] + spacing
 

@@ -8,7 +8,7 @@ import collections
 import math
 from collections.abc import Iterable, Sequence
 
-from spofkit.events import Event, FaultInjected, InstanceDown
+from spofkit.events import Event, FaultInjected
 from spofkit.loadgen import RequestRecord
 from spofkit.report import (
     MAX_TIMELINE_BUCKETS,
@@ -17,6 +17,7 @@ from spofkit.report import (
     UNKNOWN_INSTANCE,
     Report,
     TimelineBucket,
+    _detection_window,  # not rewritten: shared, so only the rewritten parts are compared
     percentile,
 )
 
@@ -135,15 +136,6 @@ def _outage_periods(
         else:
             periods.append((since, until))
     return periods
-
-
-def _detection_window(events: Sequence[Event], fault_at: float | None, fault_instance: str | None) -> float | None:
-    if fault_at is None or fault_instance is None:
-        return None
-    detections = [
-        e.at for e in events if isinstance(e, InstanceDown) and e.instance == fault_instance and e.at >= fault_at
-    ]
-    return min(detections) - fault_at if detections else None
 
 
 def _timeline(records: Sequence[RequestRecord]) -> list[TimelineBucket]:

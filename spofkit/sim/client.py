@@ -40,6 +40,13 @@ CLIENT_TIMEOUT = 5.0
 ClientRetry = Callable[[RequestRecord, int], "float | None"]
 
 
+def positive(name: str, value: object) -> float:
+    """``value`` as a positive finite number (a rate, a duration, a timeout), or a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
 class ClientCall:
     """One request as its client sees it: sent at ``start``, answered (or given up on) once."""
 
@@ -110,12 +117,7 @@ class OpenLoop:
         retry: ClientRetry | None = None,
     ) -> None:
         for name, value in (("rate", rate), ("duration", duration), ("timeout", timeout)):
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or not (math.isfinite(value) and value > 0)
-            ):
-                raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+            positive(name, value)
         if not isinstance(method, str) or not method.isalpha():
             raise ValueError(f"method must be an HTTP method such as 'GET', got {method!r}")
         if not isinstance(path, str) or not path.startswith("/"):
@@ -167,8 +169,7 @@ class OpenLoop:
 
     def set_rate(self, rate: float) -> None:
         """A new rate from the next request on (the TUI's slider, a SetLoad command)."""
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not (math.isfinite(rate) and rate > 0):
-            raise ValueError(f"rate must be a positive finite number, got {rate!r}")
+        positive("rate", rate)
         self._anchor_time, self._anchor_index = self._next_due, self.sent
         self.rate = float(rate)
 

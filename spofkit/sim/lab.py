@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
+from spofkit.capacity import lab_capacity
 from spofkit.commands import (
     AddInstance,
     BalancerFault,
@@ -61,7 +62,7 @@ from spofkit.policy._checks import MIN_INTERVAL, seconds
 from spofkit.report import Report, build_report
 from spofkit.sim.balancer import SimBalancer
 from spofkit.sim.capacity import Capacity
-from spofkit.sim.client import OpenLoop
+from spofkit.sim.client import OpenLoop, positive
 from spofkit.sim.digest import EventDigest
 from spofkit.sim.failures import FailureGroup, FailureProcess, cause_rng, causes_of
 from spofkit.sim.frontdoor import FrontDoor, SingleFrontDoor
@@ -91,8 +92,6 @@ _BY_ID = operator.attrgetter("id")
 
 def _check_lab_arguments(
     *,
-    capacity: object,
-    work_time: object,
     slow_start: object,
     seed: object,
     balancers: object,
@@ -103,11 +102,7 @@ def _check_lab_arguments(
     groups: object,
     history_size: object,
 ) -> None:
-    """SimLab's arguments other than the instances and the protections: each refused by name, before anything."""
-    if capacity is not None and not isinstance(capacity, Capacity):
-        raise TypeError(f"capacity must be a spofkit.capacity.Capacity, e.g. Capacity(concurrency=4), got {capacity!r}")
-    if capacity is not None and work_time:
-        raise ValueError("give work_time (fixed work, no limit) or capacity (its work_ms), not both")
+    """SimLab's arguments other than the instances, the protections and the capacity: each refused by name."""
     seconds("slow_start", slow_start, inclusive=True)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a whole number >= 0, got {seed!r}")
@@ -168,9 +163,8 @@ class SimLab:
                 f"backups must be a whole number 0..{MAX_INSTANCES - instances} (instances and backups together at "
                 f"most {MAX_INSTANCES}), got {backups!r}"
             )
+        capacity = lab_capacity(capacity, work_time)
         _check_lab_arguments(
-            capacity=capacity,
-            work_time=work_time,
             slow_start=slow_start,
             seed=seed,
             balancers=balancers,
@@ -184,10 +178,6 @@ class SimLab:
         health = protection("health", health, HealthSettings)
         retries = protection("retries", retries, RetrySettings)
         ejection = protection("ejection", ejection, EjectionSettings)
-        if capacity is None:
-            if isinstance(work_time, bool) or not isinstance(work_time, (int, float)) or work_time < 0:
-                raise ValueError(f"work_time must be >= 0 seconds, got {work_time!r}")
-            capacity = Capacity(work_ms=work_time * 1000.0)
         self.seed = seed
         self.capacity = capacity
         # The lab boots before lab time 0 (see below), so it is ready at 0.0: its instances during the health
@@ -575,10 +565,7 @@ class SimLab:
         ``options`` are the client's: ``method``, ``path``, ``timeout`` (how long a client waits, 5 s),
         ``arrivals`` (``uniform``, the live client's even spacing, or ``poisson``).
         """
-        for name, value in (("rate", rate), ("duration", duration)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-        self._check_run_size(duration, rate)
+        self._check_run_size(positive("duration", duration), positive("rate", rate))
         if isinstance(faults, (str, bytes)) or not isinstance(faults, (list, tuple)):
             raise TypeError(f"faults must be a list of (at, instance, kind, params), got {faults!r}")
         for index, fault in enumerate(faults):
