@@ -25,6 +25,11 @@ SERVICE_DISTRIBUTIONS = ("fixed", "lognormal", "exponential")
 # Longer than any lesson needs; a larger value is a typo (work_ms = 50000 instead of 50).
 MAX_WORK_MS = 60_000.0
 MAX_CONCURRENCY = 100_000
+# The shortest work a request may take when it takes any: a microsecond (virtual times are kept to the nanosecond).
+MIN_WORK_MS = 0.001
+# A lognormal spread of at most this many times the mean (the median is then 1/1000 of the mean): a wider one is a
+# typo, and its maths overflows.
+MAX_SPREAD_RATIO = 1000.0
 
 
 class ModelError(ValueError):
@@ -93,8 +98,16 @@ class Capacity:
         if self.concurrency is None and self.queue:
             raise ModelError("queue", "queue needs a concurrency limit: without one, nothing ever waits")
         object.__setattr__(self, "work_ms", _number("work_ms", self.work_ms, low=0, high=MAX_WORK_MS))
+        if 0 < self.work_ms < MIN_WORK_MS:
+            raise ModelError(
+                "work_ms", f"work_ms must be 0 or at least {MIN_WORK_MS:g} (a microsecond), got {self.work_ms!r}"
+            )
         object.__setattr__(self, "spread_ms", _number("spread_ms", self.spread_ms, low=0, high=MAX_WORK_MS))
-        distribution = self.distribution or ("lognormal" if self.spread_ms else "fixed")
+        if self.distribution is not None and not isinstance(self.distribution, str):
+            raise ModelError(
+                "distribution", f"distribution must be a name such as 'lognormal', got {self.distribution!r}"
+            )
+        distribution = ("lognormal" if self.spread_ms else "fixed") if self.distribution is None else self.distribution
         if distribution not in SERVICE_DISTRIBUTIONS:
             raise ModelError(
                 "distribution", f"distribution must be one of {', '.join(SERVICE_DISTRIBUTIONS)}, got {distribution!r}"
@@ -103,6 +116,12 @@ class Capacity:
             raise ModelError("spread_ms", f"a {distribution} work time takes no spread_ms (only lognormal does)")
         if distribution != "fixed" and not self.work_ms:
             raise ModelError("work_ms", f"a {distribution} work time needs work_ms > 0")
+        if self.spread_ms > MAX_SPREAD_RATIO * self.work_ms:
+            raise ModelError(
+                "spread_ms",
+                f"spread_ms must be at most {MAX_SPREAD_RATIO:g} times work_ms ({self.work_ms:g}), "
+                f"got {self.spread_ms!r}",
+            )
         object.__setattr__(self, "distribution", distribution)
 
     @classmethod

@@ -61,6 +61,7 @@ from spofkit.health import HealthSettings
 from spofkit.isolation import ISOLATIONS, make_instance
 from spofkit.loadgen import LoadGenerator
 from spofkit.policy import check_switch, protection
+from spofkit.policy._checks import seconds
 from spofkit.proxy.limits import ProxyLimits
 from spofkit.report import Report, build_report
 from spofkit.status import InstanceFacts, InstanceStatus, LabStatus
@@ -126,6 +127,8 @@ class Lab:
     ) -> None:
         if isolation not in ISOLATIONS:
             raise ValueError(f"isolation must be one of {ISOLATIONS}, got {isolation!r}")
+        if balancers == 1 and preempt is False:
+            raise ValueError("preempt=False is a setting of a pair of balancers: give balancers=2 with it")
         # Every instance's workers, queue and work; work_time alone is fixed work with no limit, as it always was.
         self.capacity = lab_capacity(capacity, work_time)
         health = protection("health", health, HealthSettings)
@@ -481,15 +484,18 @@ class Lab:
         A new instance gets traffic once the health checker has seen it pass ``rise`` checks (``initially_up``
         skips that, as the lab does for the instances it starts with).
         """
+        command = AddInstance(name, backup, weight)  # the command's checks of the name, backup and weight
         if max_conns is None and not initially_up:
-            result = await self.apply(AddInstance(name, backup, weight))
+            result = await self.apply(command)
             return str(result["name"])
+        if not isinstance(initially_up, bool):
+            raise TypeError(f"initially_up must be True or False, got {initially_up!r}")
         async with self._commands:  # options only Python callers have: the same steps, under the same lock
             return await self._add(name, backup=backup, weight=weight, max_conns=max_conns, initially_up=initially_up)
 
     async def remove_instance(self, name: str, *, drain_timeout: float = 10.0) -> None:
         """Drain ``name`` (in-flight requests finish, no new ones), remove it from the pool, stop it."""
-        await self._remove(RemoveInstance(name), drain_timeout)
+        await self._remove(RemoveInstance(name), seconds("drain_timeout", drain_timeout, inclusive=True))
 
     async def inject(self, name: str, kind: str, **params: Any) -> None:
         """Inject a fault (``crash``, ``hang``, ``slow``, ``error``, ``gray``, ``flap``, ``reset``, ``warmup``)."""

@@ -241,6 +241,10 @@ def parse_scenario(data: Mapping[str, Any], *, name: str = "scenario") -> Scenar
         method=_method(load),
         client_timeout=_number(load, "load", "timeout", 5.0, low=0.0, high=3600.0, low_open=True),
     )
+    if balancers == 1 and not scenario.preempt:
+        raise ScenarioError("lab.preempt", "preempt is a setting of a pair: it needs balancers = 2")
+    if balancers == 1 and scenario.fencing:
+        raise ScenarioError("lab.fencing", "fencing is a setting of a pair: it needs balancers = 2")
     names = scenario.instance_names
     faults = tuple(
         _fault(entry, index, names, scenario.duration, scenario.balancers)
@@ -423,6 +427,8 @@ def _balancer_fault(
         raise ScenarioError(
             f"{where}.kind", f"a balancer fault is one of {', '.join(BALANCER_FAULT_KINDS)}, got {kind!r}"
         )
+    if kind == "advert_loss" and balancers == 1:
+        raise ScenarioError(f"{where}.kind", "advert_loss cuts the link between a pair: it needs balancers = 2")
     extra = [key for key in entry if key not in FAULT_KEYS]
     if extra:
         raise ScenarioError(f"{where}.{extra[0]}", f"a balancer fault takes no parameters, got {extra[0]!r}")

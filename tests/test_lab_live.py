@@ -139,6 +139,23 @@ async def test_bad_lab_arguments_name_the_problem(bad: dict[str, object]) -> Non
         await Lab.start(**bad)  # type: ignore[arg-type]
 
 
+async def test_preempt_off_is_refused_for_a_lab_with_one_balancer() -> None:
+    with pytest.raises(ValueError, match="preempt=False is a setting of a pair of balancers: give balancers=2"):
+        await Lab.start(1, preempt=False)
+
+
+async def test_adding_and_removing_by_method_checks_what_the_commands_check() -> None:
+    async with await Lab.start(2, health=HEALTH) as lab:
+        with pytest.raises(ValueError, match="weight must be a whole number") as raised:
+            await lab.add_instance("c", weight=-1, initially_up=True)  # the path that skips the command
+        assert getattr(raised.value, "field", None) == "weight"
+        with pytest.raises(ValueError, match="drain_timeout must be a number of seconds >= 0"):
+            await lab.remove_instance("b", drain_timeout=-1)
+        assert lab.instance_names == ["a", "b"]
+        report = await lab.run_load(rate=40, duration=0.5)
+    assert report.failed == 0 and report.requests == 20
+
+
 async def test_bad_fault_is_refused_and_the_lab_keeps_serving() -> None:
     async with await Lab.start(2, health=HEALTH) as lab:
         with pytest.raises(ValueError, match="rate"):

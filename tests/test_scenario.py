@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -284,3 +285,22 @@ def test_a_fault_can_break_a_balancer() -> None:
         with pytest.raises(ScenarioError) as error:
             parse_scenario({"lab": {"balancers": 2}, "faults": [{"at": 1.0, **change}]})
         assert error.value.key == key and words in str(error.value), (key, str(error.value))
+
+
+@pytest.mark.parametrize(
+    ("data", "key", "words"),
+    [
+        ({"lab": {"preempt": False}}, "lab.preempt", "preempt is a setting of a pair: it needs balancers = 2"),
+        ({"lab": {"fencing": True}}, "lab.fencing", "fencing is a setting of a pair: it needs balancers = 2"),
+        (
+            {"faults": [{"at": 1.0, "balancer": "lb1", "kind": "advert_loss"}]},
+            "faults[0].kind",
+            "advert_loss cuts the link between a pair: it needs balancers = 2",
+        ),
+    ],
+)
+def test_a_pair_setting_for_one_balancer_is_named(data: dict[str, Any], key: str, words: str) -> None:
+    with pytest.raises(ScenarioError) as error:
+        parse_scenario(data)
+    assert error.value.key == key and words in str(error.value)
+    parse_scenario({**data, "lab": {**data.get("lab", {}), "balancers": 2}})  # the same with a pair is fine

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from spofkit.capacity import ModelError
-from spofkit.commands import CommandError, InjectFault, Recover, UnknownName
+from spofkit.commands import BalancerFault, BalancerRecover, CommandError, InjectFault, Recover, UnknownName
 from spofkit.policy import EjectionSettings, HealthSettings, RetrySettings
 from spofkit.scenario import ScenarioError, load_scenario, run_scenario_cli
 from spofkit.sim import Capacity, FailureGroup, FailureProcess, SimLab
@@ -210,12 +210,58 @@ def test_a_scenario_that_fails_while_it_is_set_up_gets_one_line_too(
         ({"history_size": -1}, ValueError, "history_size must be a whole number 0..10000000"),
         ({"history_size": None}, ValueError, "history_size must be a whole number"),
         ({"backups": 10**9}, ValueError, "backups must be a whole number 0..9997"),
+        ({"fencing": True}, ValueError, "fencing=True is a setting of a pair of balancers: give balancers=2"),
+        ({"preempt": False}, ValueError, "preempt=False is a setting of a pair of balancers: give balancers=2"),
+        ({"capacity": Capacity(work_ms=5.0), "balancers": 2, "preempt": False}, None, ""),
     ],
 )
-def test_a_lab_argument_that_is_wrong_is_named(arguments: dict[str, Any], error: type, words: str) -> None:
+def test_a_lab_argument_that_is_wrong_is_named(arguments: dict[str, Any], error: type | None, words: str) -> None:
+    if error is None:  # the same setting where it means something is taken
+        assert SimLab(3, **arguments).status().instances
+        return
     with pytest.raises(error) as raised:
         SimLab(3, **arguments)
     assert words in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "words"),
+    [
+        ({"work_ms": 1e-300, "spread_ms": 6e4}, "work_ms", "work_ms must be 0 or at least 0.001 (a microsecond)"),
+        ({"work_ms": 5.0, "spread_ms": 5001.0}, "spread_ms", "spread_ms must be at most 1000 times work_ms (5)"),
+        ({"work_ms": 5.0, "distribution": ""}, "distribution", "must be one of fixed, lognormal, exponential, got ''"),
+        ({"work_ms": 5.0, "distribution": 1}, "distribution", "distribution must be a name such as 'lognormal'"),
+    ],
+)
+def test_a_work_time_whose_maths_cannot_work_is_refused(fields: dict[str, Any], field: str, words: str) -> None:
+    with pytest.raises(ModelError) as raised:
+        Capacity(**fields)
+    assert raised.value.field == field and words in str(raised.value)
+
+
+def test_the_widest_spread_allowed_still_draws_finite_times() -> None:
+    lab = SimLab(1, capacity=Capacity(work_ms=0.001, spread_ms=1.0), health=False)
+    report = lab.run_load_sync(100, 1.0)
+    assert report.requests == 100 and report.failed == 0
+    assert all(math.isfinite(record.latency) and record.latency >= 0 for record in lab.records)
+
+
+async def test_adding_and_removing_an_instance_by_method_checks_like_the_commands() -> None:
+    lab = SimLab(2)
+    with pytest.raises(CommandError, match="weight must be a whole number") as raised:
+        await lab.add_instance("c", weight=-1)
+    assert raised.value.field == "weight"
+    with pytest.raises(CommandError) as raised:
+        await lab.add_instance("no spaces")
+    assert raised.value.field == "name"
+    with pytest.raises(TypeError, match="initially_up must be True or False, got 'yes'"):
+        await lab.add_instance("c", initially_up="yes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"drain_timeout must be a number of seconds >= 0 .*got -1"):
+        await lab.remove_instance("b", drain_timeout=-1)
+    assert sorted(lab.instances) == ["a", "b"]  # nothing was added or removed
+    assert await lab.add_instance("c", weight=2) == "c"
+    await lab.remove_instance("c", drain_timeout=0)
+    assert sorted(lab.instances) == ["a", "b"]
 
 
 def test_two_failure_groups_of_one_name_are_refused() -> None:
@@ -233,6 +279,8 @@ def test_two_failure_groups_of_one_name_are_refused() -> None:
         ([("1", "b", "crash", {})], (), "fault time '1' must be a number within the run (0..2.0)"),
         ([], [Recover("b")], "commands[0] must be (at, command), e.g. (1.0, Recover('b'))"),
         ([], [(True, Recover("b"))], "command time True must be a number within the run"),
+        ([], [(1.0, BalancerFault("lb1", "advert_loss"))], "advert_loss needs a pair of balancers"),
+        ([], [(1.0, BalancerRecover("lb2"))], "no balancer named 'lb2'"),
     ],
 )
 def test_a_run_load_schedule_that_is_wrong_is_named(faults: Any, commands: Any, words: str) -> None:
@@ -250,3 +298,14 @@ def test_a_client_rule_that_always_retries_at_once_stops_at_the_most_tries() -> 
     report = lab.run_load_sync(10, 1.0, retry=lambda record, tries: 0.0)  # everything is down: never helps
     assert report.requests == 10 and report.failed == 10
     assert all(record.attempts == MAX_CLIENT_TRIES for record in lab.records)
+
+
+def test_advert_loss_in_an_active_active_pair_is_refused_before_the_run() -> None:
+    lab = SimLab(2, balancers=2, pair="active-active")
+    with pytest.raises(CommandError, match="advert_loss needs an active-passive pair") as raised:
+        lab.run_load_sync(100, 2.0, commands=[(1.0, BalancerFault("lb2", "advert_loss"))])
+    assert raised.value.field == "kind" and lab.now() == 0.0
+    lab.apply_sync(BalancerFault("lb2", "hang"))  # a fault it can take, in place
+    with pytest.raises(CommandError, match="advert_loss needs an active-passive pair"):
+        lab.apply_sync(BalancerFault("lb2", "advert_loss"))
+    assert {b.name: b.state for b in lab.status().balancers}["lb2"] == "hang"  # the refused one undid nothing

@@ -34,6 +34,9 @@ class FrontDoor(Protocol):
 
     def crash(self, name: str) -> None: ...
 
+    def check_fault(self, kind: str) -> None:
+        """A ValueError saying why this front door cannot take a balancer fault of ``kind`` (other than a crash)."""
+
     def inject(self, name: str, kind: str) -> None: ...
 
     def recover(self, name: str) -> None: ...
@@ -124,9 +127,12 @@ class SingleFrontDoor:
     def crash(self, name: str) -> None:
         self._slot(name).crash()
 
-    def inject(self, name: str, kind: str) -> None:
+    def check_fault(self, kind: str) -> None:
         if kind == "advert_loss":
             raise ValueError("advert_loss needs a pair of balancers (balancers=2, pair='active-passive')")
+
+    def inject(self, name: str, kind: str) -> None:
+        self.check_fault(kind)
         self._slot(name).hang()
 
     def recover(self, name: str) -> None:

@@ -112,6 +112,9 @@ def _check_lab_arguments(
     for name, flag in (("preempt", preempt), ("fencing", fencing)):
         if not isinstance(flag, bool):
             raise TypeError(f"{name} must be True or False, got {flag!r}")
+    if balancers == 1 and (fencing or not preempt):
+        setting = "fencing=True" if fencing else "preempt=False"
+        raise ValueError(f"{setting} is a setting of a pair of balancers: give balancers=2 with it")
     if failures is not None and not isinstance(failures, FailureProcess):
         raise TypeError(f"failures must be a FailureProcess(mtbf, mttr) or None, got {failures!r}")
     if isinstance(groups, (str, bytes)) or not isinstance(groups, (list, tuple)):
@@ -353,14 +356,11 @@ class SimLab:
         if isinstance(command, SetLoad):
             return self._set_load(command)
         if isinstance(command, BalancerFault):
-            self._balancer_name(command.balancer)
+            self._check_balancer_command(command)
             if command.kind == "crash":
                 self.front.crash(command.balancer)
             else:
-                try:
-                    self.front.inject(command.balancer, command.kind)
-                except ValueError as error:
-                    raise CommandError("kind", str(error), status=409) from None
+                self.front.inject(command.balancer, command.kind)
             return self._balancer_row(command.balancer)
         if isinstance(command, BalancerRecover):
             self.front.recover(self._balancer_name(command.balancer))
@@ -371,6 +371,19 @@ class SimLab:
         if isinstance(command, Deploy):
             return self._deploy(command)
         raise CommandError("command", f"a simulated lab cannot apply {type(command).__name__}")
+
+    def _check_balancer_command(self, command: Command) -> None:
+        """A balancer command's balancer, and a fault this front door can take: refused before a run, not in it.
+
+        (The balancers of a lab do not change while it runs; its instances may, so those are checked when due.)
+        """
+        if isinstance(command, (BalancerFault, BalancerRecover, BalancerRestart)):
+            self._balancer_name(command.balancer)
+        if isinstance(command, BalancerFault) and command.kind != "crash":
+            try:
+                self.front.check_fault(command.kind)
+            except ValueError as error:
+                raise CommandError("kind", str(error), status=409) from None
 
     def _instance(self, name: str) -> SimInstance:
         try:
@@ -462,10 +475,14 @@ class SimLab:
     async def add_instance(
         self, name: str | None = None, *, backup: bool = False, weight: int = 1, initially_up: bool = False
     ) -> str:
+        AddInstance(name, backup, weight)  # the command's checks of the name, backup and weight
+        if not isinstance(initially_up, bool):
+            raise TypeError(f"initially_up must be True or False, got {initially_up!r}")
         return self._add(name, backup=backup, weight=weight, initially_up=initially_up)
 
     async def remove_instance(self, name: str, *, drain_timeout: float = 10.0) -> None:
-        self._remove(name, drain_timeout)
+        RemoveInstance(name)
+        self._remove(name, seconds("drain_timeout", drain_timeout, inclusive=True))
 
     def set_strategy(self, strategy: str | Strategy) -> None:
         self.apply_sync(SetStrategy(strategy))
@@ -587,6 +604,7 @@ class SimLab:
             at = timed[0]
             if isinstance(at, bool) or not isinstance(at, (int, float)) or not 0 <= at <= duration:
                 raise ValueError(f"command time {at!r} must be a number within the run (0..{duration})")
+            self._check_balancer_command(timed[1])
         if on_progress is not None and not callable(on_progress):
             raise TypeError(f"on_progress must be a function of the share done (0..1), got {on_progress!r}")
         started = self.now()

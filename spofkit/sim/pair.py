@@ -299,14 +299,17 @@ class PairFrontDoor:
         elif self.mode == ACTIVE_ACTIVE:
             side.holds = False
 
+    def check_fault(self, kind: str) -> None:
+        if kind == "advert_loss" and self.mode != ACTIVE_PASSIVE:
+            raise ValueError("advert_loss needs an active-passive pair: active-active balancers send no adverts")
+
     def inject(self, name: str, kind: str) -> None:
+        self.check_fault(kind)  # before the fault in place is undone
         side = self.sides[name]
         self.recover_fault(side)
         if kind == "hang":
             side.slot.hang()
         elif kind == "advert_loss":
-            if self.mode != ACTIVE_PASSIVE:
-                raise ValueError("advert_loss needs an active-passive pair: active-active balancers send no adverts")
             side.link_cut = True
 
     def recover_fault(self, side: _Side) -> None:
