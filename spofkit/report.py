@@ -2,7 +2,8 @@
 
 * **availability** — the share of requests that succeeded, as the *client* saw it;
 * **detection window** — from the fault's injection to the health checker marking that instance
-  down (its first ``InstanceDown``). Until then the balancer keeps sending it traffic;
+  down (its first ``InstanceDown`` while the fault lasts: a fault that ends first was never detected). Until
+  then the balancer keeps sending it traffic;
 * **client-visible outage** — how long the service was *down* for its clients: the time during which
   *most* of the requests sent failed. The run is cut into slices of 0.1 s (wider at low rates, so each
   holds a few requests); a slice counts as out when more than half of the requests sent in it failed.
@@ -32,7 +33,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from spofkit.events import Event, FaultInjected, InstanceDown
+from spofkit.events import Event, FaultCleared, FaultInjected, InstanceDown, InstanceRestarted
 from spofkit.loadgen import RequestRecord
 
 # Successful answers without an X-Served-By header are counted under this name.
@@ -94,7 +95,7 @@ class Report:
     latency_max: float | None
     fault_at: float | None
     fault_instance: str | None
-    detection_window: float | None  # fault_at -> first InstanceDown of fault_instance; None if never
+    detection_window: float | None  # fault_at -> first InstanceDown of fault_instance while it lasted; None if never
     client_visible_outage: float  # seconds of the run in which most requests sent failed; 0.0 if never
     outage_periods: list[tuple[float, float]]  # (from, to) lab times when most requests failed
     outage_slice: float  # the slice length the outage was measured in (seconds)
@@ -129,7 +130,7 @@ class Report:
         if self.fault_at is not None:
             lines.append(f"fault         {self.fault_instance or '?'} at {self.fault_at:.2f} s")
             if self.detected_at is None:
-                lines.append(f"detected      never (no InstanceDown for {self.fault_instance})")
+                lines.append(f"detected      never ({self.fault_instance} was not marked down while the fault lasted)")
             else:
                 lines.append(f"detected      {_detection(self)} after it (at {self.detected_at:.2f} s)")
         lines.append(f"outage seen   {_outage(self)}")
@@ -343,12 +344,38 @@ def _outage_periods(
 
 
 def _detection_window(events: Sequence[Event], fault_at: float | None, fault_instance: str | None) -> float | None:
+    """From the fault to the first ``InstanceDown`` of its instance *while the fault lasted*, or None.
+
+    A fault that ends before any checker saw it (recovered, restarted, replaced by another fault, a warm-up that
+    ran out) was never detected: a later ``InstanceDown`` of the same instance belongs to a later fault (with
+    random failures an instance fails many times in a run, and most short failures go unseen).
+    """
     if fault_at is None or fault_instance is None:
         return None
-    detections = [
-        e.at for e in events if isinstance(e, InstanceDown) and e.instance == fault_instance and e.at >= fault_at
-    ]
-    return min(detections) - fault_at if detections else None
+    # Start after the fault's own FaultInjected if it is there (a fault replacing another clears that one at the
+    # same instant, just before), else at the first event of its time (a fault given by hand).
+    begin = next(
+        (
+            index + 1
+            for index, e in enumerate(events)
+            if isinstance(e, FaultInjected) and e.at == fault_at and e.instance == fault_instance
+        ),
+        None,
+    )
+    if begin is None:
+        begin = next((index for index, e in enumerate(events) if e.at >= fault_at), len(events))
+    for e in itertools.islice(events, begin, None):
+        if getattr(e, "instance", None) != fault_instance:
+            continue
+        if isinstance(e, InstanceDown):
+            return e.at - fault_at
+        if isinstance(e, _FAULT_ENDS):
+            return None
+    return None
+
+
+# Events after which the fault being timed is no longer in place.
+_FAULT_ENDS = (FaultCleared, InstanceRestarted, FaultInjected)
 
 
 def _timeline(

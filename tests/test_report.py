@@ -12,7 +12,7 @@ from figure_checks import overlapping_texts
 from hypothesis import given
 from hypothesis import strategies as st
 
-from spofkit.events import FaultInjected, InstanceDown, InstanceUp
+from spofkit.events import Event, FaultCleared, FaultInjected, InstanceDown, InstanceRestarted, InstanceUp
 from spofkit.loadgen import RequestRecord
 from spofkit.report import (
     MAX_TIMELINE_BUCKETS,
@@ -116,6 +116,41 @@ def test_fault_arguments_override_and_complete_the_events() -> None:
     unknown_time = build_report(RECORDS, EVENTS, fault_instance="b")
     assert unknown_time.fault_at is None
     assert unknown_time.detection_window is None
+
+
+@pytest.mark.parametrize(
+    ("end", "words"),
+    [
+        (FaultCleared(at=2.0, instance="a", fault="crash"), "recovered"),
+        (InstanceRestarted(at=2.0, instance="a"), "restarted"),
+        (FaultInjected(at=2.0, instance="a", fault="slow", params={"ms": 100}), "replaced by another fault"),
+    ],
+)
+def test_a_fault_that_ended_before_anyone_saw_it_was_never_detected(end: Event, words: str) -> None:
+    # As with random failures: "a" fails for a second, unseen; it fails again later, and that one is seen.
+    events = [
+        FaultInjected(at=1.0, instance="a", fault="crash"),
+        InstanceDown(at=1.5, instance="b", reason="another instance"),
+        end,
+        FaultInjected(at=300.0, instance="a", fault="crash"),
+        InstanceDown(at=302.5, instance="a", reason="3 failed checks"),
+    ]
+    first = build_report(RECORDS, events)
+    assert first.fault_at == 1.0 and first.detection_window is None, words
+    assert "detected      never (a was not marked down while the fault lasted)" in first.to_text()
+    assert build_report(RECORDS, events, fault_at=300.0).detection_window == pytest.approx(2.5)
+
+
+def test_a_fault_that_replaces_another_is_timed_from_its_own_start() -> None:
+    # Injecting a crash over a slow fault clears the slow one at the same instant, just before.
+    events = [
+        FaultInjected(at=1.0, instance="a", fault="slow", params={"ms": 100}),
+        FaultCleared(at=2.0, instance="a", fault="slow"),
+        FaultInjected(at=2.0, instance="a", fault="crash"),
+        InstanceDown(at=3.2, instance="a", reason="3 failed checks"),
+    ]
+    assert build_report(RECORDS, events).detection_window is None  # the slow one: replaced, unseen
+    assert build_report(RECORDS, events, fault_at=2.0).detection_window == pytest.approx(1.2)
 
 
 def test_undetected_fault_and_no_fault() -> None:
