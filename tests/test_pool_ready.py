@@ -133,3 +133,34 @@ def test_a_removed_member_no_longer_reaches_its_old_pool() -> None:
     member.draining = True  # a stale reference: harmless, and the pool's counts stay right
     assert pool._primaries == 1
     assert isinstance(member, Member) and "draining=True" in repr(member)
+
+
+@pytest.mark.parametrize(("strategy", "most"), [("round_robin", 1), ("random", 1), ("power_of_two", 2)])
+def test_a_choice_reads_the_same_few_members_at_any_pool_size(
+    strategy: str, most: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a strategy works out from names and weights is kept with the ready list (``remember``): a round-robin
+    turn reads one member of a thousand, not all of them (it sorted and snapshotted every member per request)."""
+    import spofkit.policy.pool as pool_module
+
+    reads = 0
+    real_snapshot = pool_module._snapshot
+
+    def counted(member: Member) -> Backend:
+        nonlocal reads
+        reads += 1
+        return real_snapshot(member)
+
+    monkeypatch.setattr(pool_module, "_snapshot", counted)
+    pool = Pool(lambda e: None, strategy=strategy)
+    for index in range(1000):
+        pool.add(f"i{index:04d}", f"sim://i{index:04d}", 0.0, weight=1 + index % 2)
+    request = RequestInfo()
+    pool.choose(request, 1.0)  # the first choice works out the order (or the weights) once
+    reads = 0
+    names = [pool.choose(request, 1.0 + step * 1e-3).name for step in range(200)]
+    assert reads <= most * 200 + 200, reads  # (bisect and the dice read a handful more, not a thousand)
+    if strategy == "round_robin":
+        assert names == [f"i{index:04d}" for index in range(1, 201)]  # still every member in name order
+    pool.set_healthy("i0500", False, 2.0)  # a change: worked out afresh, without the member that went down
+    assert all(pool.choose(request, 2.0 + step * 1e-3).name != "i0500" for step in range(1000))

@@ -24,8 +24,8 @@ every call takes ``now``, randomness comes from the two ``random.Random`` it is 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator, Sequence
-from typing import overload
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from typing import Any, TypeVar, cast, overload
 
 from spofkit.events import (
     DEFAULT_BALANCER,
@@ -38,6 +38,8 @@ from spofkit.events import (
 )
 from spofkit.policy.failover import EjectionSettings, OutlierDetector
 from spofkit.policy.strategies import Backend, CheckedBackends, RequestInfo, Strategy, make_strategy
+
+_T = TypeVar("_T")
 
 MAX_WEIGHT = 256
 _tuple_new = tuple.__new__
@@ -168,10 +170,18 @@ class _MemberBackends(CheckedBackends):
     request was most of the cost of choosing. Each ``Backend`` still is a snapshot, taken when it is read.
     """
 
-    __slots__ = ("_members",)
+    __slots__ = ("_members", "_remembered")
 
     def __init__(self, members: list[Member]) -> None:
         self._members = members
+        self._remembered: dict[Hashable, Any] = {}  # kept with the _Ready it belongs to: until the pool changes
+
+    def remember(self, key: Hashable, work_out: Callable[[Sequence[Backend]], _T]) -> _T:
+        remembered = self._remembered
+        if key in remembered:
+            return cast(_T, remembered[key])
+        value = remembered[key] = work_out(self)
+        return value
 
     def __len__(self) -> int:
         return len(self._members)

@@ -29,12 +29,15 @@ count as weight 1.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import random
 from bisect import bisect_right
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, cast
+from typing import NamedTuple, TypeVar, cast
+
+_T = TypeVar("_T")
 
 
 class Backend(NamedTuple):
@@ -54,10 +57,21 @@ class CheckedBackends(Sequence[Backend]):
 
     The pool hands strategies one of these (lazily made ``Backend`` snapshots), so that a strategy that reads two
     backends of a hundred, such as power of two choices, costs the same at any pool size. Strategies treat it as
-    any sequence; the shared checks below skip what it vouches for. It is valid for the one ``pick`` call.
+    any sequence; the shared checks below skip what it vouches for. Its snapshots are valid for the one ``pick``
+    call; what :meth:`remember` keeps is valid as long as the same backends (names, order, weights) are offered.
     """
 
     __slots__ = ()
+
+    def remember(self, key: Hashable, work_out: Callable[[Sequence[Backend]], _T]) -> _T:
+        """``work_out(self)``, kept under ``key`` while the pool offers these same backends.
+
+        For what a strategy works out from the backends' *names, order and weights* alone (never ``in_flight``,
+        which changes with every request): round robin's name order, the dice's cumulative weights, a hash ring.
+        The pool's sequence keeps it until its membership, a weight, a health verdict, a drain or an ejection
+        changes, so the work is done once, not for every request. This one keeps nothing.
+        """
+        return work_out(self)
 
 
 @dataclass(frozen=True)
@@ -107,6 +121,19 @@ def _eligible(backends: Sequence[Backend]) -> Sequence[Backend]:
     return with_weight or list(backends)
 
 
+def _remembered(backends: Sequence[Backend], key: Hashable, work_out: Callable[[Sequence[Backend]], _T]) -> _T:
+    """:meth:`CheckedBackends.remember` where the pool offers one, else ``work_out(backends)`` afresh."""
+    if isinstance(backends, CheckedBackends):
+        return backends.remember(key, work_out)
+    return work_out(backends)
+
+
+def _name_order(backends: Sequence[Backend]) -> tuple[list[str], list[int]]:
+    """The backends' names in order, and the position of each in ``backends``."""
+    positions = sorted(range(len(backends)), key=lambda i: backends[i].name)
+    return [backends[i].name for i in positions], positions
+
+
 def _weight(backend: Backend) -> int:
     """A backend's weight, where 0 (seen only when *all* are 0, see ``_eligible``) counts as 1."""
     return backend.weight or 1
@@ -149,9 +176,11 @@ class RoundRobin(Strategy):
         now: float,
         rng: random.Random,
     ) -> Backend:
-        in_order = sorted(_eligible(backends), key=lambda b: b.name)
-        after_last = [b for b in in_order if self._last is None or b.name > self._last]
-        chosen = after_last[0] if after_last else in_order[0]  # past the end: wrap around
+        candidates = _eligible(backends)
+        # The names in order are the same from one request to the next (until the pool changes): worked out once.
+        names, positions = _remembered(candidates, "name_order", _name_order)
+        after_last = 0 if self._last is None else bisect_right(names, self._last)  # the first name after it
+        chosen = candidates[positions[after_last if after_last < len(names) else 0]]  # past the end: wrap around
         self._last = chosen.name
         return chosen
 
@@ -180,10 +209,11 @@ class WeightedRoundRobin(Strategy):
         # Every turn each backend earns its weight in credit; the richest one serves and pays
         # back the total. Over sum(weights) turns each backend serves exactly `weight` times,
         # and big ones are interleaved with small ones (a a b a c a a for 5:1:1), not bunched.
-        candidates = sorted(_eligible(backends), key=lambda b: b.name)
+        candidates = _eligible(backends)
+        _, positions = _remembered(candidates, "name_order", _name_order)
         total = 0
         chosen: Backend | None = None
-        for backend in candidates:
+        for backend in map(candidates.__getitem__, positions):  # in name order
             weight = _weight(backend)
             self._current[backend.name] = self._current.get(backend.name, 0) + weight
             total += weight
@@ -215,7 +245,12 @@ class RandomChoice(Strategy):
         rng: random.Random,
     ) -> Backend:
         candidates = _eligible(backends)
-        return rng.choices(candidates, weights=[_weight(b) for b in candidates], k=1)[0]
+        cumulative = _remembered(candidates, "cumulative_weights", _cumulative_weights)
+        return rng.choices(candidates, cum_weights=cumulative, k=1)[0]
+
+
+def _cumulative_weights(backends: Sequence[Backend]) -> list[int]:
+    return list(itertools.accumulate(_weight(b) for b in backends))
 
 
 # --- looking at load ------------------------------------------------------------------------------
@@ -238,9 +273,16 @@ class LeastConnections(Strategy):
         now: float,
         rng: random.Random,
     ) -> Backend:
-        candidates = _eligible(backends)
-        load = {b.name: b.in_flight / _weight(b) for b in candidates}
-        return _choose_lowest(candidates, load, rng)
+        # One pass: the lowest load so far, and every backend tied with it (ties go to the dice, so equals share).
+        lowest = math.inf
+        tied: list[Backend] = []
+        for backend in _eligible(backends):
+            load = backend.in_flight / (backend.weight or 1)
+            if load < lowest:
+                lowest, tied = load, [backend]
+            elif load == lowest:
+                tied.append(backend)
+        return tied[0] if len(tied) == 1 else rng.choice(tied)
 
 
 class PowerOfTwo(Strategy):
@@ -313,14 +355,13 @@ class ConsistentHash(Strategy):
         rng: random.Random,
     ) -> Backend:
         candidates = _eligible(backends)
-        points, owners = self._ring(candidates)
+        points, owners = _remembered(candidates, self, self._ring)
         # Walk clockwise from the key's position to the next virtual node, wrapping at the top.
         index = bisect_right(points, _stable_hash(self.key_for(request))) % len(points)
-        by_name = {b.name: b for b in candidates}
-        return by_name[owners[index]]
+        return candidates[owners[index]]
 
-    def _ring(self, candidates: Sequence[Backend]) -> tuple[list[int], list[str]]:
-        """Sorted ring positions and the owner of each, cached per set of backends."""
+    def _ring(self, candidates: Sequence[Backend]) -> tuple[list[int], list[int]]:
+        """Sorted ring positions and the owner of each (its position in ``candidates``), cached per set of backends."""
         members = tuple(sorted((b.name, _weight(b)) for b in candidates))
         ring = self._rings.get(members)
         if ring is None:
@@ -333,7 +374,9 @@ class ConsistentHash(Strategy):
             if len(self._rings) >= 32:  # bound the cache when membership keeps changing
                 self._rings.clear()
             self._rings[members] = ring
-        return ring
+        points, names = ring
+        position = {b.name: index for index, b in enumerate(candidates)}
+        return points, [position[name] for name in names]
 
 
 # --- learning from latency ------------------------------------------------------------------------
