@@ -209,19 +209,21 @@ class WeightedRoundRobin(Strategy):
         # Every turn each backend earns its weight in credit; the richest one serves and pays
         # back the total. Over sum(weights) turns each backend serves exactly `weight` times,
         # and big ones are interleaved with small ones (a a b a c a a for 5:1:1), not bunched.
+        # Names and weights in name order are the same from one request to the next: worked out once (no
+        # in_flight is read, so no snapshot of every backend is made for every request).
         candidates = _eligible(backends)
-        _, positions = _remembered(candidates, "name_order", _name_order)
+        names, positions = _remembered(candidates, "name_order", _name_order)
+        weights = _remembered(candidates, "weights_in_name_order", lambda bs: [_weight(bs[i]) for i in positions])
+        current = self._current
         total = 0
-        chosen: Backend | None = None
-        for backend in map(candidates.__getitem__, positions):  # in name order
-            weight = _weight(backend)
-            self._current[backend.name] = self._current.get(backend.name, 0) + weight
+        richest, richest_credit = 0, 0
+        for index, (name, weight) in enumerate(zip(names, weights, strict=True)):
+            credit = current[name] = current.get(name, 0) + weight
             total += weight
-            if chosen is None or self._current[backend.name] > self._current[chosen.name]:
-                chosen = backend
-        assert chosen is not None  # candidates is never empty
-        self._current[chosen.name] -= total
-        return chosen
+            if index == 0 or credit > richest_credit:
+                richest, richest_credit = index, credit
+        current[names[richest]] -= total
+        return candidates[positions[richest]]
 
 
 # --- dice -----------------------------------------------------------------------------------------
