@@ -671,6 +671,25 @@ def test_lesson_09_hints_recognise_the_common_mistakes() -> None:
     assert "not of the capacity" in exercises.storm_budget.check(budget, 100 * 145 / 600).hint
 
 
+def test_storm_budget_never_accepts_the_answer_that_leaves_the_floor_out() -> None:
+    """The floor moves the answer by tenths of a point: a tolerance wider than that, or a problem where the floor
+    barely matters, marked the no-floor answer correct (seed 9, the lesson's own: 42.86 % for 42.26 %)."""
+    floors = 0
+    for seed in range(300):
+        problem = exercises.storm_budget.new_problem(seed=seed)
+        params = problem.params
+        answer = exercises.storm_budget.solution(problem)
+        assert exercises.storm_budget.check(problem, round(answer, 1)).ok, (seed, answer)
+        if params["min_per_second"] == 0:
+            continue
+        floors += 1
+        no_floor = 100 * (params["capacity"] - params["rate"]) / params["rate"]
+        feedback = exercises.storm_budget.check(problem, round(no_floor, 2))
+        assert not feedback.ok, (seed, answer, no_floor)
+        assert "left out the floor" in feedback.hint, (seed, feedback.hint)
+    assert floors > 100
+
+
 # --- lesson 10: availability at scale ----------------------------------------------------------------
 
 
