@@ -493,6 +493,15 @@ def test_lesson_09_shows_the_storm_end_only_with_a_bound_and_the_live_run_confir
     assert "the live run confirms the edge" in printed, printed
     failed_at_70 = re.search(r"client errors\s+0\s+(\d+)", printed)
     assert failed_at_70 is not None and int(failed_at_70[1]) > 0, printed
+    # "Near the edge it is luck": none of ten seeds fails at 63 %, some at 67 %, more at 70 %.
+    edge = re.search(r"runs that failed requests, of 10 seeds: at 63 % (\d+), at 67 % (\d+), at 70 % (\d+)", printed)
+    assert edge is not None, printed
+    assert int(edge[1]) == 0 < int(edge[2]) < int(edge[3]), edge[0]
+    # "the median took about twice as long, p99 rose by about 40 %" while b was gone at 60 %.
+    latency = re.search(r"without the crash: p50 (\d+) ms, p99 (\d+) ms; with it: p50 (\d+) ms, p99 (\d+) ms", printed)
+    assert latency is not None, printed
+    calm_p50, calm_p99, p50, p99 = (int(value) for value in latency.groups())
+    assert 1.6 <= p50 / calm_p50 <= 2.4 and 1.25 <= p99 / calm_p99 <= 1.55, latency[0]
     widgets = [
         output.data["text/plain"]
         for cell in notebook.cells
