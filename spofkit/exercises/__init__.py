@@ -10,10 +10,10 @@ gives the same problem (a class can share "seed 7"), and a new seed gives a new 
     reveal(problem)                                 # the answer, only when you ask for it
 
 ``check`` never shows the answer by itself: a wrong answer is told how far off it is, in words ("too high",
-"look again at B"), with a hint that fits the problem; ``None`` (the notebooks' ``my_answer = None``) gets a
-neutral "write your answer in ``my_answer``". The answer comes only on purpose: ``reveal(problem)``, or
-``check(problem, answer, show_answer=True)``, and the box says it is revealing it (as OSTEP's homework scripts
-show answers only with ``-c``).
+"you have 1 of the 4 options wrong", never which), with a hint that fits the problem; ``None`` (the notebooks'
+``my_answer = None``) gets a neutral "write your answer in ``my_answer``". The answer comes only on purpose:
+``reveal(problem)``, or ``check(problem, answer, show_answer=True)``, and the box says it is revealing it (as
+OSTEP's homework scripts show answers only with ``-c``).
 
 The right answers come from spofkit itself, never from a second copy of a formula: the detection window
 from :meth:`HealthSettings.detection_window_bound`, which failures are retried from

@@ -76,7 +76,7 @@ class Feedback:
     given: str
     hint: str = ""
     note: str = ""  # why the answer is what it is: shown with a right answer or a revealed one
-    off: str = ""  # how a wrong answer is off, in words: "too high", "look again at B and D"
+    off: str = ""  # how a wrong answer is off, in words: "too high", "you have 2 of the 4 options wrong"
     status: str = ""  # "" (a verdict), "waiting", "unreadable" or "revealed"
     revealed: bool = False  # the answer is shown because it was asked for (reveal(), show_answer=True)
 
@@ -322,8 +322,9 @@ class ChoiceExercise(Exercise):
     """Pick the labels (``"A"``, ``"B"``...) of the options that are true; the answer is a set of labels.
 
     ``"AC"``, ``"A, C"``, ``["A", "C"]`` and ``{"a", "c"}`` are all the same answer. An empty answer
-    (``""`` or ``set()``) says "none of them". A wrong answer is told which options to look at again, with a
-    question about each; the verdict on each option comes with the revealed answer.
+    (``""`` or ``set()``) says "none of them". A wrong answer is told how many options it has wrong (never
+    which: that would give the answer away), with a question about each option; the verdict on each comes with
+    the revealed answer.
     """
 
     answer_format = "the labels of every option that applies, e.g. 'AC' (or '' for none)"
@@ -373,10 +374,14 @@ class ChoiceExercise(Exercise):
         if given == expected:
             return Feedback(True, _show_labels(expected), _show_labels(given), note=self._why_answer(problem))
         options = dict(self._options(problem))
-        # "None of them" is wrong: naming the options to look at again would name the answer itself.
-        wrong = sorted(given ^ expected) if given else sorted(options)
-        off = f"look again at {_and(wrong)}" if given else "at least one of them applies"
-        hint = " ".join(f"{label}: {self._question(problem, options[label])}".rstrip(": ") for label in wrong)
+        # How many verdicts are wrong, never which: naming the options to look again at would give the answer
+        # away (flip those, and it is right). The hint asks the question of every option.
+        wrong = len(given ^ expected)
+        if not given:
+            off = "at least one of them applies"
+        else:
+            off = f"you have {wrong} of the {len(options)} options wrong (picked but not true, or true but left out)"
+        hint = " ".join(f"{label}: {self._question(problem, option)}".rstrip(": ") for label, option in options.items())
         return Feedback(False, shown, _show_labels(given), hint, note=note, off=off, revealed=show_answer)
 
 
@@ -389,10 +394,6 @@ def _how_far(difference: float, scale: float) -> str:
     if ratio >= 1.0:
         return f"far {direction}"
     return direction
-
-
-def _and(labels: Sequence[str]) -> str:
-    return labels[0] if len(labels) == 1 else ", ".join(labels[:-1]) + " and " + labels[-1]
 
 
 def _as_number(answer: Any) -> float | None:
