@@ -26,7 +26,7 @@ A scenario is a TOML file that says what a lab is made of, what load it gets and
     at = 1.0
     instance = "b"
     kind = "crash"         # any fault of spofkit.faults, with its parameters: kind = "slow", ms = 300
-    recover_at = 3.0       # optional
+    recover_at = 3.0       # optional; a later fault of the same instance replaces this one, as live
 
     [[faults]]             # a balancer's own fault (crash, hang, advert_loss), with [lab] balancers = 2
     at = 2.0
@@ -247,9 +247,10 @@ def parse_scenario(data: Mapping[str, Any], *, name: str = "scenario") -> Scenar
         raise ScenarioError("lab.fencing", "fencing is a setting of a pair: it needs balancers = 2")
     names = scenario.instance_names
     faults = tuple(
-        _fault(entry, index, names, scenario.duration, scenario.balancers)
+        _fault(entry, index, names, scenario.duration, scenario.balancers, pair)
         for index, entry in enumerate(_list(data, "faults"))
     )
+    _check_balancer_faults(faults)
     failures = _failure_process(_table(data, "failures"), "failures") if "failures" in data else None
     groups = tuple(_group(entry, index, names) for index, entry in enumerate(_list(data, "groups")))
     seen: set[str] = set()
@@ -384,7 +385,9 @@ def _settings(data: Mapping[str, Any], key: str, cls: type[Any]) -> Any:
         raise ScenarioError(f"{key}.{culprit}" if culprit else key, str(error)) from None
 
 
-def _fault(entry: Mapping[str, Any], index: int, names: list[str], duration: float, balancers: int) -> ScenarioFault:
+def _fault(
+    entry: Mapping[str, Any], index: int, names: list[str], duration: float, balancers: int, pair: str | None
+) -> ScenarioFault:
     where = f"faults[{index}]"
     for required in ("at", "kind"):
         if required not in entry:
@@ -399,7 +402,7 @@ def _fault(entry: Mapping[str, Any], index: int, names: list[str], duration: flo
     if "balancer" in entry:
         if "instance" in entry:
             raise ScenarioError(f"{where}.balancer", "a fault breaks an instance or a balancer, not both")
-        return _balancer_fault(entry, where, at, recover_at, balancers)
+        return _balancer_fault(entry, where, at, recover_at, balancers, pair)
     if "instance" not in entry:
         raise ScenarioError(f"{where}.instance", "is missing (or name a balancer)")
     instance = _text(entry, where, "instance", "")
@@ -416,7 +419,7 @@ def _fault(entry: Mapping[str, Any], index: int, names: list[str], duration: flo
 
 
 def _balancer_fault(
-    entry: Mapping[str, Any], where: str, at: float, recover_at: float | None, balancers: int
+    entry: Mapping[str, Any], where: str, at: float, recover_at: float | None, balancers: int, pair: str | None
 ) -> ScenarioFault:
     known = [f"lb{i + 1}" for i in range(balancers)]
     balancer = entry["balancer"]
@@ -429,10 +432,38 @@ def _balancer_fault(
         )
     if kind == "advert_loss" and balancers == 1:
         raise ScenarioError(f"{where}.kind", "advert_loss cuts the link between a pair: it needs balancers = 2")
+    if kind == "advert_loss" and pair == "active-active":
+        raise ScenarioError(
+            f"{where}.kind", "advert_loss needs an active-passive pair: active-active balancers send no adverts"
+        )
     extra = [key for key in entry if key not in FAULT_KEYS]
     if extra:
         raise ScenarioError(f"{where}.{extra[0]}", f"a balancer fault takes no parameters, got {extra[0]!r}")
     return ScenarioFault(at, None, kind, {}, recover_at, balancer=balancer)
+
+
+def _check_balancer_faults(faults: Sequence[ScenarioFault]) -> None:
+    """Refuse a fault of a balancer that an earlier fault crashed and nothing has brought back by then: a crashed
+    balancer cannot hang or lose its adverts, and crashing it again means nothing. (Both drivers would meet it in
+    the middle of the run; here it is named before anything runs.)"""
+    order = sorted(range(len(faults)), key=lambda index: faults[index].at)
+    crashed: dict[str, int] = {}  # balancer -> the index of the fault that crashed it, while it is down
+    for index in order:
+        fault = faults[index]
+        if fault.balancer is None:
+            continue
+        earlier = crashed.get(fault.balancer)
+        if earlier is not None:
+            first = faults[earlier]
+            if first.recover_at is None or first.recover_at >= fault.at:
+                raise ScenarioError(
+                    f"faults[{index}].at",
+                    f"{fault.balancer} crashed at {first.at:g} s (faults[{earlier}]) and is not back at {fault.at:g} s:"
+                    f" give faults[{earlier}] a recover_at before {fault.at:g}, or drop one of them",
+                )
+            del crashed[fault.balancer]
+        if fault.kind == "crash":
+            crashed[fault.balancer] = index
 
 
 def _failure_process(table: Mapping[str, Any], where: str, extra: Sequence[str] = ()) -> FailureProcess:

@@ -287,6 +287,41 @@ def test_a_fault_can_break_a_balancer() -> None:
         assert error.value.key == key and words in str(error.value), (key, str(error.value))
 
 
+def test_faults_a_crashed_balancer_cannot_take_are_named_before_the_run() -> None:
+    """Both drivers would meet these in the middle of the run (the simulator stopped there with "lb1 has crashed");
+    the scenario names them first, with the key to change."""
+    pair = {"instances": 2, "balancers": 2}
+    crash = {"at": 1.0, "balancer": "lb1", "kind": "crash"}
+    for later, recover_at in [("hang", None), ("advert_loss", 3.0), ("crash", None), ("hang", 2.0)]:
+        first = {**crash, **({"recover_at": recover_at} if recover_at is not None else {})}
+        with pytest.raises(ScenarioError) as error:
+            parse_scenario({"lab": pair, "faults": [{"at": 2.0, "balancer": "lb1", "kind": later}, first]})
+        assert error.value.key == "faults[0].at", str(error.value)
+        assert "lb1 crashed at 1 s (faults[1]) and is not back at 2 s" in str(error.value)
+        assert "give faults[1] a recover_at before 2" in str(error.value)
+    # Back in time, or the other balancer: fine, and the run goes through.
+    back = parse_scenario(
+        {
+            "lab": pair,
+            "load": {"rate": 20, "duration": 4},
+            "faults": [
+                {**crash, "recover_at": 1.5},
+                {"at": 2.0, "balancer": "lb1", "kind": "hang", "recover_at": 3.0},
+                {"at": 1.2, "balancer": "lb2", "kind": "advert_loss", "recover_at": 1.4},
+            ],
+        }
+    )
+    assert run_scenario(back).report.requests == 80
+    with pytest.raises(ScenarioError) as error:
+        parse_scenario(
+            {
+                "lab": {**pair, "pair": "active-active"},
+                "faults": [{"at": 1.0, "balancer": "lb2", "kind": "advert_loss"}],
+            }
+        )
+    assert error.value.key == "faults[0].kind" and "active-active balancers send no adverts" in str(error.value)
+
+
 @pytest.mark.parametrize(
     ("data", "key", "words"),
     [
