@@ -703,6 +703,29 @@ def _seed(text: str) -> int:
     return value
 
 
+def planned_faults(scenario: Scenario) -> list[str]:
+    """What the scenario breaks, a line each, for the text output: the report itself names only the first fault of
+    an instance (the one its detection window is measured from), and no balancer's."""
+    lines = []
+    for fault in sorted(scenario.faults, key=lambda fault: fault.at):
+        target = fault.balancer if fault.balancer is not None else fault.instance
+        params = "".join(f", {key} = {value!r}" for key, value in fault.params.items())
+        until = f" -> {fault.recover_at:.2f} s" if fault.recover_at is not None else " (not recovered)"
+        lines.append(f"planned       {target} {fault.kind}{params} at {fault.at:.2f} s{until}")
+    if scenario.failures is not None:
+        process = scenario.failures
+        lines.append(
+            f"planned       random failures of every instance: MTBF {process.mtbf:g} s, MTTR {process.mttr:g} s"
+            f" ({process.distribution}{f', shape {process.shape:g}' if process.distribution == 'weibull' else ''})"
+        )
+    for group in scenario.groups:
+        lines.append(
+            f"planned       {group.name} ({', '.join(group.instances)}) fails as a whole:"
+            f" MTBF {group.process.mtbf:g} s, MTTR {group.process.mttr:g} s"
+        )
+    return lines
+
+
 def run_scenario_cli(argv: Sequence[str] | None = None) -> int:
     """``spofkit run SCENARIO.toml [--sim | --live] [--seed S] [--json]``. Returns the exit status (2: bad input)."""
     try:
@@ -721,6 +744,8 @@ def run_scenario_cli(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(result.figures(), sort_keys=True))
         return 0
     print(result.report.to_text(f"{result.scenario} ({result.driver}, seed {result.seed})"))
+    for line in planned_faults(scenario):
+        print(line)
     if result.digest is not None:
         print(f"virtual time  {result.virtual_s:.2f} s in {result.wall_s:.2f} s of wall time")
         print(f"events        {result.events} (digest {result.digest})")

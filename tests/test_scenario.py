@@ -178,6 +178,27 @@ def test_the_text_output_is_the_report(tmp_path: Path, capsys: pytest.CaptureFix
     assert "requests      100" in out and "detected" in out and "digest" in out
 
 
+def test_the_text_output_lists_every_planned_fault_balancers_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The report measures its detection window from one instance fault; the rest, and a balancer's, are listed."""
+    path = write(
+        tmp_path,
+        "[lab]\ninstances = 2\nbalancers = 2\n[load]\nrate = 20\nduration = 4\n"
+        "[[faults]]\nat = 2.0\nbalancer = 'lb1'\nkind = 'advert_loss'\nrecover_at = 3.0\n"
+        "[[faults]]\nat = 0.5\ninstance = 'b'\nkind = 'slow'\nms = 300\n"
+        "[[groups]]\nname = 'rack-1'\ninstances = ['a', 'b']\nmtbf = 50\nmttr = 2\n",
+    )
+    assert run_scenario_cli([str(path)]) == 0
+    out = capsys.readouterr().out
+    planned = [line for line in out.splitlines() if line.startswith("planned")]
+    assert planned == [
+        "planned       b slow, ms = 300 at 0.50 s (not recovered)",
+        "planned       lb1 advert_loss at 2.00 s -> 3.00 s",
+        "planned       rack-1 (a, b) fails as a whole: MTBF 50 s, MTTR 2 s",
+    ], out
+
+
 def test_bad_input_exits_2_with_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write(tmp_path, "[lab]\nconcurrency = 0\n")
     assert run_scenario_cli([str(path)]) == 2
