@@ -92,6 +92,7 @@ DRIVERS = ("sim", "live")
 MAX_LIVE_DURATION = 300.0  # a live run takes real time: longer ones belong to the simulator
 MAX_LIVE_INSTANCES = 26
 MAX_SIM_DURATION = 366 * 86400.0
+MAX_SEED = 2**63 - 1  # seeds are 64-bit signed wherever they are stored
 PAIR_MODES = ("active-passive", "active-active")
 FAULT_KEYS = ("at", "instance", "balancer", "kind", "recover_at")
 
@@ -221,7 +222,7 @@ def parse_scenario(data: Mapping[str, Any], *, name: str = "scenario") -> Scenar
         raise ScenarioError("lab.pair", "a pair needs balancers = 2")
     scenario = Scenario(
         name=_text(data, "scenario", "name", name),
-        seed=_whole(data, "scenario", "seed", 0, low=0, high=2**63 - 1),
+        seed=_whole(data, "scenario", "seed", 0, low=0, high=MAX_SEED),
         instances=instances,
         backups=backups,
         strategy=strategy,
@@ -292,6 +293,13 @@ def _key(section: str, key: str) -> str:
     return key if section == "scenario" else f"{section}.{key}"
 
 
+def _plain(value: Any) -> str:
+    """A number as a person writes it: 31622400, not 3.16224e+07 (and 0.01 as 0.01)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e16:
+        return str(int(value))
+    return repr(value)
+
+
 def _number(
     table: Mapping[str, Any],
     section: str,
@@ -306,8 +314,8 @@ def _number(
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ScenarioError(_key(section, key), f"must be a number, got {value!r}")
     if (value <= low if low_open else value < low) or value > high:
-        bound = f"> {low:g}" if low_open else f">= {low:g}"
-        raise ScenarioError(_key(section, key), f"must be {bound} and <= {high:g}, got {value!r}")
+        bound = f"> {_plain(low)}" if low_open else f">= {_plain(low)}"
+        raise ScenarioError(_key(section, key), f"must be {bound} and <= {_plain(high)}, got {_plain(value)}")
     return float(value)
 
 
@@ -698,8 +706,8 @@ def _seed(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be 0..{MAX_SEED} (as a scenario file's seed), got {value}")
     return value
 
 

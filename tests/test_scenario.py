@@ -211,6 +211,15 @@ def test_bad_arguments_exit_2_without_a_traceback(capsys: pytest.CaptureFixture[
     assert "not allowed with argument" in capsys.readouterr().err
     assert run_scenario_cli(["x.toml", "--seed", "minus one"]) == 2
     assert "--seed: must be a whole number" in capsys.readouterr().err
+    # A seed the file could not hold is refused on the command line too (it ran before).
+    assert run_scenario_cli(["x.toml", "--seed", str(2**63)]) == 2
+    assert "--seed: must be 0..9223372036854775807" in capsys.readouterr().err
+
+
+def test_a_bound_in_an_error_reads_as_written() -> None:
+    with pytest.raises(ScenarioError) as error:
+        parse_scenario({"load": {"duration": 1e9}})
+    assert str(error.value) == "load.duration: must be > 0 and <= 31622400, got 1000000000"
 
 
 def test_the_live_driver_refuses_what_only_the_simulator_can_do() -> None:
