@@ -20,6 +20,12 @@
     .venv/bin/python bench/sim_bench.py --skip-day --rounds 3   # then 3 interleaved rounds of 1 and 2
     .venv/bin/python bench/sim_bench.py --skip-day --rounds 3 --simpy-deferred  # SimPy's runs put off full
                                                                 # garbage collections too, as spofkit.sim does
+    .venv/bin/python bench/sim_bench.py --compiled build/compiled --skip-simpy --skip-day --rounds 3
+                                 # 1b: part 1 from the source and from a mypyc-compiled copy, interleaved
+
+**1b. The same run, compiled** (``--compiled DIR``): the copy ``bench/compile_sim.py`` builds of the same source
+(built or rebuilt first if it is missing or older than the source). Pure and compiled runs alternate, each in a
+process of its own, and must give the same digest.
 
 spofkit's CPU time includes building its :class:`~spofkit.report.Report` (``run_load_sync`` returns one); the
 SimPy model's does not (its report is built after the clock stops).
@@ -30,8 +36,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import json
+import os
 import random
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Generator
@@ -39,7 +48,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# SPOFKIT_COMPILED=DIR: import spofkit from a copy compiled by bench/compile_sim.py instead of the source.
+sys.path.insert(0, os.environ.get("SPOFKIT_COMPILED") or str(Path(__file__).resolve().parent.parent))
 
 from spofkit.events import (
     PER_REQUEST_EVENTS,
@@ -70,6 +80,8 @@ from spofkit.sim import Capacity, FailureGroup, FailureProcess, SimLab
 from spofkit.sim.capacity import ServiceTime
 from spofkit.sim.digest import EventDigest
 from spofkit.sim.scheduler import full_collections_deferred
+
+COMPILED_ENV = "SPOFKIT_COMPILED"
 
 
 @dataclass(frozen=True)
@@ -124,6 +136,70 @@ def run_spofkit(setup: Setup) -> Run:
         lab.digest.events,
         lab.digest.hexdigest(),
     )
+
+
+def compiled_in_use() -> bool:
+    """Is spofkit's simulator imported from a compiled copy (its hot modules are extensions)?"""
+    import spofkit.sim.scheduler
+
+    return not str(spofkit.sim.scheduler.__file__).endswith(".py")
+
+
+def run_in_child(setup: Setup, compiled: Path | None) -> dict[str, Any]:
+    """Part 1 in a process of its own, from the source or from the compiled copy ``compiled``: its figures."""
+    environment = {key: value for key, value in os.environ.items() if key != COMPILED_ENV}
+    if compiled is not None:
+        environment[COMPILED_ENV] = str(compiled)
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        "--requests",
+        str(setup.requests),
+        "--instances",
+        str(setup.instances),
+        "--rate",
+        str(setup.rate),
+        "--strategy",
+        setup.strategy,
+        "--seed",
+        str(setup.seed),
+    ]
+    done = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=3600, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"the child run failed:\n{done.stderr[-2000:]}")
+    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def pure_and_compiled(setup: Setup, compiled: Path, rounds: int) -> None:
+    """Part 1 from the source and from the compiled copy, alternating, each in its own process: the medians."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import compile_sim
+
+    if not compile_sim.is_fresh(compiled):
+        print(f"   (building the compiled copy in {compiled}: about a minute)")
+        compile_sim.build(compiled)
+    pure_cpu, compiled_cpu, digests = [], [], set()
+    for index in range(rounds):
+        pure, fast = run_in_child(setup, None), run_in_child(setup, compiled)
+        if pure["compiled"] or not fast["compiled"]:
+            raise RuntimeError("a child imported the wrong spofkit (check PYTHONPATH)")
+        pure_cpu.append(pure["cpu"])
+        compiled_cpu.append(fast["cpu"])
+        digests.update((pure["digest"], fast["digest"]))
+        print(
+            f"   round {index + 1}: source {pure['cpu']:.2f} s CPU ({pure['cpu'] / setup.requests * 1e6:.1f} µs per "
+            f"request), compiled {fast['cpu']:.2f} s ({fast['cpu'] / setup.requests * 1e6:.1f} µs): "
+            f"{pure['cpu'] / fast['cpu']:.2f}x"
+        )
+    source, built = statistics.median(pure_cpu), statistics.median(compiled_cpu)
+    print(
+        f"   median of {rounds}: source {source:.2f} s CPU, compiled {built:.2f} s "
+        f"({built / setup.requests * 1e6:.1f} µs per request, {setup.requests / built:,.0f} requests per CPU "
+        f"second): {source / built:.2f}x"
+    )
+    print(f"   digests        {'the same in every run' if len(digests) == 1 else f'DIFFERENT: {sorted(digests)}'}")
 
 
 def policy_costs(instances: int, strategy: str, calls: int = 20_000) -> dict[str, float]:
@@ -509,6 +585,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rounds", type=int, default=0, help="then N interleaved rounds of parts 1 and 2, and their median"
     )
+    parser.add_argument(
+        "--compiled",
+        type=Path,
+        metavar="DIR",
+        help="1b: part 1 from the source and from the mypyc-compiled copy in DIR (built if missing or stale)",
+    )
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # part 1 only, figures as JSON
     options = parser.parse_args(argv)
     if options.no_gc:
         gc.disable()
@@ -522,12 +605,17 @@ def main(argv: list[str] | None = None) -> int:
         Capacity(concurrency=16, queue=64, work_ms=5.0, spread_ms=2.0),
         options.seed,
     )
+    if options.child:
+        run = run_spofkit(setup)
+        figures = {"cpu": run.cpu, "wall": run.wall, "digest": run.digest, "compiled": compiled_in_use()}
+        print(json.dumps(figures))
+        return 0
     print(
         f"Python {sys.version.split()[0]}; {setup.requests:,} requests at {setup.rate:g}/s over "
         f"{setup.instances} instances ({setup.strategy}; 16 workers, queue 64, work 5 ± 2 ms each), "
         f"faults: {', '.join(f'{k} {n} at {a:g} s' for a, n, k, _ in setup.faults())}"
     )
-    print("\n== 1. spofkit's simulator ==")
+    print(f"\n== 1. spofkit's simulator{' (compiled copy)' if compiled_in_use() else ''} ==")
     ours = run_spofkit(setup)
     show(ours, ours.model_events)
     print("   policy cost per call at this pool size (µs), and at 3 instances:")
@@ -539,6 +627,9 @@ def main(argv: list[str] | None = None) -> int:
         f"   all in all     {per_request:.1f} µs of CPU per request; of that the policy's request cycle "
         f"{large['one request: new_request, begin, answered, finish']:.1f} µs"
     )
+    if options.compiled is not None:
+        print("\n== 1b. the same run, from the source and compiled with mypyc (bench/compile_sim.py) ==")
+        pure_and_compiled(setup, options.compiled.resolve(), max(1, options.rounds))
     if not options.skip_simpy:
         try:
             import simpy  # noqa: F401

@@ -36,15 +36,29 @@ The rules it applies:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple, TypeVar
+from typing import NamedTuple, Protocol, TypeVar
 
-from spofkit.events import RequestCompleted, RequestRetried
-from spofkit.policy.failover import FAILURE_KINDS, STATUS, TIMEOUT, RetrySettings, retry_decision
-from spofkit.policy.pool import Member, NoInstance
+from spofkit.events import Event, RequestCompleted, RequestRetried
+from spofkit.policy.failover import FAILURE_KINDS, STATUS, TIMEOUT, RetryBudget, RetrySettings, retry_decision
+from spofkit.policy.pool import Member, NoInstance, Pool
 from spofkit.policy.strategies import RequestInfo
 
-if TYPE_CHECKING:
-    from spofkit.policy.balancer import BalancerPolicy
+
+class Owner(Protocol):
+    """What the attempts of a request use of their :class:`~spofkit.policy.balancer.BalancerPolicy`.
+
+    (A protocol rather than the class: the balancer's module imports this one, and a module that compiles this
+    one with mypyc must not need the class before that module has run.)
+    """
+
+    name: str
+    pool: Pool
+    budget: RetryBudget
+    failed: int
+    retried: int
+
+    def emit(self, event: Event) -> None: ...
+
 
 # With retries off, the one attempt may take this long (a balancer without retries still has a timeout).
 SINGLE_ATTEMPT_TIMEOUT = 30.0
@@ -89,7 +103,7 @@ _Final = TypeVar("_Final", Relay, Fail)
 class RequestAttempts:
     """The attempts of one client request (rules 1–6 above). Make one with ``BalancerPolicy.new_request``."""
 
-    policy: BalancerPolicy
+    policy: Owner
     request: RequestInfo
     request_id: int
     started: float
