@@ -174,8 +174,7 @@ def run_in_child(setup: Setup, compiled: Path | None) -> dict[str, Any]:
 
 def pure_and_compiled(setup: Setup, compiled: Path, rounds: int) -> None:
     """Part 1 from the source and from the compiled copy, alternating, each in its own process: the medians."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import compile_sim
+    import compile_sim  # beside this script, whose folder Python puts on the path
 
     if not compile_sim.is_fresh(compiled):
         print(f"   (building the compiled copy in {compiled}: about a minute)")

@@ -54,7 +54,7 @@ lab = SimLab(4, strategy=Heaviest(), capacity=Capacity(concurrency=2, queue=4, w
 report = lab.run_load_sync(400.0, 3.0, faults=[(1.0, "b", "crash", {})])
 seen["learner_strategy"] = [lab.digest.hexdigest(), report.requests, report.failed]
 
-runs = replicate(sorted(Path(sys.argv[1]).glob("crash.toml"))[0], seeds=[1, 2])
+runs = replicate(Path(sys.argv[1]) / "crash.toml", seeds=[1, 2])
 seen["replicate"] = [runs["availability"].mean, [run["digest"] for run in runs.runs]]
 
 for name, make in {
