@@ -49,6 +49,7 @@ COMPILED = (
     "spofkit/sim/scheduler.py",
 )
 _STAMP = "SOURCE_SHA256"
+_MARK = "COMPILED_BY_SPOFKIT"  # written first: a folder that has it may be deleted and rebuilt
 
 
 def source_hash(root: Path = ROOT) -> str:
@@ -78,8 +79,14 @@ def build(target: Path = DEFAULT_TARGET, *, force: bool = False) -> Path:
     if shutil.which("gcc") is None and shutil.which("cc") is None:
         raise RuntimeError("compiling the simulator needs a C compiler (on Debian: apt-get install gcc python3-dev)")
     if target.exists():
+        if not target.is_dir():
+            raise RuntimeError(f"{target} is a file, not a folder: give a folder for the compiled copy")
+        if any(target.iterdir()) and not any((target / name).is_file() for name in (_MARK, _STAMP)):
+            # The old copy is deleted before the new one is built: never a folder this script did not make.
+            raise RuntimeError(f"{target} is a folder with other files in it: give an empty or new folder")
         shutil.rmtree(target)
     target.mkdir(parents=True)
+    (target / _MARK).write_text("a copy of spofkit built by bench/compile_sim.py; it deletes and rebuilds it\n")
     # Only the package: a pyproject.toml in the working directory would be read by setuptools during the build.
     shutil.copytree(ROOT / "spofkit", target / "spofkit", ignore=shutil.ignore_patterns("__pycache__", "*.so"))
     # Not the project's mypy settings (mypy would find them in a parent folder; their strictness is for

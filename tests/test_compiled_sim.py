@@ -129,3 +129,17 @@ def test_the_compiled_copy_runs_the_same_simulation(compiled: Path, tmp_path: Pa
     assert len(set(source["replicate"][1])) == 2  # two seeds, two different runs
     assert fast["errors"] == source["errors"]
     assert all(message != "no error" for message in source["errors"].values()), source["errors"]
+
+
+def test_the_build_deletes_no_folder_it_did_not_make(tmp_path: Path) -> None:
+    mine = tmp_path / "notes"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("a learner's work")
+    with pytest.raises(RuntimeError, match="a folder with other files in it: give an empty or new folder"):
+        compile_sim.build(mine)
+    assert (mine / "keep.txt").read_text() == "a learner's work"
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    with pytest.raises(RuntimeError, match="is a file, not a folder"):
+        compile_sim.build(a_file)
+    assert a_file.read_text() == "x"
