@@ -102,3 +102,23 @@ def test_runs_in_two_threads_give_the_threshold_back_once_both_end(threshold: tu
         thread.join(10)
     assert during and during[0] > 10**6
     assert gc.get_threshold() == threshold
+
+
+def test_a_collector_without_thresholds_runs_the_timers_as_usual(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PyPy's gc module has no get_threshold/set_threshold: the run goes on, and the deferral is simply not made."""
+    import types
+
+    import spofkit.sim.scheduler as scheduler_module
+
+    touched: list[str] = []
+    no_generations = types.SimpleNamespace(
+        collect=gc.collect, set_threshold=lambda *args: touched.append("set_threshold")
+    )
+    monkeypatch.setattr(scheduler_module, "gc", no_generations)
+    scheduler = SimScheduler()
+    ran: list[float] = []
+    scheduler.call_at(1.0, lambda: ran.append(scheduler.now()))
+    scheduler.call_at(2.0, lambda: ran.append(scheduler.now()))
+    assert scheduler.run() == 2.0
+    assert ran == [1.0, 2.0]
+    assert touched == [], "nothing was asked of a collector that has no thresholds"

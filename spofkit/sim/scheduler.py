@@ -10,6 +10,7 @@ depends on nothing but its inputs: no wall clock, no thread, no hash order.
 While timers run, Python's cyclic garbage collector makes no *full* collection (:func:`full_collections_deferred`):
 a long run keeps a record of every request, and each full collection walks all of them again — a tenth of a
 million-request run went there. Young garbage is still collected as usual, and the full collection comes after.
+On PyPy, whose collector has no such thresholds, nothing is deferred.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ def full_collections_deferred() -> Iterator[None]:
     ``gc.disable()`` within the block is respected: only the threshold changes.
     """
     global _deferred_runs, _saved_threshold
+    if not hasattr(gc, "get_threshold"):  # PyPy: its collector has no generations to set (nor such cost)
+        yield
+        return
     with _deferring:
         if _deferred_runs == 0:
             young, middle, _saved_threshold = gc.get_threshold()
