@@ -84,6 +84,13 @@ class Tmux:
         done = subprocess.run([*self.base, *args], capture_output=True, text=True, timeout=20, check=True)
         return done.stdout
 
+    def start(self, width: int, height: int, shell: str) -> None:
+        """Session ``tui`` running ``shell`` in a ``width`` x ``height`` window that keeps its size: with no
+        client attached tmux may otherwise recalculate a window's size (a 3-row pane was seen once, mid-test)."""
+        self("new-session", "-d", "-s", "tui", "-x", str(width), "-y", str(height), "-c", str(REPO), shell)
+        self("set-option", "-g", "window-size", "manual")
+        self("resize-window", "-t", "tui", "-x", str(width), "-y", str(height))
+
     def screen(self) -> str:
         return self("capture-pane", "-p", "-t", "tui")
 
@@ -108,7 +115,7 @@ def test_tui_starts_in_a_terminal_and_quits_cleanly(tmp_path: Path, command: lis
     status_file = tmp_path / "exit-status"
     shell = app_shell(command, status_file)
     try:
-        tmux("new-session", "-d", "-s", "tui", "-x", "100", "-y", "32", "-c", str(REPO), shell)
+        tmux.start(100, 32, shell)
         wait_until(lambda: "1 a" in tmux.screen() and "UP" in tmux.screen(), "the dashboard is drawn")
         screen = tmux.screen()
         assert "clients" in screen and "LB" in screen and "q quit" in screen
@@ -182,7 +189,7 @@ def test_rapid_adds_and_the_help_overlay_at_80x24(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "spofkit", "tui"]
     shell = app_shell(command, status_file)
     try:
-        tmux("new-session", "-d", "-s", "tui", "-x", "80", "-y", "24", "-c", str(REPO), shell)
+        tmux.start(80, 24, shell)
         wait_until(lambda: "1 a" in tmux.screen() and "▶ c ● UP" in tmux.screen(), "the dashboard is drawn")
         tmux("send-keys", "-t", "tui", "aaa")  # one write: the app reads the three keys at once
         wait_until(lambda: all(f"▶ {name} ● UP" in tmux.screen() for name in "def"), "d, e and f UP")
@@ -217,7 +224,8 @@ def test_rapid_adds_and_the_help_overlay_at_80x24(tmp_path: Path) -> None:
             tmux("send-keys", "-t", "tui", "Down")
             wait_until(lambda before=seen: tmux.screen() not in before, "the help scrolled", 10.0)
             seen += wait_until_settled(tmux)
-        assert "end · ↑ PgUp back" in tmux.screen()
+        size = tmux.pane("pane_width") + "x" + tmux.pane("pane_height")
+        wait_until(lambda: "end · ↑ PgUp back" in tmux.screen(), f"the help's end (pane {size})", 10.0)
         end = tmux.screen()
         tmux("send-keys", "-t", "tui", "Home")
         wait_until(lambda: "more below" in tmux.screen(), "back at the top")
@@ -260,7 +268,7 @@ def test_crash_key_on_lb1_in_a_real_terminal_shows_lb2_master_and_quit_leaves_no
     command = [sys.executable, "-m", "spofkit", "tui", "--balancers", "2", *options]
     shell = app_shell(command, status_file)
     try:
-        tmux("new-session", "-d", "-s", "tui", "-x", "100", "-y", "32", "-c", str(REPO), shell)
+        tmux.start(100, 32, shell)
         wait_until(
             lambda: (
                 strip_line(tmux.screen(), "lb1").startswith("lb1 ◉ MASTER ● running")
