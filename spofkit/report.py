@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from spofkit.events import Event, FaultCleared, FaultInjected, InstanceDown, InstanceRestarted
+from spofkit.events import Event, FaultCleared, FaultInjected, InstanceDown, InstanceEjected, InstanceRestarted
 from spofkit.loadgen import RequestRecord
 
 # Successful answers without an X-Served-By header are counted under this name.
@@ -105,6 +105,9 @@ class Report:
     run_start: float | None  # lab time the first request was sent
     run_end: float | None  # lab time the sending ended (the last request's turn, not its answer)
     timeline: list[TimelineBucket]
+    # fault_at -> first passive ejection (InstanceEjected) of fault_instance while it lasted; None if none. Not the
+    # detection window (that is the health checks'), but a fault the checks never saw may still have been ejected.
+    ejection_window: float | None = None
 
     @property
     def detected_at(self) -> float | None:
@@ -131,6 +134,12 @@ class Report:
             lines.append(f"fault         {self.fault_instance or '?'} at {self.fault_at:.2f} s")
             if self.detected_at is None:
                 lines.append(f"detected      never ({self.fault_instance} was not marked down while the fault lasted)")
+                if self.ejection_window is not None:
+                    ejected_at = self.fault_at + self.ejection_window
+                    lines.append(
+                        f"ejected       {self.ejection_window:.2f} s after it (at {ejected_at:.2f} s):"
+                        " passive checks saw its requests fail"
+                    )
             else:
                 lines.append(f"detected      {_detection(self)} after it (at {self.detected_at:.2f} s)")
         lines.append(f"outage seen   {_outage(self)}")
@@ -232,6 +241,7 @@ def build_report(
         fault_at=fault_at,
         fault_instance=fault_instance,
         detection_window=_detection_window(events, fault_at, fault_instance),
+        ejection_window=_detection_window(events, fault_at, fault_instance, InstanceEjected),
         client_visible_outage=sum(until - since for since, until in outage_periods),
         outage_periods=outage_periods,
         outage_slice=outage_slice,
@@ -343,8 +353,13 @@ def _outage_periods(
     return periods
 
 
-def _detection_window(events: Sequence[Event], fault_at: float | None, fault_instance: str | None) -> float | None:
-    """From the fault to the first ``InstanceDown`` of its instance *while the fault lasted*, or None.
+def _detection_window(
+    events: Sequence[Event],
+    fault_at: float | None,
+    fault_instance: str | None,
+    seen: type[Event] = InstanceDown,
+) -> float | None:
+    """From the fault to the first ``InstanceDown`` (or ``seen``) of its instance *while the fault lasted*, or None.
 
     A fault that ends before any checker saw it (recovered, restarted, replaced by another fault, a warm-up that
     ran out) was never detected: a later ``InstanceDown`` of the same instance belongs to a later fault (with
@@ -367,7 +382,7 @@ def _detection_window(events: Sequence[Event], fault_at: float | None, fault_ins
     for e in itertools.islice(events, begin, None):
         if getattr(e, "instance", None) != fault_instance:
             continue
-        if isinstance(e, InstanceDown):
+        if isinstance(e, seen):
             return e.at - fault_at
         if isinstance(e, _FAULT_ENDS):
             return None

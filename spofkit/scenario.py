@@ -519,6 +519,7 @@ class ScenarioResult:
     digest: str | None = None  # the hash of the whole event log (sim)
     events: int | None = None  # how many events were published (sim)
     timers: int | None = None  # how many timers the scheduler ran (sim)
+    compiled: bool | None = None  # did the simulator run from a compiled copy (sim)
 
     def figures(self) -> dict[str, Any]:
         """The run as one JSON-ready object (``spofkit run --json``)."""
@@ -532,6 +533,7 @@ class ScenarioResult:
             "availability": report.availability,
             "retried": report.retried,
             "detection_window": report.detection_window,
+            "ejection_window": report.ejection_window,
             "client_visible_outage": report.client_visible_outage,
             "latency_p50": report.latency_p50,
             "latency_p99": report.latency_p99,
@@ -539,7 +541,13 @@ class ScenarioResult:
             "wall_s": round(self.wall_s, 3),
         }
         if self.driver == "sim":
-            figures.update(digest=self.digest, events=self.events, timers=self.timers, virtual_s=self.virtual_s)
+            figures.update(
+                digest=self.digest,
+                events=self.events,
+                timers=self.timers,
+                virtual_s=self.virtual_s,
+                compiled=self.compiled,
+            )
         return figures
 
 
@@ -591,6 +599,7 @@ def _lab_options(scenario: Scenario, seed: int) -> dict[str, Any]:
 
 
 def _run_sim(scenario: Scenario, seed: int) -> ScenarioResult:
+    from spofkit.sim import is_compiled
     from spofkit.sim.lab import SimLab
 
     started = time.perf_counter()
@@ -621,6 +630,7 @@ def _run_sim(scenario: Scenario, seed: int) -> ScenarioResult:
         digest=lab.digest.hexdigest(),
         events=lab.digest.events,
         timers=lab.scheduler.processed,
+        compiled=is_compiled(),
     )
 
 
@@ -755,7 +765,8 @@ def run_scenario_cli(argv: Sequence[str] | None = None) -> int:
     for line in planned_faults(scenario):
         print(line)
     if result.digest is not None:
-        print(f"virtual time  {result.virtual_s:.2f} s in {result.wall_s:.2f} s of wall time")
+        build = "the compiled copy" if result.compiled else "the source"
+        print(f"virtual time  {result.virtual_s:.2f} s in {result.wall_s:.2f} s of wall time (simulator from {build})")
         print(f"events        {result.events} (digest {result.digest})")
     else:
         print(f"wall time     {result.wall_s:.2f} s")

@@ -12,7 +12,15 @@ from figure_checks import overlapping_texts
 from hypothesis import given
 from hypothesis import strategies as st
 
-from spofkit.events import Event, FaultCleared, FaultInjected, InstanceDown, InstanceRestarted, InstanceUp
+from spofkit.events import (
+    Event,
+    FaultCleared,
+    FaultInjected,
+    InstanceDown,
+    InstanceEjected,
+    InstanceRestarted,
+    InstanceUp,
+)
 from spofkit.loadgen import RequestRecord
 from spofkit.report import (
     MAX_TIMELINE_BUCKETS,
@@ -139,6 +147,26 @@ def test_a_fault_that_ended_before_anyone_saw_it_was_never_detected(end: Event, 
     assert first.fault_at == 1.0 and first.detection_window is None, words
     assert "detected      never (a was not marked down while the fault lasted)" in first.to_text()
     assert build_report(RECORDS, events, fault_at=300.0).detection_window == pytest.approx(2.5)
+
+
+def test_a_fault_the_checks_never_saw_but_passive_ejection_took_out_says_so() -> None:
+    # As in zones.toml: f fails briefly; its requests fail, the balancer ejects it, it is back before the checks
+    # mark it down. "Detected never" alone reads as if nothing noticed.
+    events = [
+        FaultInjected(at=105.53, instance="f", fault="crash"),
+        InstanceEjected(at=105.60, instance="e", duration=5.0, consecutive_failures=3),
+        InstanceEjected(at=105.67, instance="f", duration=5.0, consecutive_failures=3),
+        FaultCleared(at=106.0, instance="f", fault="crash"),
+        InstanceEjected(at=200.0, instance="f", duration=5.0, consecutive_failures=3),
+    ]
+    report = build_report(RECORDS, events)
+    assert report.detection_window is None and report.ejection_window == pytest.approx(0.14)
+    text = report.to_text()
+    assert "detected      never (f was not marked down while the fault lasted)" in text
+    assert "ejected       0.14 s after it (at 105.67 s): passive checks saw its requests fail" in text
+    # Ejected only after the fault ended: not this fault's doing.
+    late = build_report(RECORDS, [events[0], events[3], events[4]])
+    assert late.ejection_window is None and "ejected" not in late.to_text()
 
 
 def test_a_fault_that_replaces_another_is_timed_from_its_own_start() -> None:

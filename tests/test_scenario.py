@@ -164,6 +164,7 @@ def test_the_json_output_has_the_figures_and_the_seed_decides_the_digest(
     for key in ("requests", "failed", "availability", "detection_window", "wall_s", "digest"):
         assert key in first, key
     assert first["driver"] == "sim" and first["seed"] == 4
+    assert first["compiled"] is False  # this suite imports the source (test_compiled_sim runs the compiled copy)
     assert first["requests"] > 0 and 0 < first["availability"] <= 1
     assert first["detection_window"] is not None  # c crashed at 2.0 s and was marked down
     assert again["digest"] == first["digest"]
@@ -176,6 +177,7 @@ def test_the_text_output_is_the_report(tmp_path: Path, capsys: pytest.CaptureFix
     out = capsys.readouterr().out
     assert out.startswith("== scenario (sim, seed 0) ==")
     assert "requests      100" in out and "detected" in out and "digest" in out
+    assert "(simulator from the source)" in out  # which build ran: a compiled copy can be passed over unseen
 
 
 def test_the_text_output_lists_every_planned_fault_balancers_too(

@@ -29,6 +29,16 @@ from spofkit.sim.instance import InstanceLoad
 from spofkit.sim.lab import SimLab
 from spofkit.sim.scheduler import SimScheduler, SimTimer
 
+
+def is_compiled() -> bool:
+    """Is the simulator running from a compiled copy (``bench/compile_sim.py``: its hot modules are extension
+    modules) rather than from the source? ``spofkit run`` says which, since a copy on ``PYTHONPATH`` is silently
+    passed over when the source comes first on ``sys.path`` (``python -m`` from the project folder)."""
+    from spofkit.sim import scheduler
+
+    return not str(scheduler.__file__).endswith(".py")
+
+
 __all__ = [
     "Capacity",
     "EventDigest",
@@ -40,4 +50,5 @@ __all__ = [
     "SimScheduler",
     "SimTimer",
     "failure_plan",
+    "is_compiled",
 ]
