@@ -113,7 +113,11 @@ class Capacity:
                 "distribution", f"distribution must be one of {', '.join(SERVICE_DISTRIBUTIONS)}, got {distribution!r}"
             )
         if distribution != "lognormal" and self.spread_ms:
-            raise ModelError("spread_ms", f"a {distribution} work time takes no spread_ms (only lognormal does)")
+            raise ModelError(
+                "spread_ms",
+                f"{'an' if distribution[0] in 'aeiou' else 'a'} {distribution} work time takes no spread_ms"
+                " (only lognormal does)",
+            )
         if distribution != "fixed" and not self.work_ms:
             raise ModelError("work_ms", f"a {distribution} work time needs work_ms > 0")
         if self.spread_ms > MAX_SPREAD_RATIO * self.work_ms:

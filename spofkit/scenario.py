@@ -47,7 +47,7 @@ A scenario is a TOML file that says what a lab is made of, what load it gets and
 ``spofkit run SCENARIO.toml [--sim | --live] [--seed S] [--json]`` runs it (:func:`run_scenario_cli`): in the
 simulator by default — in virtual time, the same seed giving the same event log and so the same ``digest`` — or
 on a live lab of real servers, in real time. Every key is checked before anything runs; a wrong one is named
-(``[lab] concurrency must be a whole number, got 'eight'``). Times are seconds from the start of the load.
+(``lab.concurrency: must be a whole number, got 'eight'``). Times are seconds from the start of the load.
 
 Instance capacity (``concurrency``, ``queue``, ``work_ms``, ``spread_ms``, ``distribution``) means the same on
 both drivers: a live instance has that many workers and that queue, and sheds with 503 beyond it
@@ -82,6 +82,7 @@ from spofkit.faults import FAULT_KINDS, FaultError, make_fault
 from spofkit.policy import EjectionSettings, HealthSettings, RetrySettings, strategy_names
 from spofkit.report import Report
 from spofkit.sim.failures import FailureGroup, FailureProcess, failure_plan
+from spofkit.sim.lab import MAX_INSTANCES as MAX_SIM_INSTANCES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -171,6 +172,10 @@ def load_scenario(path: str | Path) -> Scenario:
         data = tomllib.loads(source.read_text(encoding="utf-8"))
     except OSError as error:
         raise ScenarioError("file", f"cannot read {str(source)!r}: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise ScenarioError(
+            "file", f"{source.name} is not UTF-8 text (byte {error.object[error.start]:#04x} at offset {error.start})"
+        ) from None
     except tomllib.TOMLDecodeError as error:
         raise ScenarioError("file", f"{source.name} is not valid TOML: {error}") from None
     return parse_scenario(data, name=source.stem)
@@ -206,8 +211,12 @@ def parse_scenario(data: Mapping[str, Any], *, name: str = "scenario") -> Scenar
     )
     load = _table(data, "load")
     _only("load", load, ("rate", "duration", "arrivals", "method", "timeout"))
-    instances = _whole(lab, "lab", "instances", 3, low=1, high=10_000)
-    backups = _whole(lab, "lab", "backups", 0, low=0, high=10_000)
+    instances = _whole(lab, "lab", "instances", 3, low=1, high=MAX_SIM_INSTANCES)
+    backups = _whole(lab, "lab", "backups", 0, low=0, high=MAX_SIM_INSTANCES)
+    if instances + backups > MAX_SIM_INSTANCES:  # the live driver checks its own, smaller, limit before a live run
+        raise ScenarioError(
+            "lab.backups", f"instances and backups together at most {MAX_SIM_INSTANCES}, got {instances} + {backups}"
+        )
     strategy = _text(lab, "lab", "strategy", "round_robin")
     if strategy not in strategy_names():
         raise ScenarioError("lab.strategy", f"unknown strategy {strategy!r}; known: {', '.join(strategy_names())}")
@@ -349,10 +358,15 @@ def _choice(table: Mapping[str, Any], section: str, key: str, default: str, choi
     return str(value)
 
 
+# The methods a scenario's load may use: what a service's clients send (CONNECT is a proxy's, which the balancer
+# refuses; a made-up method would be a 400 live and an answer in the simulator, so neither run would mean much).
+LOAD_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
+
+
 def _method(load: Mapping[str, Any]) -> str:
     method = _text(load, "load", "method", "GET")
-    if not method.isalpha():
-        raise ScenarioError("load.method", f"must be an HTTP method such as 'GET', got {method!r}")
+    if method.upper() not in LOAD_METHODS:
+        raise ScenarioError("load.method", f"must be one of {', '.join(LOAD_METHODS)}, got {method!r}")
     return method.upper()
 
 
@@ -367,7 +381,9 @@ def _capacity(lab: Mapping[str, Any]) -> Capacity:
             distribution=lab.get("distribution"),
         )
     except ModelError as error:
-        raise ScenarioError(f"lab.{error.field}", str(error)) from None
+        # The model's message names its argument ("concurrency must be ..."); the key in front says it already.
+        message = str(error).removeprefix(f"{error.field} ")
+        raise ScenarioError(f"lab.{error.field}", message) from None
 
 
 def _settings(data: Mapping[str, Any], key: str, cls: type[Any]) -> Any:
@@ -756,7 +772,10 @@ def run_scenario_cli(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError, ArithmeticError) as error:
         # A ScenarioError names its key; a setting's own check (a ValueError or TypeError that a lab or a model
         # raised while the scenario was set up or run) names its argument: either way, one line, not a traceback.
-        print(f"error: {options.scenario}: {error}", file=sys.stderr)
+        if isinstance(error, ScenarioError) and error.key == "file":  # its message names the file already
+            print(f"error: {error.message}", file=sys.stderr)
+        else:
+            print(f"error: {options.scenario}: {error}", file=sys.stderr)
         return 2
     if options.json:
         print(json.dumps(result.figures(), sort_keys=True))

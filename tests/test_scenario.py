@@ -112,6 +112,10 @@ def test_every_key_lands_where_it_should(tmp_path: Path) -> None:
     [
         ({"lab": {"instances": 0}}, "lab.instances", "1..10000"),
         ({"lab": {"concurrency": "eight"}}, "lab.concurrency", "whole number"),
+        ({"lab": {"instances": 3, "backups": 9999}}, "lab.backups", "together at most 10000, got 3 + 9999"),
+        ({"lab": {"distribution": "exponential", "work_ms": 5, "spread_ms": 1}}, "lab.spread_ms", "an exponential"),
+        ({"load": {"method": "FOO"}}, "load.method", "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, got 'FOO'"),
+        ({"load": {"method": "CONNECT"}}, "load.method", "got 'CONNECT'"),
         ({"lab": {"queue": 4}}, "lab.queue", "needs a concurrency"),
         ({"lab": {"strategy": "fastest"}}, "lab.strategy", "unknown strategy 'fastest'"),
         ({"lab": {"instance": 3}}, "lab.instance", "unknown key 'instance'"),
@@ -143,6 +147,29 @@ def test_a_bad_key_or_value_is_named(change: dict[str, object], key: str, words:
     assert error.value.key == key
     assert words in str(error.value)
     assert str(error.value).startswith(f"{key}: ")
+
+
+def test_a_models_message_does_not_repeat_the_key() -> None:
+    with pytest.raises(ScenarioError) as error:
+        parse_scenario({"lab": {"concurrency": "eight"}})
+    assert str(error.value) == "lab.concurrency: must be a whole number, got 'eight'"  # as the module's doc says
+
+
+def test_a_method_is_taken_in_either_case() -> None:
+    assert parse_scenario({"load": {"method": "post"}}).method == "POST"
+
+
+def test_a_file_that_is_not_utf8_or_not_toml_is_named_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes("# café\n[lab]\n".encode("latin-1"))
+    with pytest.raises(ScenarioError, match=r"^file: latin.toml is not UTF-8 text \(byte 0xe9 at offset 5\)$"):
+        load_scenario(latin)
+    broken = write(tmp_path, "[lab\ninstances = 3", "broken.toml")
+    for path, words in ((latin, "is not UTF-8 text"), (broken, "is not valid TOML")):
+        assert run_scenario_cli([str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {path.name} {words}"), err
+        assert err.count(path.name) == 1, err  # not "x.toml: file: x.toml ..."
 
 
 def test_a_file_that_is_not_toml_is_named(tmp_path: Path) -> None:
