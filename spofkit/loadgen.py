@@ -44,6 +44,18 @@ _TICK = 0.05
 _EPSILON = 1e-9
 
 
+# The methods a load may send: what a service's clients send (CONNECT is a proxy's, which the balancer refuses; a
+# made-up method is a 400 from a live lab and an answer from the simulator, so a run with it would mean little).
+LOAD_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
+
+
+def check_method(method: object) -> str:
+    """``method`` in capitals if a load may send it (:data:`LOAD_METHODS`, in either case); else ValueError."""
+    if not isinstance(method, str) or method.upper() not in LOAD_METHODS:
+        raise ValueError(f"method must be one of {', '.join(LOAD_METHODS)}, got {method!r}")
+    return method.upper()
+
+
 class RequestRecord(NamedTuple):
     """What one request felt like to the client. Times are lab seconds (``Clock.now()``).
 
@@ -183,8 +195,7 @@ class LoadGenerator:
         200 ms — for up to that many seconds; only idempotent methods, except after a refused connection, which
         provably never reached anyone (the rules of :mod:`spofkit.client`)."""
         self._base_url = _check_loopback_url(url)
-        if not method or not method.isalpha():
-            raise ValueError(f"method must be an HTTP method such as 'GET', got {method!r}")
+        check_method(method)
         if not path.startswith("/"):
             raise ValueError(f"path must start with '/', got {path!r}")
         self.url = url

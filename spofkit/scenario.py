@@ -79,6 +79,7 @@ from spofkit.commands import (
     Recover,
 )
 from spofkit.faults import FAULT_KINDS, FaultError, make_fault
+from spofkit.loadgen import check_method
 from spofkit.policy import EjectionSettings, HealthSettings, RetrySettings, strategy_names
 from spofkit.report import Report
 from spofkit.sim.failures import FailureGroup, FailureProcess, failure_plan
@@ -358,16 +359,12 @@ def _choice(table: Mapping[str, Any], section: str, key: str, default: str, choi
     return str(value)
 
 
-# The methods a scenario's load may use: what a service's clients send (CONNECT is a proxy's, which the balancer
-# refuses; a made-up method would be a 400 live and an answer in the simulator, so neither run would mean much).
-LOAD_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
-
-
 def _method(load: Mapping[str, Any]) -> str:
     method = _text(load, "load", "method", "GET")
-    if method.upper() not in LOAD_METHODS:
-        raise ScenarioError("load.method", f"must be one of {', '.join(LOAD_METHODS)}, got {method!r}")
-    return method.upper()
+    try:
+        return check_method(method)
+    except ValueError as error:
+        raise ScenarioError("load.method", str(error).removeprefix("method ")) from None
 
 
 def _capacity(lab: Mapping[str, Any]) -> Capacity:

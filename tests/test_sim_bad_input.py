@@ -309,3 +309,20 @@ def test_advert_loss_in_an_active_active_pair_is_refused_before_the_run() -> Non
     with pytest.raises(CommandError, match="advert_loss needs an active-passive pair"):
         lab.apply_sync(BalancerFault("lb2", "advert_loss"))
     assert {b.name: b.state for b in lab.status().balancers}["lb2"] == "hang"  # the refused one undid nothing
+
+
+@pytest.mark.parametrize("method", ["FOO", "CONNECT", "", "G ET", 7])
+def test_a_load_with_a_method_no_client_sends_is_refused_by_either_driver(method: Any) -> None:
+    """A made-up method was an answer in the simulator and a 400 for every request live: refused by both."""
+    from spofkit.events import Clock
+    from spofkit.loadgen import LoadGenerator
+
+    with pytest.raises(ValueError, match=r"^method must be one of GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"):
+        SimLab(2).run_load_sync(10, 1, method=method)
+    with pytest.raises(ValueError, match=r"^method must be one of GET, HEAD"):
+        LoadGenerator("http://127.0.0.1:1", clock=Clock(), method=method)
+
+
+def test_a_method_in_small_letters_is_sent_in_capitals() -> None:
+    report = SimLab(2).run_load_sync(10, 1, method="post")
+    assert report.requests == 10 and report.availability == 1.0

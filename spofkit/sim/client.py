@@ -21,7 +21,7 @@ import random
 from collections.abc import Callable
 
 from spofkit.events import ClientRequest, Event
-from spofkit.loadgen import RequestRecord
+from spofkit.loadgen import RequestRecord, check_method
 from spofkit.policy import RequestInfo
 from spofkit.sim.capacity import quantized
 from spofkit.sim.scheduler import SimScheduler, SimTimer
@@ -118,8 +118,7 @@ class OpenLoop:
     ) -> None:
         for name, value in (("rate", rate), ("duration", duration), ("timeout", timeout)):
             positive(name, value)
-        if not isinstance(method, str) or not method.isalpha():
-            raise ValueError(f"method must be an HTTP method such as 'GET', got {method!r}")
+        check_method(method)
         if not isinstance(path, str) or not path.startswith("/"):
             raise ValueError(f"path must start with '/', got {path!r}")
         if arrivals not in ARRIVALS:
