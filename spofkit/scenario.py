@@ -64,7 +64,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -84,6 +84,7 @@ from spofkit.policy import EjectionSettings, HealthSettings, RetrySettings, stra
 from spofkit.report import Report
 from spofkit.sim.failures import FailureGroup, FailureProcess, failure_plan
 from spofkit.sim.lab import MAX_INSTANCES as MAX_SIM_INSTANCES
+from spofkit.sim.lab import MAX_RUN_REQUESTS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -252,6 +253,13 @@ def parse_scenario(data: Mapping[str, Any], *, name: str = "scenario") -> Scenar
         method=_method(load),
         client_timeout=_number(load, "load", "timeout", 5.0, low=0.0, high=3600.0, low_open=True),
     )
+    if scenario.rate * scenario.duration > MAX_RUN_REQUESTS:
+        raise ScenarioError(
+            "load.rate",
+            f"{_plain(scenario.rate)} requests a second for {_plain(scenario.duration)} s is"
+            f" {scenario.rate * scenario.duration:,.0f} requests; a run sends at most {MAX_RUN_REQUESTS:,} (each is"
+            " recorded: about 4 GB of memory at that many): lower the rate or shorten the run",
+        )
     if balancers == 1 and not scenario.preempt:
         raise ScenarioError("lab.preempt", "preempt is a setting of a pair: it needs balancers = 2")
     if balancers == 1 and scenario.fencing:
@@ -564,13 +572,20 @@ class ScenarioResult:
         return figures
 
 
-def run_scenario(scenario: Scenario, driver: str = "sim", *, seed: int | None = None) -> ScenarioResult:
-    """Run ``scenario`` on the simulator (``"sim"``) or a live lab (``"live"``); ``seed`` overrides the file's."""
+def run_scenario(
+    scenario: Scenario,
+    driver: str = "sim",
+    *,
+    seed: int | None = None,
+    on_progress: Callable[[float], None] | None = None,
+) -> ScenarioResult:
+    """Run ``scenario`` on the simulator (``"sim"``) or a live lab (``"live"``); ``seed`` overrides the file's.
+    ``on_progress`` (simulator) is called with the share of the run done, 20 times a run."""
     if driver not in DRIVERS:
         raise ScenarioError("driver", f"driver must be one of {', '.join(DRIVERS)}, got {driver!r}")
     chosen = scenario.seed if seed is None else seed
     if driver == "sim":
-        return _run_sim(scenario, chosen)
+        return _run_sim(scenario, chosen, on_progress)
     check_live(scenario)
     return asyncio.run(run_live(scenario, chosen))
 
@@ -611,7 +626,7 @@ def _lab_options(scenario: Scenario, seed: int) -> dict[str, Any]:
     }
 
 
-def _run_sim(scenario: Scenario, seed: int) -> ScenarioResult:
+def _run_sim(scenario: Scenario, seed: int, on_progress: Callable[[float], None] | None = None) -> ScenarioResult:
     from spofkit.sim import is_compiled
     from spofkit.sim.lab import SimLab
 
@@ -632,6 +647,7 @@ def _run_sim(scenario: Scenario, seed: int) -> ScenarioResult:
         method=scenario.method,
         timeout=scenario.client_timeout,
         arrivals=scenario.arrivals,
+        on_progress=on_progress,
     )
     return ScenarioResult(
         scenario=scenario.name,
@@ -757,6 +773,32 @@ def planned_faults(scenario: Scenario) -> list[str]:
     return lines
 
 
+# A simulated run of this many requests or more takes a while (about 10-40 s per million here): it says so first.
+BIG_RUN_REQUESTS = 1_000_000
+
+
+def _progress_for(scenario: Scenario) -> Callable[[float], None] | None:
+    """For a big simulated run, a note on stderr that it will take a while, and a function that shows how far it
+    got (on a terminal, one line redrawn; elsewhere nothing more, so logs and --json pipes stay clean)."""
+    requests = scenario.rate * scenario.duration
+    if requests < BIG_RUN_REQUESTS:
+        return None
+    print(
+        f"note: about {requests:,.0f} requests to simulate: this takes a while (10-40 s per million here) and"
+        f" about {requests * 400 / 1e9:.1g} GB of memory",
+        file=sys.stderr,
+        flush=True,
+    )
+    if not sys.stderr.isatty():
+        return None
+
+    def show(done: float) -> None:
+        end = "\n" if done >= 1.0 else ""
+        print(f"\r  simulated {done:4.0%} of the run", end=end, file=sys.stderr, flush=True)
+
+    return show
+
+
 def run_scenario_cli(argv: Sequence[str] | None = None) -> int:
     """``spofkit run SCENARIO.toml [--sim | --live] [--seed S] [--json]``. Returns the exit status (2: bad input)."""
     try:
@@ -765,7 +807,7 @@ def run_scenario_cli(argv: Sequence[str] | None = None) -> int:
         return exit_.code if isinstance(exit_.code, int) else 2
     try:
         scenario = load_scenario(options.scenario)
-        result = run_scenario(scenario, options.driver, seed=options.seed)
+        result = run_scenario(scenario, options.driver, seed=options.seed, on_progress=_progress_for(scenario))
     except (ValueError, TypeError, ArithmeticError) as error:
         # A ScenarioError names its key; a setting's own check (a ValueError or TypeError that a lab or a model
         # raised while the scenario was set up or run) names its argument: either way, one line, not a traceback.

@@ -114,6 +114,7 @@ def test_every_key_lands_where_it_should(tmp_path: Path) -> None:
         ({"lab": {"concurrency": "eight"}}, "lab.concurrency", "whole number"),
         ({"lab": {"instances": 3, "backups": 9999}}, "lab.backups", "together at most 10000, got 3 + 9999"),
         ({"lab": {"distribution": "exponential", "work_ms": 5, "spread_ms": 1}}, "lab.spread_ms", "an exponential"),
+        ({"load": {"rate": 1000, "duration": 50000}}, "load.rate", "50,000,000 requests; a run sends at most"),
         ({"load": {"method": "FOO"}}, "load.method", "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, got 'FOO'"),
         ({"load": {"method": "CONNECT"}}, "load.method", "got 'CONNECT'"),
         ({"lab": {"queue": 4}}, "lab.queue", "needs a concurrency"),
@@ -398,3 +399,29 @@ def test_a_pair_setting_for_one_balancer_is_named(data: dict[str, Any], key: str
         parse_scenario(data)
     assert error.value.key == key and words in str(error.value)
     parse_scenario({**data, "lab": {**data.get("lab", {}), "balancers": 2}})  # the same with a pair is fine
+
+
+def test_a_big_run_says_first_that_it_takes_a_while_and_shows_progress_on_a_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run of millions of requests printed nothing for minutes (a learner thinks it hangs): a note first, and on
+    a terminal how far it got. Made small here by lowering the threshold."""
+    import spofkit.scenario
+
+    monkeypatch.setattr(spofkit.scenario, "BIG_RUN_REQUESTS", 200)
+    path = write(tmp_path, "[load]\nrate = 100\nduration = 2\n")
+    assert run_scenario_cli([str(path), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == (
+        "note: about 200 requests to simulate: this takes a while (10-40 s per million here) and about 8e-05 GB of"
+        " memory\n"
+    )
+    quiet = json.loads(captured.out)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert run_scenario_cli([str(path), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "\r  simulated   0% of the run" in captured.err and captured.err.endswith("simulated 100% of the run\n")
+    assert json.loads(captured.out)["digest"] == quiet["digest"]  # watching it does not change the run
+    monkeypatch.setattr(spofkit.scenario, "BIG_RUN_REQUESTS", 201)
+    assert run_scenario_cli([str(path), "--json"]) == 0
+    assert capsys.readouterr().err == ""  # a run below the threshold says nothing

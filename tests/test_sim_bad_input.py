@@ -94,6 +94,13 @@ def test_advancing_by_nonsense_is_refused(seconds: Any) -> None:
         SimLab(3).advance_sync(seconds)
 
 
+def test_a_run_of_more_requests_than_memory_holds_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"would send about 50,000,000 requests; one run sends at most 10,000,000"):
+        SimLab(3).run_load_sync(1000, 50_000)
+    # max_requests caps what is sent: within the limit.
+    assert SimLab(3).run_load_sync(1000, 50_000, max_requests=50).requests == 50
+
+
 def test_advancing_for_a_thousand_years_is_refused() -> None:
     with pytest.raises(ValueError, match=r"would be about .* model events"):
         SimLab(3).advance_sync(1000 * 365 * 86400.0)

@@ -132,6 +132,9 @@ def _check_lab_arguments(
 
 # The most model events (timers) one run or advance may ask for: about half an hour of CPU at 10 µs an event.
 MAX_RUN_EVENTS = 200_000_000
+# The most requests one run may send: every request is recorded (about 0.4 KB each while the report is built, so
+# about 4 GB at this many, and a few minutes of CPU). A run beyond it would swap a laptop for an hour, silently.
+MAX_RUN_REQUESTS = 10_000_000
 
 
 class SimLab:
@@ -583,6 +586,15 @@ class SimLab:
         ``arrivals`` (``uniform``, the live client's even spacing, or ``poisson``).
         """
         self._check_run_size(positive("duration", duration), positive("rate", rate))
+        requests = rate * duration
+        if isinstance(max_requests, int) and not isinstance(max_requests, bool):
+            requests = min(requests, max_requests)
+        if requests > MAX_RUN_REQUESTS:
+            raise ValueError(
+                f"{duration:g} s at {rate:g} requests a second would send about {requests:,.0f} requests; one run "
+                f"sends at most {MAX_RUN_REQUESTS:,} (each is recorded: about 4 GB of memory at that many): shorten "
+                "the run or lower the rate (availability over a long time needs few requests a second)"
+            )
         if isinstance(faults, (str, bytes)) or not isinstance(faults, (list, tuple)):
             raise TypeError(f"faults must be a list of (at, instance, kind, params), got {faults!r}")
         for index, fault in enumerate(faults):
