@@ -37,6 +37,7 @@ import argparse
 import contextlib
 import gc
 import json
+import math
 import os
 import random
 import statistics
@@ -73,15 +74,24 @@ from spofkit.policy import (
     RequestInfo,
     RetrySettings,
     Try,
+    make_strategy,
     rng_for,
+    strategy_names,
 )
 from spofkit.report import Report, build_report
+from spofkit.scenario import MAX_SEED
 from spofkit.sim import Capacity, FailureGroup, FailureProcess, SimLab
 from spofkit.sim.capacity import ServiceTime
 from spofkit.sim.digest import EventDigest
+from spofkit.sim.lab import MAX_INSTANCES, MAX_RUN_EVENTS
 from spofkit.sim.scheduler import full_collections_deferred
 
 COMPILED_ENV = "SPOFKIT_COMPILED"
+
+# The instances the four faults of parts 1 and 2 go to. "a", the first, is left alone, so that one instance of any
+# pool still serves: the scenario is the same at every pool size, and a pool needs at least these five.
+FAULTED = ("b", "c", "d", "e")
+MIN_INSTANCES = len(FAULTED) + 1
 
 
 @dataclass(frozen=True)
@@ -100,11 +110,12 @@ class Setup:
     def faults(self) -> list[tuple[float, str, str, dict[str, Any]]]:
         """A crash, a hang, a slow and a gray instance, spread over the run."""
         d = self.duration
+        crash, hang, slow, gray = FAULTED
         return [
-            (0.1 * d, "b", "crash", {}),
-            (0.2 * d, "c", "hang", {}),
-            (0.3 * d, "d", "slow", {"ms": 200.0}),
-            (0.4 * d, "e", "gray", {"rate": 0.5, "status": 503}),
+            (0.1 * d, crash, "crash", {}),
+            (0.2 * d, hang, "hang", {}),
+            (0.3 * d, slow, "slow", {"ms": 200.0}),
+            (0.4 * d, gray, "gray", {"rate": 0.5, "status": 503}),
         ]
 
 
@@ -453,7 +464,7 @@ def run_day(instances: int, rate: float, health_interval: float, seed: int) -> N
         FailureGroup(f"rack-{r}", tuple(names), FailureProcess(5 * 86400.0, 1800.0))
         for r, names in enumerate(_chunks(_names(instances), 50))
     ]
-    health = HealthSettings(interval=health_interval, timeout=1.0, rise=2, fall=2)
+    health = day_health(health_interval)
     lab = SimLab(
         instances,
         strategy="power_of_two",
@@ -490,6 +501,11 @@ def run_day(instances: int, rate: float, health_interval: float, seed: int) -> N
     print(f"digest                 {lab.digest.hexdigest()}")
 
 
+def day_health(interval: float) -> HealthSettings:
+    """The day's health checks: every ``interval`` seconds (``--day-health-interval``), a second to answer."""
+    return HealthSettings(interval=interval, timeout=1.0, rise=2, fall=2)
+
+
 def _names(count: int) -> list[str]:
     from spofkit.sim.lab import instance_names
 
@@ -504,6 +520,15 @@ def _chunks(items: list[str], size: int) -> list[list[str]]:
 # --- printing ---------------------------------------------------------------------------------------------------
 
 
+def seconds_text(value: float | None, missing: str = "never") -> str:
+    """Lab seconds to the millisecond, or ``missing`` for None.
+
+    The model's clock is exact, so a figure such as 1.3041388463520527 carries no more than 1.304 does; a health
+    check every half second makes anything below a millisecond noise to the reader.
+    """
+    return missing if value is None else f"{value:.3f} s"
+
+
 def show(run: Run, model_events: int) -> None:
     report = run.report
     print(f"-- {run.name}")
@@ -514,7 +539,10 @@ def show(run: Run, model_events: int) -> None:
     )
     print(f"   model events/s {model_events / run.cpu:,.0f} per CPU second ({model_events:,} model events)")
     print(f"   published      {run.published:,} events" + (f"; digest {run.digest[:16]}…" if run.digest else ""))
-    print(f"   detection      {report.detection_window!r} s (fault {report.fault_instance} at {report.fault_at})")
+    print(
+        f"   detection      {seconds_text(report.detection_window)} "
+        f"(fault {report.fault_instance} at {seconds_text(report.fault_at, 'no time')})"
+    )
     if run.extra:
         print(f"   {run.extra}")
 
@@ -562,19 +590,156 @@ def interleaved(setup: Setup, rounds: int) -> None:
     )
 
 
+# --- options ----------------------------------------------------------------------------------------------------
+
+# The most requests of one part: ten times the default million. Every request keeps a record until the report is
+# built, so more is gigabytes of memory and tens of minutes of CPU (twice over, with SimPy): a typo, not a run.
+MAX_REQUESTS = 10_000_000
+# The highest rate (requests a second): a thousand times the default. Above it a million requests last less than a
+# tenth of a second of lab time, every instance overloaded: not the scenario this script measures.
+MAX_RATE = 10_000_000.0
+# Each round is parts 1 and 2 once more (minutes each): beyond this many it is hours, not a median.
+MAX_ROUNDS = 50
+# The day of part 3 (its lab time is fixed).
+DAY = 86_400.0
+# The day's lowest load: 864 requests in the day, the last at 86,300 s. The simulator stops with the last request,
+# so at a lower rate the "day" would end hours early (below one request a day, at once).
+MIN_DAY_RATE = 0.01
+
+
+def whole_number(low: int, high: int, why: str = "") -> Callable[[str], int]:
+    """An argparse ``type``: a whole number ``low..high``, else argparse's one-line error naming the option.
+
+    ``1e6`` and ``1_000_000`` are taken as well as ``1000000``: that is how a learner writes a million. ``why``,
+    if given, says where the range comes from.
+    """
+    wanted = f"must be a whole number {low:,}..{high:,}{f' ({why})' if why else ''}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            try:
+                number = float(text)
+            except ValueError:
+                number = math.nan
+            if not number.is_integer():  # not a number at all, inf, nan or 2.5
+                raise argparse.ArgumentTypeError(f"{wanted}, got {text!r}") from None
+            value = int(number)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{wanted}, got {text!r}")
+        return value
+
+    return parse
+
+
+def positive_number(high: float, unit: str, low: float = 0.0, why: str = "") -> Callable[[str], float]:
+    """An argparse ``type``: a finite number above 0 (at least ``low``, if given) and at most ``high``.
+
+    ``unit`` says of what; ``why``, if given, says where the range comes from.
+    """
+    wanted = f"must be a number of {unit} {f'>= {low:g}' if low else '> 0'} and <= {high:,.0f}"
+    wanted += f" ({why})" if why else ""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        # 0 would divide by zero, a negative rate or inf would be a run of no or negative length, nan compares false
+        if not (math.isfinite(value) and 0 < value <= high and value >= low):
+            raise argparse.ArgumentTypeError(f"{wanted}, got {text!r}")
+        return value
+
+    return parse
+
+
+def strategy_name(text: str) -> str:
+    """An argparse ``type``: one of spofkit's strategies (spelt as spofkit takes them: any case, ``-`` for ``_``)."""
+    try:
+        return str(make_strategy(text).name)  # the canonical name, for the printed header and the child's command
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"unknown strategy {text!r}; choose from {', '.join(strategy_names())}"
+        ) from None
+
+
+def day_interval(text: str) -> float:
+    """An argparse ``type``: the day's health check interval, as spofkit's :class:`HealthSettings` takes it."""
+    value = positive_number(DAY, "seconds")(text)
+    try:
+        day_health(value)  # HealthSettings' own lower bound (a check every nanosecond would spin)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return value
+
+
+def model_events(seconds: float, rate: float, instances: int, interval: float) -> float:
+    """About how many model events a run asks for, counted as SimLab counts them when it refuses a run that is too
+    big: two a request (its arrival and its answer) and one a health check of each instance."""
+    return seconds * (2 * rate + instances / interval)
+
+
+def check_together(parser: argparse.ArgumentParser, options: argparse.Namespace) -> None:
+    """Refuse options, each fine alone, that together ask for a run the simulator would refuse.
+
+    It would refuse with a traceback, and part 3's only after parts 1 and 2 had run for minutes. The number of
+    requests and the rate give the lab time (requests / rate), and health checks go on all that time: a million
+    requests at one a second is eleven days of checks of every instance.
+    """
+    seconds = options.requests / options.rate
+    interval = HealthSettings().interval  # parts 1 and 2 check as SimLab does by default
+    events = model_events(seconds, options.rate, options.instances, interval)
+    if events > MAX_RUN_EVENTS:
+        parser.error(
+            f"--requests {options.requests:,} at --rate {options.rate:g} is {seconds:,.0f} s of lab time, with "
+            f"{options.instances} instances checked every {interval:g} s: about {events:,.0f} model "
+            f"events, more than the {MAX_RUN_EVENTS:,} one simulator run takes; raise --rate or lower --requests"
+        )
+    if options.skip_day:
+        return
+    events = model_events(DAY, options.day_rate, options.day_instances, options.day_health_interval)
+    if events > MAX_RUN_EVENTS:
+        parser.error(
+            f"--day-rate {options.day_rate:g} with --day-instances {options.day_instances} checked every "
+            f"--day-health-interval {options.day_health_interval:g} s is about {events:,.0f} model events in the "
+            f"day, more than the {MAX_RUN_EVENTS:,} one simulator run takes; lower the rate or the instances, or "
+            "check less often"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=1_000_000)
-    parser.add_argument("--instances", type=int, default=100)
-    parser.add_argument("--rate", type=float, default=10_000.0)
-    parser.add_argument("--strategy", default="power_of_two")
-    parser.add_argument("--seed", type=int, default=1)
+    requests = whole_number(1, MAX_REQUESTS)
+    parser.add_argument("--requests", type=requests, default=1_000_000, help="requests of part 1 (and 2)")
+    faults_need = f"the four faults go to {', '.join(FAULTED)}, and a is left to serve"
+    parser.add_argument(
+        "--instances",
+        type=whole_number(MIN_INSTANCES, MAX_INSTANCES, faults_need),
+        default=100,
+        help=f"instances of part 1 (and 2): at least {MIN_INSTANCES}, as {faults_need}",
+    )
+    parser.add_argument("--rate", type=positive_number(MAX_RATE, "requests a second"), default=10_000.0)
+    parser.add_argument(
+        "--strategy",
+        type=strategy_name,
+        default="power_of_two",
+        metavar="NAME",
+        help=f"one of {', '.join(strategy_names())}",
+    )
+    parser.add_argument("--seed", type=whole_number(0, MAX_SEED), default=1)
     parser.add_argument("--skip-simpy", action="store_true")
     parser.add_argument("--skip-day", action="store_true")
-    parser.add_argument("--small-requests", type=int, default=100_000, help="requests of the 5-instance comparison")
-    parser.add_argument("--day-instances", type=int, default=1000)
-    parser.add_argument("--day-rate", type=float, default=1.0)
-    parser.add_argument("--day-health-interval", type=float, default=30.0)
+    parser.add_argument(
+        "--small-requests", type=requests, default=100_000, help="requests of the 5-instance comparison"
+    )
+    parser.add_argument("--day-instances", type=whole_number(1, MAX_INSTANCES), default=1000)
+    parser.add_argument(
+        "--day-rate",
+        type=positive_number(MAX_RATE, "requests a second", MIN_DAY_RATE, "the day lasts as long as its load"),
+        default=1.0,
+    )
+    parser.add_argument("--day-health-interval", type=day_interval, default=30.0, metavar="SECONDS")
     parser.add_argument("--no-gc", action="store_true", help="switch the cyclic garbage collector off meanwhile")
     parser.add_argument(
         "--simpy-deferred",
@@ -582,7 +747,10 @@ def main(argv: list[str] | None = None) -> int:
         help="put off full garbage collections in the SimPy model's runs too (spofkit.sim's scheduler always does)",
     )
     parser.add_argument(
-        "--rounds", type=int, default=0, help="then N interleaved rounds of parts 1 and 2, and their median"
+        "--rounds",
+        type=whole_number(0, MAX_ROUNDS),
+        default=0,
+        help="then N interleaved rounds of parts 1 and 2, and their median",
     )
     parser.add_argument(
         "--compiled",
@@ -592,6 +760,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # part 1 only, figures as JSON
     options = parser.parse_args(argv)
+    check_together(parser, options)
     if options.no_gc:
         gc.disable()
     global SIMPY_DEFERRED
@@ -612,7 +781,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"Python {sys.version.split()[0]}; {setup.requests:,} requests at {setup.rate:g}/s over "
         f"{setup.instances} instances ({setup.strategy}; 16 workers, queue 64, work 5 ± 2 ms each), "
-        f"faults: {', '.join(f'{k} {n} at {a:g} s' for a, n, k, _ in setup.faults())}"
+        f"faults: {', '.join(f'{k} {n} at {seconds_text(a)}' for a, n, k, _ in setup.faults())}"
     )
     print(f"\n== 1. spofkit's simulator{' (compiled copy)' if compiled_in_use() else ''} ==")
     ours = run_spofkit(setup)

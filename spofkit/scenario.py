@@ -799,6 +799,18 @@ def _progress_for(scenario: Scenario) -> Callable[[float], None] | None:
     return show
 
 
+def live_notes(report: Report) -> list[str]:
+    """What a live run's text output adds below the report: requests this machine could not even send are not
+    the lab's failures (a simulated run has no such limit), yet they count in its availability."""
+    unsent = report.errors_by_kind.get("client_overload", 0)
+    if not unsent:
+        return []
+    return [
+        f"note          {unsent} requests were never sent (client_overload): the load generator could not keep up"
+        " on this machine, so these figures show its limit as much as the lab's; lower load.rate, or run it --sim"
+    ]
+
+
 def run_scenario_cli(argv: Sequence[str] | None = None) -> int:
     """``spofkit run SCENARIO.toml [--sim | --live] [--seed S] [--json]``. Returns the exit status (2: bad input)."""
     try:
@@ -828,6 +840,8 @@ def run_scenario_cli(argv: Sequence[str] | None = None) -> int:
         print(f"events        {result.events} (digest {result.digest})")
     else:
         print(f"wall time     {result.wall_s:.2f} s")
+        for line in live_notes(result.report):
+            print(line)
     return 0
 
 

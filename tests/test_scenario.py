@@ -425,3 +425,17 @@ def test_a_big_run_says_first_that_it_takes_a_while_and_shows_progress_on_a_term
     monkeypatch.setattr(spofkit.scenario, "BIG_RUN_REQUESTS", 201)
     assert run_scenario_cli([str(path), "--json"]) == 0
     assert capsys.readouterr().err == ""  # a run below the threshold says nothing
+
+
+def test_a_live_run_the_machine_could_not_send_says_so() -> None:
+    """At 900 req/s on a busy machine the live load generator falls behind: its unsent requests (client_overload)
+    count as failures, which is the machine's limit, not the lab's. The text output says so; without them, nothing."""
+    from spofkit.loadgen import RequestRecord
+    from spofkit.report import build_report
+    from spofkit.scenario import live_notes
+
+    sent = [RequestRecord(i, "GET", "/", i / 10, i / 10 + 0.01, 200, "a", 1, None) for i in range(8)]
+    unsent = [RequestRecord(8 + i, "GET", "/", 1.0, 1.0, None, None, 1, "client_overload") for i in range(3)]
+    (note,) = live_notes(build_report(sent + unsent))
+    assert note.startswith("note          3 requests were never sent (client_overload)") and "--sim" in note
+    assert live_notes(build_report(sent)) == []
