@@ -68,7 +68,12 @@ def test_each_figure_has_its_mean_and_a_student_t_interval() -> None:
     # Two instances up 10/11 of the time each: both down (1/11)^2 = 0.83 % of it. Six short runs are a rough
     # estimate; the interval says how rough, and here it holds the exact value.
     assert availability.low <= 1 - (1 / 11) ** 2 <= (availability.high or 0)
-    assert "availability: " in result.to_text() and "(95%, 6 runs)" in result.to_text()
+    text = result.to_text()
+    assert text.startswith("== ") and "6 replications ==" in text.splitlines()[0]
+    line = next(line for line in text.splitlines() if line.startswith("availability: "))
+    assert line == f"availability: {availability.mean * 100:.6g} % ± {half * 100:.4g} (95%, 6 runs)"
+    # The wall time is how long this machine took, not a result with a confidence interval.
+    assert "wall_s" not in text and text.splitlines()[-1].startswith("(each run took ")
 
 
 def test_a_figure_some_runs_lack_is_counted_as_missing() -> None:
@@ -77,6 +82,8 @@ def test_a_figure_some_runs_lack_is_counted_as_missing() -> None:
     assert distribution.mean == pytest.approx(0.4)
     assert summarise("x", [None]).describe() == "x: no run produced it"
     assert summarise("x", [1.0]).low is None  # one value has no interval
+    assert summarise("latency_p99", [0.0125]).describe() == "latency_p99: 12.5 ms (1 run: no interval from one run)"
+    assert distribution.describe() == "detection_window: 0.4 s ± 1.271 (95%, 2 runs, missing in 2)"
 
 
 def test_student_t_quantiles_match_the_tables() -> None:

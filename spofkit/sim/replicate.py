@@ -36,6 +36,16 @@ FIGURES = (
     "latency_p99",
     "wall_s",
 )
+# How each figure reads (scale and unit); a figure not listed is a count. wall_s is this machine's time, not a
+# result of the scenario: to_text shows it apart.
+UNITS = {
+    "availability": (100.0, " %"),
+    "detection_window": (1.0, " s"),
+    "client_visible_outage": (1.0, " s"),
+    "latency_p50": (1000.0, " ms"),
+    "latency_p99": (1000.0, " ms"),
+    "wall_s": (1.0, " s"),
+}
 
 
 @dataclass(frozen=True)
@@ -56,11 +66,18 @@ class Distribution:
         return None if self.low is None or self.high is None else (self.high - self.low) / 2
 
     def describe(self) -> str:
+        """One line, in the figure's unit: ``availability: 99.62 % ± 0.05 (95%, 20 runs)``."""
         if self.mean is None:
             return f"{self.figure}: no run produced it"
-        spread = "" if self.half_width is None else f" ± {self.half_width:.4g}"
+        scale, unit = UNITS.get(self.figure, (1.0, ""))
+        spread = "" if self.half_width is None else f" ± {self.half_width * scale:.4g}"
+        runs = len(self.values)
         missing = f", missing in {self.missing}" if self.missing else ""
-        return f"{self.figure}: {self.mean:.6g}{spread} ({self.confidence:.0%}, {len(self.values)} runs{missing})"
+        if runs == 1:
+            interval = f"1 run{missing}: no interval from one run"
+        else:
+            interval = f"{self.confidence:.0%}, {runs} runs{missing}"
+        return f"{self.figure}: {self.mean * scale:.6g}{unit}{spread} ({interval})"
 
 
 @dataclass(frozen=True)
@@ -76,8 +93,12 @@ class Replications:
         return self.figures[figure]
 
     def to_text(self) -> str:
-        lines = [f"== {self.scenario}: {len(self.seeds)} replications =="]
-        lines += [distribution.describe() for distribution in self.figures.values()]
+        count = len(self.seeds)
+        lines = [f"== {self.scenario}: {count} replication{'' if count == 1 else 's'} =="]
+        lines += [d.describe() for name, d in self.figures.items() if name != "wall_s"]
+        wall = self.figures.get("wall_s")
+        if wall is not None and wall.mean is not None:  # how long a run took here: not a figure of the scenario
+            lines.append(f"(each run took {wall.mean:.3g} s of wall time on average on this machine)")
         return "\n".join(lines)
 
 
