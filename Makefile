@@ -74,7 +74,8 @@ bench: $(STAMP)
 	$(BIN)/python -m spofkit bench
 
 # The simulator's hot path compiled with mypyc into build/compiled (the same source, about 1.5x faster; a copy beside
-# the source, so edits to it still count): use it with PYTHONPATH=build/compiled. See bench/compile_sim.py.
+# the source, so edits to it still count): use it with PYTHONPATH=build/compiled .venv/bin/spofkit run ... (not
+# python -m from this folder, which imports the source). See bench/compile_sim.py.
 compiled: $(STAMP)
 	$(BIN)/python bench/compile_sim.py build/compiled
 
