@@ -40,16 +40,20 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TARGET = ROOT / "build" / "compiled"
 # The modules a simulated request goes through (the policy's and the driver's), in the package.
 COMPILED = (
+    "spofkit/bus.py",
     "spofkit/policy/__init__.py",
     "spofkit/policy/attempts.py",
     "spofkit/policy/balancer.py",
+    "spofkit/policy/counters.py",
     "spofkit/policy/pool.py",
     "spofkit/sim/balancer.py",
     "spofkit/sim/client.py",
     "spofkit/sim/digest.py",
     "spofkit/sim/frontdoor.py",
     "spofkit/sim/instance.py",
+    "spofkit/sim/keep.py",
     "spofkit/sim/scheduler.py",
+    "spofkit/worktime.py",
 )
 _STAMP = "SOURCE_SHA256"
 _MARK = "COMPILED_BY_SPOFKIT"  # written first: a folder that has it (with this text) may be deleted and rebuilt

@@ -18,8 +18,11 @@ virtual time) read the same :class:`Capacity` and draw from the same :class:`Ser
 from __future__ import annotations
 
 import math
-import random
 from dataclasses import dataclass
+
+# Re-exported: the draws were defined here, and both drivers import them from here.
+from spofkit.worktime import ServiceTime as ServiceTime
+from spofkit.worktime import quantized as quantized
 
 SERVICE_DISTRIBUTIONS = ("fixed", "lognormal", "exponential")
 # Longer than any lesson needs; a larger value is a typo (work_ms = 50000 instead of 50).
@@ -151,39 +154,3 @@ class Capacity:
         if self.concurrency is None or not self.work_ms:
             return None
         return self.concurrency / (self.work_ms / 1000.0)
-
-
-def quantized(seconds: float) -> float:
-    """``seconds`` to the nearest nanosecond.
-
-    Durations drawn through ``log`` or ``exp`` may differ in their last bit between two machines' maths
-    libraries; rounded, they are the same (but for a one-in-a-billion tie), so a seeded run gives the same
-    event log everywhere.
-    """
-    return round(seconds, 9)
-
-
-class ServiceTime:
-    """Draws work times (seconds) for one instance from its :class:`Capacity`, with its own ``rng``."""
-
-    def __init__(self, capacity: Capacity, rng: random.Random) -> None:
-        self.rng = rng
-        self.mean = capacity.work_ms / 1000.0
-        self.distribution = capacity.distribution
-        spread = capacity.spread_ms / 1000.0
-        if self.distribution == "lognormal":
-            # The normal's parameters that give this mean and standard deviation.
-            self._sigma = math.sqrt(math.log(1 + (spread / self.mean) ** 2))
-            self._mu = math.log(self.mean) - self._sigma**2 / 2
-        else:
-            self._sigma = self._mu = 0.0
-
-    def draw(self) -> float:
-        """One request's work time, in seconds."""
-        if self.distribution == "fixed":
-            return self.mean
-        if self.distribution == "exponential":
-            return quantized(self.rng.expovariate(1.0 / self.mean))
-        # exp(normal(mu, sigma)) is what lognormvariate() draws; gauss() makes its normal draws two at a time,
-        # about twice as fast as the normalvariate() behind lognormvariate (this runs for every request).
-        return quantized(math.exp(self._mu + self._sigma * self.rng.gauss(0.0, 1.0)))

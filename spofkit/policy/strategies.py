@@ -108,7 +108,8 @@ class Strategy:
 
 def _eligible(backends: Sequence[Backend]) -> Sequence[Backend]:
     """The backends that may take new work: weight 0 means draining, unless all have weight 0."""
-    if isinstance(backends, CheckedBackends):
+    checked = _CHECKED_TYPES.get(type(backends))  # _is_checked, inlined: this runs for every attempt
+    if checked or (checked is None and _is_checked(backends)):
         return backends
     if not backends:
         raise ValueError("backends is empty: a strategy needs at least one Backend to pick from")
@@ -123,9 +124,23 @@ def _eligible(backends: Sequence[Backend]) -> Sequence[Backend]:
 
 def _remembered(backends: Sequence[Backend], key: Hashable, work_out: Callable[[Sequence[Backend]], _T]) -> _T:
     """:meth:`CheckedBackends.remember` where the pool offers one, else ``work_out(backends)`` afresh."""
-    if isinstance(backends, CheckedBackends):
-        return backends.remember(key, work_out)
+    if _is_checked(backends):
+        return cast(CheckedBackends, backends).remember(key, work_out)
     return work_out(backends)
+
+
+# Whether a type of sequence is a CheckedBackends, by type. ``isinstance`` against the ABC runs ABCMeta's check, a
+# Python-level call that cost more than the rest of power of two's pick (it runs for every attempt); a dict lookup
+# by type does not. (A type registered as a virtual subclass after it was first seen here would be missed.)
+_CHECKED_TYPES: dict[type, bool] = {}
+
+
+def _is_checked(backends: object) -> bool:
+    kind = type(backends)
+    checked = _CHECKED_TYPES.get(kind)
+    if checked is None:
+        checked = _CHECKED_TYPES[kind] = issubclass(kind, CheckedBackends)
+    return checked
 
 
 def _name_order(backends: Sequence[Backend]) -> tuple[list[str], list[int]]:

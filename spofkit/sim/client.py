@@ -19,6 +19,7 @@ import functools
 import math
 import random
 from collections.abc import Callable
+from typing import Any
 
 from spofkit.events import ClientRequest, Event
 from spofkit.loadgen import RequestRecord, check_method
@@ -45,6 +46,11 @@ def positive(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
     return float(value)
+
+
+# A record made as the tuple it is, without the named tuple's own __new__ (a Python-level function): one C call for
+# every request. The same RequestRecord, fields in its order.
+_make_record: Callable[[tuple[Any, ...]], RequestRecord] = functools.partial(tuple.__new__, RequestRecord)
 
 
 class ClientCall:
@@ -212,14 +218,14 @@ class OpenLoop:
     ) -> None:
         call.done = True
         if error is not None and self.retry is not None:
-            this_try = RequestRecord(
-                call.id, self.method, self.path, call.start, end, status, instance, attempts, error
+            this_try = _make_record(
+                (call.id, self.method, self.path, call.start, end, status, instance, attempts, error)
             )
             if self._try_again(call, this_try):
                 return  # still outstanding: its record comes with the last try
         attempts += call.earlier_attempts
-        record = RequestRecord(
-            call.id, self.method, self.path, call.first_start, end, status, instance, attempts, error
+        record = _make_record(
+            (call.id, self.method, self.path, call.first_start, end, status, instance, attempts, error)
         )
         self.records.append(record)
         self.recorded += 1

@@ -67,6 +67,7 @@ from spofkit.sim.digest import EventDigest
 from spofkit.sim.failures import FailureGroup, FailureProcess, cause_rng, causes_of
 from spofkit.sim.frontdoor import FrontDoor, SingleFrontDoor
 from spofkit.sim.instance import InstanceLoad, SimInstance
+from spofkit.sim.keep import KeepAllBut
 from spofkit.sim.scheduler import SimScheduler
 from spofkit.status import InstanceFacts, InstanceStatus, LabStatus
 
@@ -622,13 +623,8 @@ class SimLab:
         started = self.now()
         seen: list[Event] = []
 
-        per_request = frozenset(PER_REQUEST_EVENTS)  # (a set of types: quicker than isinstance, for every event)
-
-        def keep(event: Event) -> None:
-            if type(event) not in per_request:  # the report reads faults and detections, not requests
-                seen.append(event)
-
-        unsubscribe = self.events.subscribe(keep)
+        # The report reads faults and detections, not requests.
+        unsubscribe = self.events.subscribe(KeepAllBut(frozenset(PER_REQUEST_EVENTS), seen))
         pending = {"load": 1, "timed": len(faults) + len(commands)}
 
         def one_done(what: str) -> None:
