@@ -145,3 +145,13 @@ def test_a_small_run_of_the_fewest_instances_prints_rounded_figures() -> None:
     assert "crash b at 0.020 s, hang c at 0.040 s, slow d at 0.060 s, gray e at 0.080 s" in out
     assert re.search(r"^ +detection +(never|\d+\.\d{3} s) \(fault b at 0\.020 s\)$", out, re.MULTILINE), out
     assert not re.search(r"\d\.\d{4,}", out), "a figure printed unrounded"
+
+
+def test_the_goal_line_says_met_or_by_how_much_it_is_missed() -> None:
+    assert sim_bench.goal_line(1_000_000, 9.3, "compiled") == (
+        "goal           1,000,000 requests in <= 10 s on one core, compiled: 9.30 s, met"
+    )
+    assert sim_bench.goal_line(1_000_000, 15.0, "source").endswith("source: 15.00 s, not met (1.50x too slow)")
+    assert sim_bench.goal_line(2_000, 0.03, "source").endswith(
+        "<= 0.02 s on one core, source: 0.03 s, not met (1.50x too slow)"
+    )
