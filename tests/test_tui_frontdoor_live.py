@@ -229,7 +229,10 @@ async def test_deploy_key_rolls_through_the_instances_and_the_clients_panel_repo
         assert all(count == 0 for count in drawn.values()), f"drawn failures {drawn}; requests that failed {failures}"
         assert sum(figures.ok_series[i] for i in index) >= 20, figures.ok_series
         assert "availability 10s 100.00%" in screen_text(app)
-        assert len(during) >= 20 and not [e for e in during if not e.ok]  # the truth the panel reports
+        # The truth the panel reports: requests were sent all through the deploy (at least half of what 20 req/s
+        # sends in its time, however long it took: under a second on a quiet machine) and none failed.
+        assert len(during) >= max(5, 0.5 * 20.0 * (finished - started)), (len(during), finished - started)
+        assert not [e for e in during if not e.ok]
         # A second deploy while one runs is refused, and the screen says why.
         await pilot.press("D", "D")
         await wait_for(lambda: "rolling restart failed" in log_text(app), 90, message="the second one refused")

@@ -8,7 +8,8 @@ the tests call it with plain function calls.
 =====================  ========================================================================================
 :mod:`.strategies`     which instance gets the next request (round robin ... peak EWMA, or your own)
 :mod:`.health`         rise/fall health states and the probe schedule; the detection window
-:mod:`.failover`       the retry rule (idempotency), the retry budget, passive ejection
+:mod:`.failover`       the retry rule (idempotency), the retry budget, passive ejection: their settings
+:mod:`.counters`       the retry budget and passive ejection themselves (``.failover`` re-exports them)
 :mod:`.pool`           who is eligible: health verdicts, ejection, backups, max_conns, slow start, drain
 :mod:`.attempts`       one request, attempt by attempt: try here, then there, or answer the client
 :mod:`.balancer`       one balancer's whole policy: pool + health + retries + budget
