@@ -333,3 +333,18 @@ def test_a_load_with_a_method_no_client_sends_is_refused_by_either_driver(method
 def test_a_method_in_small_letters_is_sent_in_capitals() -> None:
     report = SimLab(2).run_load_sync(10, 1, method="post")
     assert report.requests == 10 and report.availability == 1.0
+
+
+@pytest.mark.parametrize(
+    ("option", "words"),
+    [
+        ("body", "'body' is an option of the live lab's load generator"),
+        ("client_retry_for", "'client_retry_for' is an option of the live lab's load generator"),
+        ("rat", "no option 'rat' (a simulated load takes method, path, timeout, arrivals, retry, keep_last)"),
+    ],
+)
+def test_a_load_option_the_simulator_does_not_take_is_named(option: str, words: str) -> None:
+    """Not OpenLoop.__init__()'s TypeError about an unexpected keyword argument: what the learner passed, and why."""
+    with pytest.raises(TypeError) as error:
+        SimLab(2).run_load_sync(10, 1, **{option: b"{}"})
+    assert str(error.value).startswith("run_load: ") and words in str(error.value)

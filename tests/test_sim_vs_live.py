@@ -14,7 +14,7 @@ What must agree, and why it can only agree within a tolerance:
   round robin sends to ``b`` until it is marked down fails: about ``rate / 3 x detection window`` in both, within
   25 % plus 3 requests (live requests are not exactly evenly spaced, and the count is small).
 - **Overload**: instances with capacity (2 workers x 50 ms, a queue of 4) losing one of three at 125 % of the
-  capacity left: both shed load with 503/502 only, live losing 0.8-1.6 times what the simulator loses (see the
+  capacity left: both shed load with 503/502 only, live losing 0.6-1.6 times what the simulator loses (see the
   test for why live loses a little more).
 """
 

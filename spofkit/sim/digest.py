@@ -42,16 +42,24 @@ class EventDigest:
             self._flush()
 
     def _flush(self) -> None:
-        try:
-            encoded = marshal.dumps(self._pending, _MARSHAL_VERSION)
-        except ValueError:  # a value marshal cannot write (a learner's object in an event): its repr stands in
-            encoded = marshal.dumps([_plain(value) for value in self._pending], _MARSHAL_VERSION)
-        self._hash.update(encoded)
+        self._hash.update(_encoded(self._pending))
         self._pending.clear()
 
     def hexdigest(self) -> str:
-        self._flush()
-        return self._hash.hexdigest()
+        """The digest of the log so far. Asking does not change what comes after: the values not yet hashed are
+        hashed into a copy, and the log goes on in the same batches (a digest read in the middle of a run, by a
+        widget or a test, once made the final one differ)."""
+        final = self._hash.copy()
+        if self._pending:
+            final.update(_encoded(self._pending))
+        return final.hexdigest()
+
+
+def _encoded(values: list[Any]) -> bytes:
+    try:
+        return marshal.dumps(values, _MARSHAL_VERSION)
+    except ValueError:  # a value marshal cannot write (a learner's object in an event): its repr stands in
+        return marshal.dumps([_plain(value) for value in values], _MARSHAL_VERSION)
 
 
 def _plain(value: Any) -> Any:

@@ -131,6 +131,24 @@ def _check_lab_arguments(
         raise ValueError(f"history_size must be a whole number 0..10000000 (events kept), got {history_size!r}")
 
 
+# The load options a simulated client takes (besides rate, duration, faults, max_requests, on_progress, commands).
+SIM_LOAD_OPTIONS = ("method", "path", "timeout", "arrivals", "retry", "keep_last")
+# The live load generator's options the simulator has no use for: it moves no bytes and runs no sockets.
+LIVE_ONLY_LOAD_OPTIONS = ("body", "headers", "client_retry_for", "max_in_flight", "max_lateness", "url", "entry_urls")
+
+
+def _check_load_options(options: Mapping[str, Any]) -> None:
+    """Name a load option the simulator does not take, and why (not OpenLoop's TypeError about its __init__)."""
+    for name in options:
+        if name in LIVE_ONLY_LOAD_OPTIONS:
+            raise TypeError(
+                f"run_load: {name!r} is an option of the live lab's load generator; a simulated client sends no "
+                f"bytes over no sockets (it takes {', '.join(SIM_LOAD_OPTIONS)})"
+            )
+        if name not in SIM_LOAD_OPTIONS:
+            raise TypeError(f"run_load: no option {name!r} (a simulated load takes {', '.join(SIM_LOAD_OPTIONS)})")
+
+
 # The most model events (timers) one run or advance may ask for: about half an hour of CPU at 10 µs an event.
 MAX_RUN_EVENTS = 200_000_000
 # The most requests one run may send: every request is recorded (about 0.4 KB each while the report is built, so
@@ -620,6 +638,7 @@ class SimLab:
             self._check_balancer_command(timed[1])
         if on_progress is not None and not callable(on_progress):
             raise TypeError(f"on_progress must be a function of the share done (0..1), got {on_progress!r}")
+        _check_load_options(options)
         started = self.now()
         seen: list[Event] = []
 
