@@ -155,7 +155,7 @@ class HealthChecker:
         try:
             async with self._session.get(base_url + settings.path, timeout=timeout) as response:
                 await response.read()
-                return response.status in settings.expect, str(response.status)
+                return settings.passes(response.status), str(response.status)
         except asyncio.TimeoutError:
             return False, "timeout"
         except aiohttp.ClientConnectorError:

@@ -243,3 +243,11 @@ def test_health_checks_toggled_leave_exactly_one_schedule_per_member() -> None:
         policy.set_health(HealthSettings(), now + 0.5)
     assert policy.health is not None
     assert sorted(policy.health.names) == ["a", "b", "c"]
+
+
+def test_a_health_check_passes_only_with_an_expected_status() -> None:
+    """One rule, which both drivers judge a check's answer by (the simulator holds no copy of it)."""
+    assert HealthSettings().passes(200)
+    assert not HealthSettings().passes(503) and not HealthSettings().passes(204)
+    either = HealthSettings(expect=(200, 204))
+    assert either.passes(204) and not either.passes(404)

@@ -45,7 +45,16 @@ DRIVERS_INTERFACE = {
         "TakeAddress",
     },
 }
-RULES = ("pick(", "retry_decision", "RetryBudget", "OutlierDetector", "HealthState", ".record(", "choose(")
+RULES = (
+    "pick(",
+    "retry_decision",
+    "RetryBudget",
+    "OutlierDetector",
+    "HealthState",
+    ".record(",
+    "choose(",
+    ".expect",  # whether a health check's answer passes: HealthSettings.passes
+)
 
 
 def test_the_simulator_imports_only_the_drivers_interface_of_the_policies() -> None:

@@ -82,6 +82,11 @@ class HealthSettings:
     def down_interval(self) -> float:
         return self.downinter if self.downinter is not None else self.interval
 
+    def passes(self, status: int) -> bool:
+        """Does a check answered with HTTP ``status`` (in time) pass? Only a status in ``expect``: a 503 from an
+        overloaded instance or a 404 from a wrong path fails, like no answer. Both drivers judge a check by this."""
+        return status in self.expect
+
     def detection_window_bound(self) -> float:
         """Worst case from "instance breaks" to "marked down", jitter included.
 

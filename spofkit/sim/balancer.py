@@ -289,8 +289,8 @@ class SimBalancer:
                 return
         monitor = self.policy.health
         if visit.outcome == ANSWER:
-            expect = monitor.settings.expect if monitor is not None else (200,)
-            self._probe_result(visit, visit.status in expect, str(visit.status))
+            settings = monitor.settings if monitor is not None else HealthSettings()  # (checks just switched off)
+            self._probe_result(visit, settings.passes(visit.status), str(visit.status))
         elif visit.outcome == REFUSED:
             self._probe_result(visit, False, "refused")
         else:
