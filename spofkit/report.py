@@ -108,6 +108,7 @@ class Report:
     # fault_at -> first passive ejection (InstanceEjected) of fault_instance while it lasted; None if none. Not the
     # detection window (that is the health checks'), but a fault the checks never saw may still have been ejected.
     ejection_window: float | None = None
+    simulated: bool = False  # made by spofkit.sim in virtual time, not by a live run: the text and table say so
 
     @property
     def detected_at(self) -> float | None:
@@ -119,6 +120,8 @@ class Report:
     def to_text(self, title: str = "") -> str:
         """A compact block for a terminal or a log."""
         lines = [f"== {title} ==" if title else "== report =="]
+        if self.simulated:
+            lines.append("simulated     in virtual time by spofkit.sim, not a live run")
         lines.append(f"requests      {self.requests}  (succeeded {self.succeeded}, failed {self.failed})")
         lines.append(f"availability  {_percent(self.availability)}")
         errors = ", ".join(f"{kind} {count}" for kind, count in self.errors_by_kind.items())
@@ -155,6 +158,7 @@ class Report:
 
     def _repr_html_(self) -> str:
         rows = [
+            *([("simulated", "in virtual time by spofkit.sim, not a live run")] if self.simulated else []),
             ("requests", str(self.requests)),
             ("failed", str(self.failed)),
             ("availability", _percent(self.availability)),
@@ -180,11 +184,13 @@ def build_report(
     *,
     fault_at: float | None = None,
     fault_instance: str | None = None,
+    simulated: bool = False,
 ) -> Report:
     """Summarise a load generator's ``records`` and the ``events`` of the same run (bus history).
 
-    The fault is ``fault_at`` / ``fault_instance`` when given; whatever is missing is taken from the
-    first ``FaultInjected`` event (for ``fault_instance``, if that was given).
+    ``simulated``: the run was the simulator's (the report says so). The fault is ``fault_at`` / ``fault_instance``
+    when given; whatever is missing is taken from the first ``FaultInjected`` event (for ``fault_instance``, if
+    that was given).
     """
     # The records as columns, in the order they were sent (sorted by start only if they are not already: a stable
     # sort). A record's outage slice and timeline bucket only grow with its start, so each is one stretch of the
@@ -242,6 +248,7 @@ def build_report(
         fault_instance=fault_instance,
         detection_window=_detection_window(events, fault_at, fault_instance),
         ejection_window=_detection_window(events, fault_at, fault_instance, InstanceEjected),
+        simulated=simulated,
         client_visible_outage=sum(until - since for since, until in outage_periods),
         outage_periods=outage_periods,
         outage_slice=outage_slice,

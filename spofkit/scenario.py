@@ -327,13 +327,16 @@ def _number(
     low: float,
     high: float,
     low_open: bool = False,
+    high_is: str = "",
 ) -> float:
+    """``table[key]`` as a number within ``low..high``; ``high_is`` names where ``high`` comes from, if not fixed."""
     value = table.get(key, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ScenarioError(_key(section, key), f"must be a number, got {value!r}")
     if (value <= low if low_open else value < low) or value > high:
         bound = f"> {_plain(low)}" if low_open else f">= {_plain(low)}"
-        raise ScenarioError(_key(section, key), f"must be {bound} and <= {_plain(high)}, got {_plain(value)}")
+        ceiling = f"{_plain(high)} ({high_is})" if high_is else _plain(high)
+        raise ScenarioError(_key(section, key), f"must be {bound} and <= {ceiling}, got {_plain(value)}")
     return float(value)
 
 
@@ -421,10 +424,10 @@ def _fault(
     for required in ("at", "kind"):
         if required not in entry:
             raise ScenarioError(f"{where}.{required}", "is missing")
-    at = _number(entry, where, "at", 0.0, low=0.0, high=duration)
+    at = _number(entry, where, "at", 0.0, low=0.0, high=duration, high_is="load.duration")
     recover_at = None
     if "recover_at" in entry:
-        recover_at = _number(entry, where, "recover_at", 0.0, low=at, high=duration)
+        recover_at = _number(entry, where, "recover_at", 0.0, low=at, high=duration, high_is="load.duration")
     kind = entry["kind"]
     if not isinstance(kind, str):
         raise ScenarioError(f"{where}.kind", f'must be the name of a fault, such as "crash", got {kind!r}')

@@ -524,3 +524,11 @@ def test_the_outage_is_shaded_where_most_requests_failed() -> None:
         assert "outage: most failing" in [text.get_text() for text in ax.get_legend().get_texts()]
     finally:
         plt.close(ax.figure)
+
+
+def test_a_simulated_report_says_so_in_its_text_and_table() -> None:
+    simulated = build_report(RECORDS, [], simulated=True)
+    assert simulated.to_text().splitlines()[1] == "simulated     in virtual time by spofkit.sim, not a live run"
+    assert "<th style='text-align:left'>simulated</th>" in simulated._repr_html_()
+    live = build_report(RECORDS, [])
+    assert "simulated" not in live.to_text() and "simulated" not in live._repr_html_()

@@ -155,3 +155,27 @@ def test_the_goal_line_says_met_or_by_how_much_it_is_missed() -> None:
     assert sim_bench.goal_line(2_000, 0.03, "source").endswith(
         "<= 0.02 s on one core, source: 0.03 s, not met (1.50x too slow)"
     )
+
+
+def test_the_simpy_model_simulates_the_same_scenario() -> None:
+    """The 1.92x is a comparison of like with like only if the SimPy model runs the same scenario: the same requests
+    reach the same instances, fail and are retried alike, and the crash is detected within the checks' bound (the
+    two schedule their probes' timers differently, so the windows need not be equal). A small run of part 2b's."""
+    from spofkit.policy import HealthSettings
+    from spofkit.sim import Capacity
+
+    setup = sim_bench.Setup(
+        5, 20_000, 2000.0, "power_of_two", Capacity(concurrency=16, queue=64, work_ms=5.0, spread_ms=2.0), 1
+    )
+    ours = sim_bench.run_spofkit(setup)
+    bound = HealthSettings().detection_window_bound()
+    for theirs in (sim_bench.run_simpy(setup), sim_bench.run_simpy(setup, shortcut=False)):
+        mine, other = ours.report, theirs.report
+        assert other.requests == mine.requests == 20_000, theirs.name
+        assert abs(other.failed - mine.failed) <= 5 and abs(other.retried - mine.retried) <= 5, theirs.name
+        assert set(other.per_instance) == set(mine.per_instance), theirs.name
+        for name, served in mine.per_instance.items():  # b crashed, c hung, d slow, e gray: each serves its share
+            assert abs(other.per_instance[name] - served) <= 0.01 * served + 10, (theirs.name, name)
+        assert mine.detection_window is not None and other.detection_window is not None
+        assert mine.detection_window <= bound and other.detection_window <= bound, theirs.name
+        assert abs(theirs.published - ours.published) <= 0.005 * ours.published, theirs.name

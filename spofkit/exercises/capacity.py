@@ -180,7 +180,7 @@ class BudgetThatStopsTheStorm(NumericExercise):
     id = "09.storm_budget"
     lesson = "09"
     title = "Which retry budget keeps a storm within capacity?"
-    answer_format = "the largest budget ratio, in percent of the requests"
+    answer_format = "the largest budget ratio, in percent of the requests, to one decimal"
     unit = "%"
     # Right to within a rounding to one decimal: the floor moves the answer by a few tenths of a point (see _make),
     # and a wider tolerance would accept the answer that leaves the floor out.

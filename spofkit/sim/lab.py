@@ -680,7 +680,7 @@ class SimLab:
         if on_progress is not None:
             on_progress(1.0)
         self.records = sorted(load.records, key=_BY_ID)
-        return build_report(self.records, seen)
+        return build_report(self.records, seen, simulated=True)
 
     def _report_progress(
         self, on_progress: Callable[[float], None], started: float, duration: float, load: OpenLoop
