@@ -20,7 +20,15 @@ from spofkit.commands import (
     SetStrategy,
     UnknownName,
 )
-from spofkit.events import FaultInjected, HealthProbe, InstanceDown, InstanceEjected, InstanceUp, RequestCompleted
+from spofkit.events import (
+    FaultInjected,
+    HealthProbe,
+    InstanceDown,
+    InstanceEjected,
+    InstanceUp,
+    RequestCompleted,
+    SettingChanged,
+)
 from spofkit.policy import EjectionSettings, HealthSettings, RetrySettings
 from spofkit.sim import Capacity, SimLab
 
@@ -317,3 +325,30 @@ def test_a_protection_switched_by_true_or_false_means_defaults_or_off() -> None:
     assert on.run_load_sync(100, 1.0, faults=[(0.2, "b", "crash", {})]).failed < 30
     # Without retries, health checks or ejection, every request round robin sends to b after it crashed fails.
     assert off.run_load_sync(100, 1.0, faults=[(0.2, "b", "crash", {})]).failed > 20
+
+
+async def test_the_background_load_methods_of_the_live_lab_work_on_the_simulated_one() -> None:
+    """start_background_load, set_load_rate, pause_load, resume_load, stop_background_load: as the TUI and the
+    widgets call them on a live lab, over the same SetLoad command (its checks, its events)."""
+    from spofkit.commands import CommandError
+
+    lab = await SimLab.start(3, seed=2)
+    load = lab.start_background_load(rate=40)
+    await lab.advance(2.0)
+    assert lab.status().load_rate == 40 and 70 <= load.sent <= 90  # 40 req/s for 2 s of lab time
+    lab.set_load_rate(100)
+    lab.pause_load()
+    sent = load.sent
+    await lab.advance(1.0)
+    assert load.sent == sent and lab.status().load_paused  # paused: nothing sent
+    lab.resume_load()
+    await lab.advance(1.0)
+    assert 90 <= load.sent - sent <= 110  # the new rate
+    await lab.stop_background_load()
+    assert lab.status().load_rate is None
+    changes = [(e.setting, e.value) for e in lab.events.history if isinstance(e, SettingChanged)]
+    assert ("load_rate", 40) in changes and ("load_rate", 100) in changes and ("load_paused", True) in changes
+    with pytest.raises(CommandError, match="rate must be a number of requests/s"):
+        lab.set_load_rate(-5)
+    with pytest.raises(TypeError, match="a simulated load takes only rate, got \\['body'\\]"):
+        lab.start_background_load(10, body=b"x")

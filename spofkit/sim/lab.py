@@ -720,6 +720,38 @@ class SimLab:
         if self._background is not None:
             self._background.stop()
 
+    # The live lab's background-load methods (the TUI's and the widgets'), over the same SetLoad command: its checks
+    # and its events. The load runs as the lab's virtual time advances (advance, run_load).
+
+    def start_background_load(self, rate: float = 50.0, **options: Any) -> OpenLoop:
+        """:meth:`spofkit.lab.Lab.start_background_load`: a steady load at ``rate`` until stopped (at most an hour
+        of lab time). A simulated one takes no other option (it sends no bytes)."""
+        if options:
+            raise TypeError(f"start_background_load: a simulated load takes only rate, got {sorted(options)}")
+        if isinstance(rate, (int, float)) and not isinstance(rate, bool) and rate == 0:
+            raise CommandError("rate", "rate must be > 0 to start a load (stop it with stop_background_load)")
+        self._set_load(SetLoad(rate=rate))
+        assert self._background is not None
+        return self._background
+
+    def set_load_rate(self, rate: float) -> None:
+        """:meth:`spofkit.lab.Lab.set_load_rate`: the running background load's rate (0 stops it here); with none
+        running it is only noted, as live."""
+        command = SetLoad(rate=rate)  # its checks
+        if self._background is not None and not self._background.finished:
+            self._set_load(command)
+        else:
+            self.events.publish(SettingChanged(self.now(), "load_rate", rate))
+
+    def pause_load(self) -> None:
+        self._set_load(SetLoad(paused=True))
+
+    def resume_load(self) -> None:
+        self._set_load(SetLoad(paused=False))
+
+    async def stop_background_load(self) -> None:
+        self.stop_background_load_now()
+
     # --- random failures ---------------------------------------------------------------------------------
 
     def _start_failures(self) -> None:
