@@ -227,7 +227,9 @@ async def test_deploy_key_rolls_through_the_instances_and_the_clients_panel_repo
         failures = [(round(e.at, 2), e.error) for e in during if not e.ok]
         drawn = {second: figures.failed_series[i] for second, i in zip(deploy_seconds, index, strict=True)}
         assert all(count == 0 for count in drawn.values()), f"drawn failures {drawn}; requests that failed {failures}"
-        assert sum(figures.ok_series[i] for i in index) >= 20, figures.ok_series
+        # Served in each drawn second of it: at least half of what 20 req/s gives (a deploy of under a second can
+        # fall in one second's bucket, and an answer can land just across its edge).
+        assert sum(figures.ok_series[i] for i in index) >= 0.5 * 20.0 * len(index), figures.ok_series
         assert "availability 10s 100.00%" in screen_text(app)
         # The truth the panel reports: requests were sent all through the deploy (at least half of what 20 req/s
         # sends in its time, however long it took: under a second on a quiet machine) and none failed.
