@@ -83,7 +83,7 @@ from spofkit.scenario import MAX_SEED
 from spofkit.sim import Capacity, FailureGroup, FailureProcess, SimLab
 from spofkit.sim.capacity import ServiceTime
 from spofkit.sim.digest import EventDigest
-from spofkit.sim.lab import MAX_INSTANCES, MAX_RUN_EVENTS
+from spofkit.sim.lab import MAX_INSTANCES, MAX_RUN_EVENTS, MAX_RUN_REQUESTS, model_events
 from spofkit.sim.scheduler import full_collections_deferred
 
 COMPILED_ENV = "SPOFKIT_COMPILED"
@@ -605,9 +605,10 @@ def interleaved(setup: Setup, rounds: int) -> None:
 
 # --- options ----------------------------------------------------------------------------------------------------
 
-# The most requests of one part: ten times the default million. Every request keeps a record until the report is
-# built, so more is gigabytes of memory and tens of minutes of CPU (twice over, with SimPy): a typo, not a run.
-MAX_REQUESTS = 10_000_000
+# The most requests of one part: what one simulated run sends at most (ten times the default million). Every request
+# keeps a record until the report is built, so more is gigabytes of memory and tens of minutes of CPU (twice over,
+# with SimPy): a typo, not a run.
+MAX_REQUESTS = MAX_RUN_REQUESTS
 # The highest rate (requests a second): a thousand times the default. Above it a million requests last less than a
 # tenth of a second of lab time, every instance overloaded: not the scenario this script measures.
 MAX_RATE = 10_000_000.0
@@ -687,12 +688,6 @@ def day_interval(text: str) -> float:
     return value
 
 
-def model_events(seconds: float, rate: float, instances: int, interval: float) -> float:
-    """About how many model events a run asks for, counted as SimLab counts them when it refuses a run that is too
-    big: two a request (its arrival and its answer) and one a health check of each instance."""
-    return seconds * (2 * rate + instances / interval)
-
-
 def check_together(parser: argparse.ArgumentParser, options: argparse.Namespace) -> None:
     """Refuse options, each fine alone, that together ask for a run the simulator would refuse.
 
@@ -702,7 +697,7 @@ def check_together(parser: argparse.ArgumentParser, options: argparse.Namespace)
     """
     seconds = options.requests / options.rate
     interval = HealthSettings().interval  # parts 1 and 2 check as SimLab does by default
-    events = model_events(seconds, options.rate, options.instances, interval)
+    events = model_events(seconds, options.rate, options.instances / interval)
     if events > MAX_RUN_EVENTS:
         parser.error(
             f"--requests {options.requests:,} at --rate {options.rate:g} is {seconds:,.0f} s of lab time, with "
@@ -711,7 +706,7 @@ def check_together(parser: argparse.ArgumentParser, options: argparse.Namespace)
         )
     if options.skip_day:
         return
-    events = model_events(DAY, options.day_rate, options.day_instances, options.day_health_interval)
+    events = model_events(DAY, options.day_rate, options.day_instances / options.day_health_interval)
     if events > MAX_RUN_EVENTS:
         parser.error(
             f"--day-rate {options.day_rate:g} with --day-instances {options.day_instances} checked every "

@@ -46,6 +46,11 @@ class ModelError(ValueError):
         return (type(self), (self.field, str(self)))
 
 
+def _a(word: str) -> str:
+    """``word`` with its article: "a lognormal", "an exponential"."""
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
+
+
 def lab_capacity(capacity: object, work_time: object) -> Capacity:
     """A lab's ``capacity=`` / ``work_time=`` arguments as one Capacity (live and simulated labs alike).
 
@@ -116,13 +121,9 @@ class Capacity:
                 "distribution", f"distribution must be one of {', '.join(SERVICE_DISTRIBUTIONS)}, got {distribution!r}"
             )
         if distribution != "lognormal" and self.spread_ms:
-            raise ModelError(
-                "spread_ms",
-                f"{'an' if distribution[0] in 'aeiou' else 'a'} {distribution} work time takes no spread_ms"
-                " (only lognormal does)",
-            )
+            raise ModelError("spread_ms", f"{_a(distribution)} work time takes no spread_ms (only lognormal does)")
         if distribution != "fixed" and not self.work_ms:
-            raise ModelError("work_ms", f"a {distribution} work time needs work_ms > 0")
+            raise ModelError("work_ms", f"{_a(distribution)} work time needs work_ms > 0")
         if self.spread_ms > MAX_SPREAD_RATIO * self.work_ms:
             raise ModelError(
                 "spread_ms",

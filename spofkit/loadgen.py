@@ -195,13 +195,13 @@ class LoadGenerator:
         200 ms — for up to that many seconds; only idempotent methods, except after a refused connection, which
         provably never reached anyone (the rules of :mod:`spofkit.client`)."""
         self._base_url = _check_loopback_url(url)
-        check_method(method)
+        method = check_method(method)
         if not path.startswith("/"):
             raise ValueError(f"path must start with '/', got {path!r}")
         self.url = url
         self.clock = clock
         self.events = events
-        self.method = method.upper()
+        self.method = method
         self.path = path
         self.headers = dict(headers or {})
         self.body = body

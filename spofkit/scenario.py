@@ -83,8 +83,8 @@ from spofkit.loadgen import check_method
 from spofkit.policy import EjectionSettings, HealthSettings, RetrySettings, strategy_names
 from spofkit.report import Report
 from spofkit.sim.failures import FailureGroup, FailureProcess, failure_plan
+from spofkit.sim.lab import BYTES_PER_REQUEST, MAX_RUN_MEMORY, MAX_RUN_REQUESTS
 from spofkit.sim.lab import MAX_INSTANCES as MAX_SIM_INSTANCES
-from spofkit.sim.lab import MAX_RUN_REQUESTS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -257,8 +257,8 @@ def parse_scenario(data: Mapping[str, Any], *, name: str = "scenario") -> Scenar
         raise ScenarioError(
             "load.rate",
             f"{_plain(scenario.rate)} requests a second for {_plain(scenario.duration)} s is"
-            f" {scenario.rate * scenario.duration:,.0f} requests; a run sends at most {MAX_RUN_REQUESTS:,} (each is"
-            " recorded: about 4 GB of memory at that many): lower the rate or shorten the run",
+            f" {scenario.rate * scenario.duration:,.0f} requests; a run sends at most {MAX_RUN_REQUESTS:,}"
+            f" ({MAX_RUN_MEMORY}): lower the rate or shorten the run",
         )
     if balancers == 1 and not scenario.preempt:
         raise ScenarioError("lab.preempt", "preempt is a setting of a pair: it needs balancers = 2")
@@ -788,7 +788,7 @@ def _progress_for(scenario: Scenario) -> Callable[[float], None] | None:
         return None
     print(
         f"note: about {requests:,.0f} requests to simulate: this takes a while (10-40 s per million here) and"
-        f" about {requests * 400 / 1e9:.1g} GB of memory",
+        f" about {requests * BYTES_PER_REQUEST / 1e9:.1g} GB of memory",
         file=sys.stderr,
         flush=True,
     )

@@ -124,7 +124,7 @@ class OpenLoop:
     ) -> None:
         for name, value in (("rate", rate), ("duration", duration), ("timeout", timeout)):
             positive(name, value)
-        check_method(method)
+        method = check_method(method)
         if not isinstance(path, str) or not path.startswith("/"):
             raise ValueError(f"path must start with '/', got {path!r}")
         if arrivals not in ARRIVALS:
@@ -140,7 +140,7 @@ class OpenLoop:
         self.publish = publish
         self.rate = float(rate)
         self.duration = float(duration)
-        self.method = method.upper()
+        self.method = method
         self.path = path
         self.request = RequestInfo(self.method, path)  # the same for every request of this load
         self.timeout = float(timeout)

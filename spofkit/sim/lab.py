@@ -151,9 +151,22 @@ def _check_load_options(options: Mapping[str, Any]) -> None:
 
 # The most model events (timers) one run or advance may ask for: about half an hour of CPU at 10 µs an event.
 MAX_RUN_EVENTS = 200_000_000
-# The most requests one run may send: every request is recorded (about 0.4 KB each while the report is built, so
-# about 4 GB at this many, and a few minutes of CPU). A run beyond it would swap a laptop for an hour, silently.
+
+
+def model_events(seconds: float, rate: float, probes_per_second: float) -> float:
+    """About how many model events ``seconds`` of lab time ask for: two a request (its arrival and its answer) and
+    one a health check. What MAX_RUN_EVENTS is held against (``bench/sim_bench.py`` checks its options by it too)."""
+    return seconds * (2 * rate + probes_per_second)
+
+
+# The memory a simulated request takes while the report is built (its record and what the report makes of it),
+# measured: about 370 bytes at half a million requests.
+BYTES_PER_REQUEST = 400
+# The most requests one run may send: every request is recorded (about 4 GB at this many, and a few minutes of
+# CPU). A run beyond it would swap a laptop for an hour, silently.
 MAX_RUN_REQUESTS = 10_000_000
+# What the messages say of that limit.
+MAX_RUN_MEMORY = f"each is recorded: about {MAX_RUN_REQUESTS * BYTES_PER_REQUEST / 1e9:.0f} GB of memory at that many"
 
 
 class SimLab:
@@ -564,7 +577,7 @@ class SimLab:
         probes = 0.0
         if self.health is not None:
             probes = len(self.instances) * len(self.front.balancers) / self.health.interval
-        events = seconds * (2 * rate + probes)
+        events = model_events(seconds, rate, probes)
         if events > MAX_RUN_EVENTS:
             checks = f" and {probes:,.0f} health checks a second" if probes else ""
             raise ValueError(
@@ -611,7 +624,7 @@ class SimLab:
         if requests > MAX_RUN_REQUESTS:
             raise ValueError(
                 f"{duration:g} s at {rate:g} requests a second would send about {requests:,.0f} requests; one run "
-                f"sends at most {MAX_RUN_REQUESTS:,} (each is recorded: about 4 GB of memory at that many): shorten "
+                f"sends at most {MAX_RUN_REQUESTS:,} ({MAX_RUN_MEMORY}): shorten "
                 "the run or lower the rate (availability over a long time needs few requests a second)"
             )
         if isinstance(faults, (str, bytes)) or not isinstance(faults, (list, tuple)):
