@@ -616,9 +616,6 @@ MAX_RATE = 10_000_000.0
 MAX_ROUNDS = 50
 # The day of part 3 (its lab time is fixed).
 DAY = 86_400.0
-# The day's lowest load: 864 requests in the day, the last at 86,300 s. The simulator stops with the last request,
-# so at a lower rate the "day" would end hours early (below one request a day, at once).
-MIN_DAY_RATE = 0.01
 
 
 def whole_number(low: int, high: int, why: str = "") -> Callable[[str], int]:
@@ -647,13 +644,9 @@ def whole_number(low: int, high: int, why: str = "") -> Callable[[str], int]:
     return parse
 
 
-def positive_number(high: float, unit: str, low: float = 0.0, why: str = "") -> Callable[[str], float]:
-    """An argparse ``type``: a finite number above 0 (at least ``low``, if given) and at most ``high``.
-
-    ``unit`` says of what; ``why``, if given, says where the range comes from.
-    """
-    wanted = f"must be a number of {unit} {f'>= {low:g}' if low else '> 0'} and <= {high:,.0f}"
-    wanted += f" ({why})" if why else ""
+def positive_number(high: float, unit: str) -> Callable[[str], float]:
+    """An argparse ``type``: a finite number above 0 and at most ``high``; ``unit`` says of what."""
+    wanted = f"must be a number of {unit} > 0 and <= {high:,.0f}"
 
     def parse(text: str) -> float:
         try:
@@ -661,7 +654,7 @@ def positive_number(high: float, unit: str, low: float = 0.0, why: str = "") -> 
         except ValueError:
             value = math.nan
         # 0 would divide by zero, a negative rate or inf would be a run of no or negative length, nan compares false
-        if not (math.isfinite(value) and 0 < value <= high and value >= low):
+        if not (math.isfinite(value) and 0 < value <= high):
             raise argparse.ArgumentTypeError(f"{wanted}, got {text!r}")
         return value
 
@@ -742,11 +735,7 @@ def main(argv: list[str] | None = None) -> int:
         "--small-requests", type=requests, default=100_000, help="requests of the 5-instance comparison"
     )
     parser.add_argument("--day-instances", type=whole_number(1, MAX_INSTANCES), default=1000)
-    parser.add_argument(
-        "--day-rate",
-        type=positive_number(MAX_RATE, "requests a second", MIN_DAY_RATE, "the day lasts as long as its load"),
-        default=1.0,
-    )
+    parser.add_argument("--day-rate", type=positive_number(MAX_RATE, "requests a second"), default=1.0)
     parser.add_argument("--day-health-interval", type=day_interval, default=30.0, metavar="SECONDS")
     parser.add_argument("--no-gc", action="store_true", help="switch the cyclic garbage collector off meanwhile")
     parser.add_argument(

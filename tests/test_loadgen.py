@@ -163,6 +163,19 @@ async def test_open_loop_sends_rate_times_duration_by_default(server: str) -> No
     assert all(r.instance == "b" for r in records)
 
 
+async def test_the_schedule_lasts_its_duration_after_its_last_request(server: str) -> None:
+    clock = Clock()
+    generator = LoadGenerator(server, clock=clock)
+    started = clock.now()
+    records = await generator.run_open_loop(rate=2, duration=1.2)  # requests at 0, 0.5 and 1.0 s
+    assert len(records) == 3
+    assert clock.now() - started >= 1.2  # not back at 1.0 s, with the last request
+    early = LoadGenerator(server, clock=clock)
+    started = clock.now()
+    await early.run_open_loop(rate=2, duration=30, max_requests=1)  # max_requests ends the schedule at once
+    assert clock.now() - started < 15
+
+
 async def test_attempts_header_is_recorded(server: str) -> None:
     generator = LoadGenerator(server + "/", clock=Clock(), path="/retried")
     records = await generator.run_open_loop(rate=100, duration=1, max_requests=3)

@@ -46,6 +46,19 @@ def test_a_crash_with_retries_costs_clients_nothing_and_is_detected_within_the_b
     assert report.per_instance["b"] < report.per_instance["a"]
 
 
+def test_a_run_lasts_its_duration_even_when_its_last_request_comes_long_before() -> None:
+    lab = SimLab(2, health=HEALTH, seed=1)
+    started = lab.now()
+    # Requests at 0, 1000, ... 9000 s; the crash comes after the last of them.
+    report = lab.run_load_sync(rate=0.001, duration=10_000, faults=[(9_500.0, "a", "crash", {})])
+    assert report.requests == 10
+    assert lab.now() >= started + 10_000  # not 9,000 s, one request's gap short
+    assert report.fault_instance == "a" and report.detection_window is not None  # a fault after the last request
+    capped = lab.now()
+    lab.run_load_sync(rate=0.001, duration=10_000, max_requests=1)  # max_requests ends the schedule at once
+    assert lab.now() < capped + 10
+
+
 def test_without_any_protection_round_robin_keeps_sending_a_third_to_the_dead_instance() -> None:
     lab = SimLab(3, health=None, retries=None, ejection=None, seed=3)
     report = lab.run_load_sync(rate=150, duration=3.0, faults=[(1.0, "b", "crash", {})])

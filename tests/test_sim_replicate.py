@@ -58,12 +58,13 @@ def test_replications_are_the_seeded_runs_whatever_runs_them() -> None:
 
 
 def test_a_dask_distributed_clients_executor_works_unchanged() -> None:
-    """The classroom case: a dask.distributed cluster (here two worker processes on loopback) runs the seeds."""
+    """The classroom case: a dask.distributed cluster (two worker processes, LocalCluster's default, on loopback)."""
     import distributed  # in the dev extras: a test that must run, not one skipped when it is missing
+
     seeds = [1, 2, 3]
     with (
         distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", scheduler_port=0, dashboard_address=None
+            n_workers=2, threads_per_worker=1, host="127.0.0.1", scheduler_port=0, dashboard_address=None
         ) as cluster,
         distributed.Client(cluster) as client,
     ):

@@ -203,15 +203,19 @@ class OpenLoop:
         else:
             due = quantized(self._next_due + self.rng.expovariate(self.rate))
         self._next_due = due
-        if (
-            self._stopped
-            or due >= self._end - _EPSILON
-            or (self.max_requests is not None and self.sent >= self.max_requests)
-        ):
-            self._stopped = True
-            self._check_done()
-            return
-        self._timer = self.scheduler.call_at(due, self._send)
+        if self._stopped or (self.max_requests is not None and self.sent >= self.max_requests):
+            self._schedule_over()
+        elif due >= self._end - _EPSILON:
+            # The last request is sent; the schedule still lasts its duration (at a low rate the last request may
+            # come long before it ends), as the live client's does.
+            self._timer = self.scheduler.call_at(self._end, self._schedule_over)
+        else:
+            self._timer = self.scheduler.call_at(due, self._send)
+
+    def _schedule_over(self) -> None:
+        self._timer = None
+        self._stopped = True
+        self._check_done()
 
     def _record(
         self, call: ClientCall, end: float, status: int | None, instance: str | None, attempts: int, error: str | None
