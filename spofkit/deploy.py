@@ -10,7 +10,12 @@ carry the load meanwhile:
 3. **Readiness**: put it back in the pool *not yet up*, so it gets traffic only once the health checks have seen
    it pass ``rise`` checks — a process that is running is not yet a process that can serve.
 4. **Warm-up**: with ``slow_start``, its share of traffic then grows over that many seconds.
-5. Only then the next batch. With ``batch`` >= the number of instances this is the naive restart-all.
+5. Only then the next batch. (``how="all-at-once"`` is the naive restart-all, for comparison: no draining, no
+   waiting, an outage.)
+
+The plan — the batches, the steps in order, the rule for "ready" (every balancer saw it pass) and what each step
+says — is :mod:`spofkit.policy.deploy`'s, and the simulator carries out the same plan in virtual time; this
+module does it to live processes.
 
 The balancers themselves are upgraded by a **planned takeover**: restart the backup first, then ask the master
 to resign (a priority-0 advert: the backup takes the address after its skew, a fraction of an unplanned
@@ -28,7 +33,18 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from spofkit.balancer_node import ACTIVE_PASSIVE
-from spofkit.events import DeployStep, Event, InstanceUp
+from spofkit.events import DeployStep, Event
+from spofkit.policy.deploy import (
+    ALL_AT_ONCE,
+    DRAIN,
+    READY,
+    RESTART,
+    ROLLING,
+    WARM_UP,
+    ReadyEverywhere,
+    Step,
+    deploy_plan,
+)
 from spofkit.status import ACTIVE, CRASHED
 
 if TYPE_CHECKING:
@@ -44,88 +60,106 @@ class DeployFailed(RuntimeError):
 
 async def rolling_restart(lab: Lab, batch: int = 1, *, ready_timeout: float = READY_TIMEOUT) -> dict[str, Any]:
     """Steps 1–5 above, ``batch`` instances at a time. Returns which instances were deployed and how long it took."""
-    started = lab.now()
-    names = list(lab.instances)
-    done: list[str] = []
-    for first in range(0, len(names), batch):
-        group = [name for name in names[first : first + batch] if name in lab.instances]
-        await asyncio.gather(*(_replace(lab, name, ready_timeout) for name in group))
-        done.extend(group)
-    return {"deployed": done, "batch": batch, "seconds": round(lab.now() - started, 3)}
-
-
-async def _replace(lab: Lab, name: str, ready_timeout: float) -> None:
-    step = _announcer(lab, name)
-    spec = dict(lab.front.configuration.members[name])
-    url = spec.pop("url")
-    spec.pop("initially_up", None)
-    step("drain", "no new requests; the ones in flight finish")
-    await lab.front.remove_member(name)
-    async with lab.commands_lock:
-        instance = lab.instances[name]
-        await instance.restart()
-    step("restart", f"new process, pid {instance.pid}" if instance.pid else "restarted")
-    checks_on = lab.front.configuration.health is not None
-    balancers = [node.name for node in lab.front.nodes.values() if node.running]
-    came_up = _waiter(lab, name, balancers) if checks_on else None
-    await lab.front.add_member(name, url, initially_up=not checks_on, **spec)
-    if came_up is not None:
-        step("ready?", f"back in the pool, waiting for {lab.front.configuration.health.rise} passed checks")  # type: ignore[union-attr]
-        try:
-            await asyncio.wait_for(came_up.wait(), ready_timeout)
-        except asyncio.TimeoutError:
-            raise DeployFailed(f"{name} did not pass its health checks within {ready_timeout:g}s") from None
-        finally:
-            came_up.close()
-    warm = lab.front.configuration.slow_start
-    if warm > 0:
-        step("warm-up", f"slow start: its share grows over {warm:g}s")
-        await asyncio.sleep(warm)  # a timer: the slow start itself runs in the balancers' policy
-    step("done", "UP and serving its full share")
-
-
-class _UpEverywhere:
-    """Set once every balancer in ``balancers`` has published InstanceUp for ``name``."""
-
-    def __init__(self, lab: Lab, name: str, balancers: list[str]) -> None:
-        self.missing = set(balancers)
-        self.name = name
-        self.ready = asyncio.Event()
-        self._unsubscribe = lab.events.subscribe(self._heard)
-
-    def _heard(self, event: Event) -> None:
-        if isinstance(event, InstanceUp) and event.instance == self.name:
-            self.missing.discard(event.balancer)
-            if not self.missing:
-                self.ready.set()
-
-    async def wait(self) -> None:
-        await self.ready.wait()
-
-    def close(self) -> None:
-        self._unsubscribe()
-
-
-def _waiter(lab: Lab, name: str, balancers: list[str]) -> _UpEverywhere:
-    return _UpEverywhere(lab, name, balancers)
-
-
-def _announcer(lab: Lab, name: str) -> Callable[[str, str], None]:
-    def step(what: str, detail: str) -> None:
-        lab.events.publish(DeployStep(lab.now(), name, what, detail))
-
-    return step
+    return await _deploy(lab, batch, ROLLING, ready_timeout)
 
 
 async def restart_all(lab: Lab) -> dict[str, Any]:
     """The naive way, for comparison: every instance restarted at once, nothing drained, nobody waited for."""
+    return await _deploy(lab, max(1, len(lab.instances)), ALL_AT_ONCE, READY_TIMEOUT)
+
+
+async def _deploy(lab: Lab, batch: int, how: str, ready_timeout: float) -> dict[str, Any]:
+    """Carry out :func:`spofkit.policy.deploy.deploy_plan` on the live lab, batch after batch."""
     started = lab.now()
-    names = list(lab.instances)
-    async with lab.commands_lock:
+    configuration = lab.front.configuration
+    health = configuration.health
+    plan = deploy_plan(
+        list(lab.instances),
+        batch,
+        how=how,
+        rise=health.rise if health is not None else None,
+        slow_start=configuration.slow_start,
+    )
+    done: list[str] = []
+    for steps in plan:
+        group = [name for name in steps[0].names if name in lab.instances]  # one removed meanwhile is skipped
+        members = {name: dict(configuration.members[name]) for name in group}
+        for step in steps:
+            await _carry_out(lab, step, members, ready_timeout, announce_first=how == ALL_AT_ONCE)
+        done.extend(group)
+    return {"deployed": done, "batch": batch, "seconds": round(lab.now() - started, 3)}
+
+
+async def _carry_out(
+    lab: Lab, step: Step, members: dict[str, dict[str, Any]], ready_timeout: float, *, announce_first: bool
+) -> None:
+    """One step of the plan for every instance of the batch (in ``members``: their pool options, from before)."""
+    names = list(members)
+
+    def announce(detail: str | None = None) -> None:
         for name in names:
-            lab.events.publish(DeployStep(lab.now(), name, "restart", "all at once, without draining"))
-        await asyncio.gather(*(lab.instances[name].restart() for name in names))
-    return {"deployed": names, "batch": len(names), "seconds": round(lab.now() - started, 3)}
+            lab.events.publish(DeployStep(lab.now(), name, step.what, detail or step.detail))
+
+    if step.what == DRAIN:
+        announce()
+        await asyncio.gather(*(lab.front.remove_member(name) for name in names))
+    elif step.what == RESTART:
+        if announce_first:  # all at once: said as it starts, for the outage that follows
+            announce()
+        async with lab.commands_lock:
+            await asyncio.gather(*(lab.instances[name].restart() for name in names))
+        if not announce_first:
+            for name in names:
+                pid = lab.instances[name].pid
+                lab.events.publish(
+                    DeployStep(lab.now(), name, step.what, f"new process, pid {pid}" if pid else step.detail)
+                )
+    elif step.what == READY:
+        await _rejoin(lab, step, members, ready_timeout, announce)
+    elif step.what == WARM_UP:
+        announce()
+        await asyncio.sleep(step.seconds)  # a timer: the slow start itself runs in the balancers' policy
+    else:
+        announce()
+
+
+async def _rejoin(
+    lab: Lab,
+    step: Step,
+    members: dict[str, dict[str, Any]],
+    ready_timeout: float,
+    announce: Callable[[], None],
+) -> None:
+    """Back in the pool, not yet up; then wait until every running balancer has seen each pass its checks."""
+    balancers = [node.name for node in lab.front.nodes.values() if node.running]
+    ready = ReadyEverywhere(members, balancers)
+    woken = asyncio.Event()
+
+    def heard(event: Event) -> None:
+        ready.heard(event)
+        if ready.ready:
+            woken.set()
+
+    unsubscribe = lab.events.subscribe(heard) if step.wait else None
+    try:
+        for name, options in members.items():
+            spec = dict(options)
+            url = spec.pop("url")
+            spec.pop("initially_up", None)
+            await lab.front.add_member(name, url, initially_up=not step.wait, **spec)
+        if not step.wait:
+            return
+        announce()
+        try:
+            await asyncio.wait_for(woken.wait(), ready_timeout)
+        except asyncio.TimeoutError:
+            waiting = sorted({name for name, _ in ready.missing})
+            raise DeployFailed(
+                f"{', '.join(waiting)} did not pass the health checks within {ready_timeout:g}s"
+            ) from None
+    finally:
+        if unsubscribe is not None:
+            unsubscribe()
 
 
 async def upgrade_balancers(lab: Lab) -> dict[str, Any]:

@@ -34,6 +34,8 @@ DRIVERS_INTERFACE = {
     },
     "spofkit.policy.balancer": {"rng_for"},
     "spofkit.policy._checks": {"MIN_INTERVAL", "seconds"},  # a lab argument's range check, as the settings' own
+    # A deploy's plan and its rule for "ready": the driver carries the steps out.
+    "spofkit.policy.deploy": {"DRAIN", "READY", "RESTART", "WARM_UP", "ReadyEverywhere", "Step", "deploy_plan"},
     "spofkit.policy.pair": {
         "MASTER",
         "AddressLease",

@@ -13,6 +13,8 @@ the tests call it with plain function calls.
 :mod:`.pool`           who is eligible: health verdicts, ejection, backups, max_conns, slow start, drain
 :mod:`.attempts`       one request, attempt by attempt: try here, then there, or answer the client
 :mod:`.balancer`       one balancer's whole policy: pool + health + retries + budget
+:mod:`.pair`           a balancer pair: adverts, takeover, preempt, the address lease
+:mod:`.deploy`         a deploy's plan: batches, the steps in order, "ready" = every balancer saw it pass
 =====================  ========================================================================================
 
 Importing this package imports neither asyncio nor aiohttp (a test checks it in a fresh interpreter).

@@ -46,7 +46,7 @@ from spofkit.commands import (
     SetStrategy,
     UnknownName,
 )
-from spofkit.events import PER_REQUEST_EVENTS, Clock, DeployStep, Event, EventBus, InstanceUp, SettingChanged
+from spofkit.events import PER_REQUEST_EVENTS, Clock, DeployStep, Event, EventBus, SettingChanged
 from spofkit.faults import Crash, make_fault
 from spofkit.loadgen import RequestRecord
 from spofkit.policy import (
@@ -59,6 +59,8 @@ from spofkit.policy import (
     rng_for,
 )
 from spofkit.policy._checks import MIN_INTERVAL, seconds
+from spofkit.policy.deploy import DRAIN, READY, RESTART, WARM_UP, ReadyEverywhere, deploy_plan
+from spofkit.policy.deploy import Step as DeployPlanStep
 from spofkit.report import Report, build_report
 from spofkit.sim.balancer import SimBalancer
 from spofkit.sim.capacity import Capacity
@@ -813,56 +815,59 @@ class SimLab:
             self._deploying = False
 
     def _rolling(self, batch: int, how: str) -> dict[str, Any]:
-        """The steps of :func:`spofkit.deploy.rolling_restart` (drain, restart, ready?, warm-up), in virtual time."""
+        """:func:`spofkit.policy.deploy.deploy_plan`, carried out in virtual time, as spofkit.deploy does live."""
         started = self.now()
         names = list(self.instances)
-        for first in range(0, len(names), batch):
-            group = names[first : first + batch]
-            if how == "all-at-once":
-                for name in group:
-                    self._step(name, "restart", "all at once, without draining")
-                    self.instances[name].restart()
-            else:
-                self._replace(group)
+        plan = deploy_plan(
+            names,
+            batch,
+            how=how,
+            rise=self.health.rise if self.health is not None else None,
+            slow_start=self.slow_start,
+        )
+        for steps in plan:
+            members = {name: self.members[name] for name in steps[0].names}
+            for step in steps:
+                self._carry_out(step, members)
         return {"deployed": names, "batch": batch, "seconds": round(self.now() - started, 3)}
 
-    def _replace(self, group: list[str]) -> None:
-        """One batch of a rolling restart: drained, restarted, back once ready, warmed up."""
-        for name in group:
-            self._step(name, "drain", "no new requests; the ones in flight finish")
-        members = {name: self.members[name] for name in group}
-        for name in group:
-            self._remove_from_pool(name)
-        for name in group:
-            self.instances[name].restart()
-            self._step(name, "restart", "restarted")
-        up: dict[tuple[str, str], None] = {}
+    def _carry_out(self, step: DeployPlanStep, members: dict[str, dict[str, Any]]) -> None:
+        """One step of the plan for every instance of the batch (``members``: their pool options, from before)."""
+        if step.what == RESTART:
+            for name in step.names:
+                self.instances[name].restart()
+                self._step(name, step.what, step.detail)
+            return
+        if step.what == READY:
+            self._rejoin(step, members)
+            return
+        for name in step.names:
+            self._step(name, step.what, step.detail)
+        if step.what == DRAIN:
+            for name in step.names:
+                self._remove_from_pool(name)
+        elif step.what == WARM_UP:
+            self.advance_sync(step.seconds)
 
-        def heard(event: Event) -> None:
-            if isinstance(event, InstanceUp) and event.instance in members:
-                up[(event.instance, event.balancer)] = None
-
-        unsubscribe = self.events.subscribe(heard)
+    def _rejoin(self, step: DeployPlanStep, members: dict[str, dict[str, Any]]) -> None:
+        """Back in the pool, not yet up; then wait until every balancer has seen each pass its checks."""
+        ready = ReadyEverywhere(members, self.front.balancers)
+        unsubscribe = self.events.subscribe(ready.heard) if step.wait else None
         try:
             for name, options in members.items():
                 self.members[name] = options
                 for balancer in self.front.balancers.values():
-                    balancer.add_member(name, initially_up=self.health is None, **options)
-                if self.health is not None:
-                    self._step(name, "ready?", f"back in the pool, waiting for {self.health.rise} passed checks")
-            wanted = len(members) * len(self.front.balancers)
-            if self.health is not None and not self.scheduler.run_until(
-                lambda: len(up) >= wanted, self.now() + READY_TIMEOUT
-            ):
-                raise CommandError("deploy", f"{sorted(members)} did not pass their health checks in time", 409)
+                    balancer.add_member(name, initially_up=not step.wait, **options)
+            if not step.wait:
+                return
+            for name in members:
+                self._step(name, step.what, step.detail)
+            if not self.scheduler.run_until(lambda: ready.ready, self.now() + READY_TIMEOUT):
+                waiting = sorted({name for name, _ in ready.missing})
+                raise CommandError("deploy", f"{', '.join(waiting)} did not pass the health checks in time", 409)
         finally:
-            unsubscribe()
-        if self.slow_start > 0:
-            for name in group:
-                self._step(name, "warm-up", f"slow start: its share grows over {self.slow_start:g}s")
-            self.advance_sync(self.slow_start)
-        for name in group:
-            self._step(name, "done", "UP and serving its full share")
+            if unsubscribe is not None:
+                unsubscribe()
 
     def _remove_from_pool(self, name: str, drain_timeout: float = 10.0) -> None:
         balancers = list(self.front.balancers.values())
