@@ -39,7 +39,6 @@ import asyncio
 import contextlib
 import errno
 import json
-import math
 import os
 import random
 import signal
@@ -57,7 +56,7 @@ from spofkit.clock import LoopScheduler
 from spofkit.events import BalancerRoleChanged, Event, EventBus
 from spofkit.instance import ServiceInstance
 from spofkit.pair import PairDriver
-from spofkit.policy.pair import MASTER, PairMember, PairSettings
+from spofkit.policy.pair import MASTER, LeaseHolder, PairMember, PairSettings
 
 ADVERT_PORT = 5798  # the adverts' UDP port (each namespace has its own ports; 5798 is VRRP's RFC number)
 SERVICE_PORT = 8080
@@ -174,26 +173,36 @@ class AddressKeeper:
         self.tell = tell
         self.clock = clock
         self.fencing = False
-        self.wants = False  # the pair's rules say this balancer should hold the address
+        self.lease = LeaseHolder()  # fencing's rules: spofkit.policy.pair
         self.holds = False  # the address is on our interface
-        self.lease_until = 0.0  # when our lease runs out, on ``clock`` (fencing only)
         self.garps_sent = 0
         self.lease_requests = 0
-        self.lease_refusals = 0
         self._garp_timer: asyncio.TimerHandle | None = None
         self._jitter = random.Random(f"{name} {os.getpid()}")
 
     # --- what the pair driver calls ---------------------------------------------------------------------------
 
+    @property
+    def wants(self) -> bool:
+        return self.lease.wants
+
+    @property
+    def lease_until(self) -> float:
+        return self.lease.until
+
+    @property
+    def lease_refusals(self) -> int:
+        return self.lease.refusals
+
     def take(self, reason: str) -> None:
-        self.wants = True
+        self.lease.wants = True
         if self.fencing:
             self._ask_lease()  # the address comes with the answer, if granted
         else:
             self._add(reason)
 
     def release(self, reason: str) -> None:
-        self.wants = False
+        self.lease.wants = False
         self._remove(reason)
         if self.fencing:
             self.tell({"type": "lease_release", "node": self.name})
@@ -203,25 +212,22 @@ class AddressKeeper:
     def set_fencing(self, on: bool) -> None:
         self.fencing = on
         if on and self.holds:
-            self.lease_until = math.inf  # an address held from before keeps until the supervisor's first answer
+            self.lease.held_from_before()
         if on and self.wants:
             self._ask_lease()
 
     def lease_answer(self, granted: bool, asked_at: float, term: float) -> None:
-        if not granted:
-            self.lease_refusals += 1
+        # (answers come in the order of the requests)
+        what = self.lease.answer(granted, asked_at, term)
+        if what == LeaseHolder.DROP:
             self._remove("the supervisor refused the lease: another balancer holds the address")
-            return
-        # Count the term from when we asked, not from when the answer came: the supervisor's lease began later,
-        # so ours runs out first and we drop the address before the supervisor can give it to anyone else.
-        self.lease_until = asked_at + term  # (answers come in the order of the requests)
-        if self.wants:
+        elif what == LeaseHolder.HOLD:
             self._add("lease granted by the supervisor")
 
     # --- once per advert interval ---------------------------------------------------------------------------------
 
     def tick(self) -> None:
-        if self.fencing and self.holds and self.clock() >= self.lease_until:
+        if self.fencing and self.lease.expired(self.clock(), self.holds):
             self._remove("lease ran out unrenewed: fencing myself")
         if self.fencing and self.wants:
             self._ask_lease()

@@ -9,6 +9,7 @@ from spofkit.policy.pair import (
     BACKUP,
     MASTER,
     AddressLease,
+    LeaseHolder,
     PairMember,
     PairSettings,
     ReleaseAddress,
@@ -167,6 +168,21 @@ def test_fencing_grants_the_address_to_one_balancer_at_a_time() -> None:
     assert lease.request("lb2", 0.95)  # lb1 stopped renewing (dead, or cut off): now lb2 may
     lease.holder_died("lb2")
     assert lease.request("lb1", 1.0)
+
+
+def test_a_lease_holder_holds_while_granted_drops_when_refused_and_fences_itself_when_unrenewed() -> None:
+    holder = LeaseHolder()
+    assert holder.answer(True, asked_at=1.0, term=0.5) is None  # granted, but the pair's rules do not want it
+    holder.wants = True
+    assert holder.answer(True, asked_at=2.0, term=0.5) == LeaseHolder.HOLD
+    assert holder.until == 2.5  # counted from the asking: it runs out before the supervisor's own
+    assert not holder.expired(2.49, holds=True)
+    assert holder.expired(2.5, holds=True)  # no renewal came in time: drop it yourself
+    assert not holder.expired(9.0, holds=False)  # nothing held, nothing to drop
+    assert holder.answer(False, asked_at=3.0, term=0.5) == LeaseHolder.DROP  # another holds the lease: fenced off
+    assert holder.refusals == 1
+    holder.held_from_before()  # fencing switched on under a holder: it keeps the address until the first answer
+    assert not holder.expired(1e9, holds=True)
 
 
 def test_bad_settings_are_refused_by_name() -> None:

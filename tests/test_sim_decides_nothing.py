@@ -39,6 +39,7 @@ DRIVERS_INTERFACE = {
     "spofkit.policy.pair": {
         "MASTER",
         "AddressLease",
+        "LeaseHolder",
         "PairAction",
         "PairMember",
         "PairSettings",

@@ -32,6 +32,7 @@ release the address).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -45,6 +46,7 @@ __all__ = [  # the roles are spofkit.status's words, re-exported for the pair's 
     "RESIGN_PRIORITY",
     "STOPPED",
     "AddressLease",
+    "LeaseHolder",
     "PairAction",
     "PairMember",
     "PairSettings",
@@ -226,3 +228,42 @@ class AddressLease:
     def holder_died(self, name: str) -> None:
         """The supervisor saw ``name``'s process die: its lease ends at once."""
         self.release(name)
+
+
+class LeaseHolder:
+    """A balancer's side of fencing, with no I/O: it holds the address only while its lease lasts.
+
+    The driver says what the pair's rules want (:attr:`wants`, set on TakeAddress, cleared on ReleaseAddress),
+    asks the supervisor while it wants the address (at the take, then once per advert interval: a renewal), and
+    passes each answer to :meth:`answer`, which says whether the address goes on or comes off:
+
+    - **granted**: hold it (if still wanted), until ``asked_at + term``: counted from the asking, not the answer,
+      so the holder's lease runs out before the supervisor's and it lets go before anyone else may take it;
+    - **refused**: another balancer holds the lease, so *drop* the address, even one held until now (fenced off);
+    - **unrenewed**: a holder that has not been granted a renewal in time drops it itself (:meth:`expired`): one
+      that cannot reach the supervisor must stop serving before the supervisor gives the address away.
+    """
+
+    HOLD = "hold"
+    DROP = "drop"
+
+    def __init__(self) -> None:
+        self.wants = False  # the pair's rules say this balancer should hold the address
+        self.until = 0.0  # when the lease runs out, on the driver's clock
+        self.refusals = 0
+
+    def answer(self, granted: bool, asked_at: float, term: float) -> str | None:
+        """The supervisor's answer to a request made at ``asked_at``: HOLD, DROP, or None (nothing to do)."""
+        if not granted:
+            self.refusals += 1
+            return self.DROP
+        self.until = asked_at + term
+        return self.HOLD if self.wants else None
+
+    def expired(self, now: float, holds: bool) -> bool:
+        """Must a holder drop the address now, its lease run out unrenewed?"""
+        return holds and now >= self.until
+
+    def held_from_before(self) -> None:
+        """Fencing switched on while the address is held: it keeps it until the supervisor's first answer."""
+        self.until = math.inf

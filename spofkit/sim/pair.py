@@ -1,9 +1,10 @@
 """Two balancers at the front door, simulated: VRRP's rules, a virtual IP, what clients suffer, and fencing.
 
 Who is master is decided by :class:`spofkit.policy.pair.PairMember` — the same object the live pair drives — and
-fencing by :class:`spofkit.policy.pair.AddressLease`. This module keeps their appointments and models the network
-between the two balancers and their clients the way :mod:`spofkit.netns` builds it for real: two machines that
-can both put the service's virtual IP on their interface.
+fencing by :class:`spofkit.policy.pair.AddressLease` (the supervisor's side) and
+:class:`~spofkit.policy.pair.LeaseHolder` (each balancer's, as the netns node uses it). This module keeps their
+appointments and models the network between the two balancers and their clients the way :mod:`spofkit.netns`
+builds it for real: two machines that can both put the service's virtual IP on their interface.
 
 - **Adverts** travel from one balancer to the other (a fraction of a millisecond); ``advert_loss`` on a balancer
   drops every advert in and out, as a cut link between the two would.
@@ -37,6 +38,7 @@ from spofkit.policy.balancer import rng_for
 from spofkit.policy.pair import (
     MASTER,
     AddressLease,
+    LeaseHolder,
     PairAction,
     PairMember,
     PairSettings,
@@ -101,7 +103,7 @@ class _Side:
         self.garp: SimTimer | None = None
         self.link_cut = False
         self.holds = False  # the address is on this balancer's interface
-        self.refused_leases = 0
+        self.lease = LeaseHolder()  # its side of fencing (used only with fencing on)
 
     @property
     def name(self) -> str:
@@ -201,26 +203,36 @@ class PairFrontDoor:
     # --- the address --------------------------------------------------------------------------------------------
 
     def _take(self, side: _Side) -> None:
-        if self.lease is not None and not self.lease.request(side.name, self.scheduler.now()):
-            side.refused_leases += 1
-            return  # a master without the address: it asks again at its next advert
+        side.lease.wants = True
+        if self.lease is None:
+            self._hold(side)
+        else:
+            self._ask_lease(side)  # refused: a master without the address, it asks again at its next advert
+
+    def _keep_address(self, side: _Side) -> None:
+        if self.lease is not None:
+            self._ask_lease(side)
+
+    def _ask_lease(self, side: _Side) -> None:
+        """The supervisor's answer comes at once here (no network between them); the holder's rule says what then."""
+        assert self.lease is not None
+        now = self.scheduler.now()
+        what = side.lease.answer(self.lease.request(side.name, now), now, self.lease.term)
+        if what == LeaseHolder.HOLD:
+            self._hold(side)
+        elif what == LeaseHolder.DROP and side.holds:  # the lease went to the other: fenced off
+            self._drop(side)
+
+    def _hold(self, side: _Side) -> None:
         if not side.holds:
             side.holds = True
             self._announce(side)
 
-    def _keep_address(self, side: _Side) -> None:
-        if self.lease is None:
-            return
-        if self.lease.request(side.name, self.scheduler.now()):
-            if not side.holds:
-                side.holds = True
-                self._announce(side)
-        else:
-            side.refused_leases += 1
-            if side.holds:  # the lease went to the other: fenced off
-                self._release(side)
-
     def _release(self, side: _Side) -> None:
+        side.lease.wants = False
+        self._drop(side)
+
+    def _drop(self, side: _Side) -> None:
         side.holds = False
         if side.garp is not None:
             side.garp.cancel()
@@ -293,6 +305,7 @@ class PairFrontDoor:
             if timer is not None:
                 timer.cancel()
         side.timer = side.garp = None
+        side.lease.wants = False  # a dead process wants nothing; restarted, the pair's rules decide again
         if self.lease is not None:  # the supervisor saw the process die: it takes the address off and ends the lease
             self.lease.holder_died(name)
             side.holds = False
