@@ -82,17 +82,18 @@ async def _deploy(lab: Lab, batch: int, how: str, ready_timeout: float) -> dict[
     )
     done: list[str] = []
     for steps in plan:
-        group = [name for name in steps[0].names if name in lab.instances]  # one removed meanwhile is skipped
+        # One removed meanwhile, or being removed (drained, out of the pool already), is skipped.
+        group = [name for name in steps[0].names if name in lab.instances and name in configuration.members]
+        if not group:
+            continue
         members = {name: dict(configuration.members[name]) for name in group}
         for step in steps:
-            await _carry_out(lab, step, members, ready_timeout, announce_first=how == ALL_AT_ONCE)
+            await _carry_out(lab, step, members, ready_timeout)
         done.extend(group)
     return {"deployed": done, "batch": batch, "seconds": round(lab.now() - started, 3)}
 
 
-async def _carry_out(
-    lab: Lab, step: Step, members: dict[str, dict[str, Any]], ready_timeout: float, *, announce_first: bool
-) -> None:
+async def _carry_out(lab: Lab, step: Step, members: dict[str, dict[str, Any]], ready_timeout: float) -> None:
     """One step of the plan for every instance of the batch (in ``members``: their pool options, from before)."""
     names = list(members)
 
@@ -104,11 +105,11 @@ async def _carry_out(
         announce()
         await asyncio.gather(*(lab.front.remove_member(name) for name in names))
     elif step.what == RESTART:
-        if announce_first:  # all at once: said as it starts, for the outage that follows
+        if step.before:
             announce()
         async with lab.commands_lock:
             await asyncio.gather(*(lab.instances[name].restart() for name in names))
-        if not announce_first:
+        if not step.before:
             for name in names:
                 pid = lab.instances[name].pid
                 lab.events.publish(
@@ -139,6 +140,9 @@ async def _rejoin(
         ready.heard(event)
         if ready.ready:
             woken.set()
+
+    if ready.ready:  # no balancer running: nobody to wait for
+        woken.set()
 
     unsubscribe = lab.events.subscribe(heard) if step.wait else None
     try:

@@ -321,11 +321,13 @@ class LoadGenerator:
                 anchor_time, anchor_index, anchor_rate = next_due, i, self._rate
             due = anchor_time + (i - anchor_index) / anchor_rate
             if due >= end_of_schedule - _EPSILON:
-                # The last request is sent; the schedule still lasts its duration (at a low rate the last
-                # request may come long before it ends): faults and checks meanwhile belong to the run.
-                while not self._stop_requested and (left := end_of_schedule - self.clock.now()) > 0:
-                    await asyncio.sleep(min(left, _TICK))
-                return
+                # No request is due before the end; the schedule still lasts its duration (at a low rate the
+                # last request may come long before it ends: faults and checks meanwhile belong to the run), and
+                # a new rate or a pause meanwhile is heard on the next turn of the loop.
+                if now >= end_of_schedule:
+                    return
+                await asyncio.sleep(min(end_of_schedule - now, _TICK))
+                continue
             if due > now:
                 await asyncio.sleep(min(due - now, _TICK))
                 continue

@@ -292,6 +292,18 @@ async def test_a_new_rate_takes_effect_while_running(server: str) -> None:
     assert all(r.ok for r in records)
 
 
+async def test_a_new_rate_is_heard_after_the_last_request_the_old_rate_had_time_for(server: str) -> None:
+    generator = LoadGenerator(server, clock=Clock())
+
+    def speed_up(record: RequestRecord) -> None:
+        generator.rate = 100
+
+    # At 0.2 requests/s only the first request (at 0 s) falls in the 2 s; the loop then waits for the end, and
+    # must still hear the new rate: about 100 more requests in the rest of the 2 s, not none.
+    records = await generator.run_open_loop(rate=0.2, duration=2.0, on_record=speed_up)
+    assert len(records) >= 50, len(records)
+
+
 async def test_paused_open_loop_sends_nothing(server: str) -> None:
     generator = LoadGenerator(server, clock=Clock())
     generator.paused = True

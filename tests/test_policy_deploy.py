@@ -3,7 +3,10 @@ drivers carrying out that one plan."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
+from conftest import wait_for
 
 from spofkit.commands import Deploy
 from spofkit.events import DeployStep, InstanceDown, InstanceUp
@@ -113,3 +116,54 @@ async def test_the_live_lab_carries_out_the_same_plan_with_batches_of_two() -> N
     assert [(what, name) for what, name, _ in carried] == [(what, name) for what, name, _ in planned]
     # The words are the plan's, but a live restart names the new process it made.
     assert [c for c, p in zip(carried, planned, strict=True) if c != p and c[0] != RESTART] == []
+
+
+def test_all_at_once_is_announced_before_the_restarts_in_the_simulator_as_live() -> None:
+    from spofkit.events import InstanceRestarted
+
+    lab = SimLab(3, health=HealthSettings(interval=0.2, timeout=0.15, rise=2, fall=2), seed=0)
+    lab.apply_sync(Deploy(how="all-at-once"))
+    order = [
+        (e.kind, e.instance)
+        for e in lab.events.history
+        if isinstance(e, InstanceRestarted) or (isinstance(e, DeployStep) and e.step == RESTART)
+    ]
+    for name in ("a", "b", "c"):
+        assert order.index(("DeployStep", name)) < order.index(("InstanceRestarted", name))
+
+
+def test_a_crashed_balancer_is_not_waited_for() -> None:
+    from spofkit.commands import BalancerFault
+
+    health = HealthSettings(interval=0.2, timeout=0.15, rise=2, fall=2)
+    lab = SimLab(3, health=health, balancers=2, seed=0)
+    lab.apply_sync(BalancerFault("lb2", "crash"))
+    started = lab.now()
+    answer = lab.apply_sync(Deploy(batch=1))  # lb2 checks nothing: only lb1 has to see each one pass
+    assert answer["deployed"] == ["a", "b", "c"]
+    assert lab.now() - started < 3 * (health.rise + 1) * health.interval + 1.0  # not three 30 s timeouts
+
+
+async def test_a_live_deploy_leaves_out_an_instance_being_removed() -> None:
+    import aiohttp
+
+    from spofkit.lab import Lab
+    from spofkit.policy import RetrySettings
+
+    health = HealthSettings(interval=0.2, timeout=0.15, rise=2, fall=2)
+    lab = await Lab.start(3, health=health, ejection=None, retries=RetrySettings(per_try_timeout=3.0))
+    try:
+        await lab.inject("b", "hang")
+        async with aiohttp.ClientSession() as client:
+            hung = [asyncio.ensure_future(client.get(lab.balancer_url + "/")) for _ in range(3)]  # one hangs on b
+            await wait_for(lambda: lab.status().instance("b").in_flight >= 1, 5, message="a request hangs on b")
+            removal = asyncio.ensure_future(lab.remove_instance("b", drain_timeout=10.0))
+            await wait_for(lambda: "b" not in lab.front.configuration.members, 5, message="b is being drained")
+            assert "b" in lab.instances  # still draining: out of the pool, not yet gone
+            answer = await lab.apply(Deploy(how="all-at-once"))
+            assert answer["deployed"] == ["a", "c"]  # b was left alone, not a KeyError
+            await removal
+            for response in hung:
+                (await response).release()
+    finally:
+        await lab.stop()

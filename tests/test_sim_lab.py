@@ -59,6 +59,21 @@ def test_a_run_lasts_its_duration_even_when_its_last_request_comes_long_before()
     assert lab.now() < capped + 10
 
 
+def test_a_new_rate_takes_effect_at_once_after_a_very_low_one() -> None:
+    lab = SimLab(2, health=HEALTH, seed=1)
+    lab.apply_sync(SetLoad(rate=50))
+    lab.advance_sync(1.0)
+    lab.apply_sync(SetLoad(rate=0.0002))  # the next request would be 5,000 s away: past the load's end
+    lab.advance_sync(1.0)
+    background = lab._background
+    assert background is not None
+    before = background.sent
+    lab.apply_sync(SetLoad(rate=50))
+    lab.advance_sync(10.0)
+    assert background is lab._background  # the same load, at its new rate
+    assert 495 <= background.sent - before <= 505  # 50 a second from now on, not the old rate's gap first
+
+
 def test_without_any_protection_round_robin_keeps_sending_a_third_to_the_dead_instance() -> None:
     lab = SimLab(3, health=None, retries=None, ejection=None, seed=3)
     report = lab.run_load_sync(rate=150, duration=3.0, faults=[(1.0, "b", "crash", {})])

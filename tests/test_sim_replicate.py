@@ -62,19 +62,21 @@ def test_a_dask_distributed_clients_executor_works_unchanged() -> None:
     import distributed  # in the dev extras: a test that must run, not one skipped when it is missing
 
     seeds = [1, 2, 3]
-    with (
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, host="127.0.0.1", scheduler_port=0, dashboard_address=None
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
-        workers = set(client.scheduler_info()["workers"])
-        with distributed.get_task_stream(client) as tasks:
-            result = replicate(SCENARIO, seeds, client.get_executor())
-        ran_on = {task["worker"] for task in tasks.data}
-    # The workers were spawned, which starts multiprocessing's resource tracker: a helper that outlives them
-    # until this process exits. Stop it here (the next spawn starts another) so no child is left behind.
-    multiprocessing.resource_tracker._resource_tracker._stop()
+    try:
+        with (
+            distributed.LocalCluster(
+                n_workers=2, threads_per_worker=1, host="127.0.0.1", scheduler_port=0, dashboard_address=None
+            ) as cluster,
+            distributed.Client(cluster) as client,
+        ):
+            workers = set(client.scheduler_info()["workers"])
+            with distributed.get_task_stream(client) as tasks:
+                result = replicate(SCENARIO, seeds, client.get_executor())
+            ran_on = {task["worker"] for task in tasks.data}
+    finally:
+        # The workers were spawned, which starts multiprocessing's resource tracker: a helper that outlives them
+        # until this process exits. Stop it here (the next spawn starts another) so no child is left behind.
+        multiprocessing.resource_tracker._resource_tracker._stop()
     assert len(tasks.data) == len(seeds)  # one task a seed, each run by the cluster, none here
     assert ran_on <= workers and ran_on
     assert [run["digest"] for run in result.runs] == [run_scenario(SCENARIO, seed=seed).digest for seed in seeds]

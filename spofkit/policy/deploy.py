@@ -46,6 +46,9 @@ class Step:
     detail: str
     wait: bool = True  # READY: wait for the health checks (False: rejoin up at once, and announce nothing)
     seconds: float = 0.0  # WARM_UP: how long
+    # The DeployStep is published as the step begins, except a rolling restart's: once restarted (live, it names
+    # the new process). All at once, the restart is announced first, for the outage that follows.
+    before: bool = True
 
 
 def deploy_plan(
@@ -63,7 +66,7 @@ def deploy_plan(
         group = tuple(names[first : first + batch])
         steps = [
             Step(DRAIN, group, "no new requests; the ones in flight finish"),
-            Step(RESTART, group, "restarted"),
+            Step(RESTART, group, "restarted", before=False),
             Step(READY, group, f"back in the pool, waiting for {rise} passed checks", wait=rise is not None),
         ]
         if slow_start > 0:
@@ -74,10 +77,12 @@ def deploy_plan(
 
 
 class ReadyEverywhere:
-    """Whether a restarted batch is ready: every balancer has published InstanceUp for each of its instances.
+    """Whether a restarted batch is ready: every running balancer has published InstanceUp for each of its instances.
 
     One balancer's checks passing is not enough: a balancer that has not yet seen the instance pass still
     counts it down (it rejoined *not yet up*), and the next batch going down meanwhile would leave it short.
+    A crashed balancer checks nothing and serves nobody, so it is not waited for (with none running, a batch is
+    ready at once: there is nobody to be ready for).
     """
 
     def __init__(self, names: Iterable[str], balancers: Iterable[str]) -> None:

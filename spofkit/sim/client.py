@@ -166,6 +166,7 @@ class OpenLoop:
         self._anchor_index = 0
         self._stopped = False
         self._timer: SimTimer | None = None
+        self._last_sent: float | None = None  # when the last request went out
 
     def start(self) -> None:
         self._t0 = self._next_due = self._anchor_time = self.scheduler.now()
@@ -173,10 +174,21 @@ class OpenLoop:
         self._timer = self.scheduler.call_at(self._t0, self._send)
 
     def set_rate(self, rate: float) -> None:
-        """A new rate from the next request on (the TUI's slider, a SetLoad command)."""
+        """A new rate from the next request on (the TUI's slider, a SetLoad command).
+
+        As in the live client, the next request comes one new gap after the last one sent (or now, if that has
+        passed), not when the old rate had it due: from 0.001 to 50 a second, the next is not 1,000 s away.
+        """
         positive("rate", rate)
-        self._anchor_time, self._anchor_index = self._next_due, self.sent
         self.rate = float(rate)
+        if self._stopped or self._timer is None:
+            return  # over, or not started: nothing is due
+        now = self.scheduler.now()
+        due = now if self._last_sent is None else max(now, self._last_sent + 1 / self.rate)
+        self._anchor_time, self._anchor_index = due, self.sent
+        self._next_due = due
+        self._timer.cancel()
+        self._arm(due)
 
     def stop(self) -> None:
         """Send no more requests; those in flight still get their records."""
@@ -190,6 +202,7 @@ class OpenLoop:
         self._timer = None
         now = self.scheduler._now
         if not self.paused:
+            self._last_sent = now
             call = ClientCall(self, self.sent, now)
             self.sent += 1
             self.outstanding += 1
@@ -205,9 +218,13 @@ class OpenLoop:
         self._next_due = due
         if self._stopped or (self.max_requests is not None and self.sent >= self.max_requests):
             self._schedule_over()
-        elif due >= self._end - _EPSILON:
-            # The last request is sent; the schedule still lasts its duration (at a low rate the last request may
-            # come long before it ends), as the live client's does.
+        else:
+            self._arm(due)
+
+    def _arm(self, due: float) -> None:
+        if due >= self._end - _EPSILON:
+            # No request is due before the end; the schedule still lasts its duration (at a low rate the last
+            # request may come long before it ends), as the live client's does. A new rate meanwhile re-arms it.
             self._timer = self.scheduler.call_at(self._end, self._schedule_over)
         else:
             self._timer = self.scheduler.call_at(due, self._send)

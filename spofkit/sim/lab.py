@@ -71,7 +71,7 @@ from spofkit.sim.frontdoor import FrontDoor, SingleFrontDoor
 from spofkit.sim.instance import InstanceLoad, SimInstance
 from spofkit.sim.keep import KeepAllBut
 from spofkit.sim.scheduler import SimScheduler
-from spofkit.status import InstanceFacts, InstanceStatus, LabStatus
+from spofkit.status import CRASHED, InstanceFacts, InstanceStatus, LabStatus
 
 __all__ = ["SimLab"]
 
@@ -810,7 +810,8 @@ class SimLab:
             raise CommandError("deploy", "a deploy is already running; wait for it to finish", status=409)
         self._deploying = True
         try:
-            return self._rolling(command.batch if command.how == "rolling" else len(self.instances), command.how)
+            batch = command.batch if command.how == "rolling" else max(1, len(self.instances))
+            return self._rolling(batch, command.how)
         finally:
             self._deploying = False
 
@@ -835,8 +836,11 @@ class SimLab:
         """One step of the plan for every instance of the batch (``members``: their pool options, from before)."""
         if step.what == RESTART:
             for name in step.names:
+                if step.before:
+                    self._step(name, step.what, step.detail)
                 self.instances[name].restart()
-                self._step(name, step.what, step.detail)
+                if not step.before:
+                    self._step(name, step.what, step.detail)
             return
         if step.what == READY:
             self._rejoin(step, members)
@@ -851,7 +855,8 @@ class SimLab:
 
     def _rejoin(self, step: DeployPlanStep, members: dict[str, dict[str, Any]]) -> None:
         """Back in the pool, not yet up; then wait until every balancer has seen each pass its checks."""
-        ready = ReadyEverywhere(members, self.front.balancers)
+        running = [status.name for status in self.front.statuses() if status.state != CRASHED]
+        ready = ReadyEverywhere(members, running)
         unsubscribe = self.events.subscribe(ready.heard) if step.wait else None
         try:
             for name, options in members.items():
