@@ -182,18 +182,6 @@ class AddressKeeper:
 
     # --- what the pair driver calls ---------------------------------------------------------------------------
 
-    @property
-    def wants(self) -> bool:
-        return self.lease.wants
-
-    @property
-    def lease_until(self) -> float:
-        return self.lease.until
-
-    @property
-    def lease_refusals(self) -> int:
-        return self.lease.refusals
-
     def take(self, reason: str) -> None:
         self.lease.wants = True
         if self.fencing:
@@ -213,7 +201,7 @@ class AddressKeeper:
         self.fencing = on
         if on and self.holds:
             self.lease.held_from_before()
-        if on and self.wants:
+        if on and self.lease.wants:
             self._ask_lease()
 
     def lease_answer(self, granted: bool, asked_at: float, term: float) -> None:
@@ -229,7 +217,7 @@ class AddressKeeper:
     def tick(self) -> None:
         if self.fencing and self.lease.expired(self.clock(), self.holds):
             self._remove("lease ran out unrenewed: fencing myself")
-        if self.fencing and self.wants:
+        if self.fencing and self.lease.wants:
             self._ask_lease()
 
     def close(self) -> None:
@@ -325,7 +313,7 @@ async def run_balancer(args: argparse.Namespace) -> int:
             "adverts_dropped": driver.adverts_dropped,
             "garps_sent": keeper.garps_sent,
             "lease_requests": keeper.lease_requests,
-            "lease_refusals": keeper.lease_refusals,
+            "lease_refusals": keeper.lease.refusals,
             "served": instance.served,
         }
 

@@ -249,7 +249,7 @@ def test_with_fencing_the_address_waits_for_the_lease() -> None:
     keeper.take("no advert from lb1")
     assert address.moves == [] and told[-1] == {"type": "lease_request", "node": "lb2", "asked_at": 100.0}
     keeper.lease_answer(False, asked_at=100.0, term=1.0)
-    assert address.moves == [] and keeper.lease_refusals == 1
+    assert address.moves == [] and keeper.lease.refusals == 1
     keeper.lease_answer(True, asked_at=100.0, term=1.0)
     assert address.moves == ["add", "garp"]
 
