@@ -218,8 +218,10 @@ class OpenLoop:
         self._next_due = due
         if self._stopped or (self.max_requests is not None and self.sent >= self.max_requests):
             self._schedule_over()
+        elif due >= self._end - _EPSILON:  # as _arm (written out here: once a request, a call less)
+            self._timer = self.scheduler.call_at(self._end, self._schedule_over)
         else:
-            self._arm(due)
+            self._timer = self.scheduler.call_at(due, self._send)
 
     def _arm(self, due: float) -> None:
         if due >= self._end - _EPSILON:
